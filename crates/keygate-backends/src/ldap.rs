@@ -1,0 +1,1 @@
+//! `type = "ldap"`: not written yet.

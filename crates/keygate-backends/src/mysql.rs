@@ -1,0 +1,1 @@
+//! `type = "mysql"`: not written yet.

@@ -1,0 +1,1 @@
+//! `type = "postgres"`: not written yet.

@@ -1,0 +1,1 @@
+//! `type = "redis"`: not written yet.

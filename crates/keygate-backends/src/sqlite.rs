@@ -1,0 +1,308 @@
+//! `type = "sqlite"`: an SQLite database read through a small pool (sqlx).
+//!
+//! The database is opened read-only and lazily: a missing file is an outage
+//! (2) at lookup time, not a start-up failure. Values are only ever bound.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keygate_core::{AgentRecord, BackendError, KeyBackend, Query};
+use serde::Deserialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row, TypeInfo, ValueRef};
+
+use crate::sql::{self, Cell, Placeholders};
+use crate::{BackendSpec, Problems};
+
+/// `[[backend]] type = "sqlite"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// The database file, opened read-only. Relative paths are resolved
+    /// against the config file's directory.
+    pub path: PathBuf,
+    /// Query for `id:` requests: one bind parameter (`?`), returning the
+    /// columns id, name, ip, key in that order.
+    pub query_by_id: String,
+    /// Query for `ip:` requests: one bind parameter (`?`), returning the
+    /// columns id, name, ip, key in that order.
+    pub query_by_ip: String,
+    /// Most connections kept open (default 4).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+}
+
+fn default_pool_size() -> u32 {
+    4
+}
+
+#[async_trait]
+impl BackendSpec for SqliteConfig {
+    const TYPE: &'static str = "sqlite";
+
+    fn resolve_paths(&mut self, base: &Path) {
+        crate::resolve(base, &mut self.path);
+    }
+
+    fn validate(&self, problems: &mut Problems<'_>) {
+        if self.path.as_os_str().is_empty() {
+            problems.push("path", "must not be empty");
+        }
+        sql::validate_query(
+            problems,
+            "query_by_id",
+            &self.query_by_id,
+            Placeholders::Question,
+        );
+        sql::validate_query(
+            problems,
+            "query_by_ip",
+            &self.query_by_ip,
+            Placeholders::Question,
+        );
+        if !(1..=64).contains(&self.pool_size) {
+            problems.push("pool_size", "must be between 1 and 64");
+        }
+    }
+
+    async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BackendError> {
+        let options = SqliteConnectOptions::new()
+            .filename(&self.path)
+            .read_only(true)
+            .create_if_missing(false);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(self.pool_size)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy_with(options);
+        Ok(Arc::new(SqliteBackend {
+            name: name.to_owned(),
+            config: self.clone(),
+            pool,
+        }))
+    }
+}
+
+/// The SQLite backend.
+pub struct SqliteBackend {
+    name: String,
+    config: SqliteConfig,
+    pool: SqlitePool,
+}
+
+fn decode(row: &SqliteRow) -> Result<[Cell; 4], BackendError> {
+    sql::require_columns(row.len())?;
+    let cell = |i: usize| -> Result<Cell, BackendError> {
+        let raw = row.try_get_raw(i).map_err(|e| sql::describe_error(&e))?;
+        if raw.is_null() {
+            return Ok(Cell::Null);
+        }
+        let ty = raw.type_info().name().to_owned();
+        Ok(match ty.as_str() {
+            "INTEGER" => Cell::Int(
+                row.try_get::<i64, _>(i)
+                    .map_err(|e| sql::describe_error(&e))?,
+            ),
+            "TEXT" => Cell::Text(
+                row.try_get::<String, _>(i)
+                    .map_err(|e| sql::describe_error(&e))?,
+            ),
+            _ => Cell::Other(ty),
+        })
+    };
+    Ok([cell(0)?, cell(1)?, cell(2)?, cell(3)?])
+}
+
+#[async_trait]
+impl KeyBackend for SqliteBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn lookup(&self, query: &Query) -> Result<Option<AgentRecord>, BackendError> {
+        let sql = match query {
+            Query::Id(_) => &self.config.query_by_id,
+            Query::Ip(_) => &self.config.query_by_ip,
+        };
+        sql::fetch_one_record(&self.pool, sql, query.value(), decode).await
+    }
+
+    /// Opens a connection and prepares both queries.
+    async fn health(&self) -> Result<(), BackendError> {
+        use sqlx::Executor;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| sql::describe_error(&e))?;
+        for (key, q) in [
+            ("query_by_id", &self.config.query_by_id),
+            ("query_by_ip", &self.config.query_by_ip),
+        ] {
+            let described = conn.describe(q).await.map_err(|e| {
+                BackendError::Internal(format!(
+                    "{key} does not prepare: {}",
+                    sql::describe_error(&e)
+                ))
+            })?;
+            sql::require_columns(described.columns().len())
+                .map_err(|e| BackendError::Internal(format!("{key}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keygate_core::{ErrorCode, Request};
+    use sqlx::Connection;
+
+    fn q(s: &str) -> Query {
+        Request::parse(s.as_bytes()).unwrap()
+    }
+
+    async fn fixture(dir: &Path) -> PathBuf {
+        let path = dir.join("agents.db");
+        let opts = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        for stmt in [
+            "CREATE TABLE agent (id VARCHAR(8), name VARCHAR(128), ip VARCHAR(19), agent_key VARCHAR(128))",
+            "INSERT INTO agent VALUES ('001','web-01','10.0.0.1','k001'),('002','has space','10.0.0.2','k002'),\
+             ('003','nullkey','10.0.0.3',NULL),('004','dup-a','10.0.0.9','k004'),('005','dup-b','10.0.0.9','k005'),\
+             ('006','badip','10.0.0.300','k006')",
+            "CREATE TABLE typed (id INTEGER, name TEXT, ip TEXT, k TEXT)",
+            "INSERT INTO typed VALUES (7,'seven','10.0.7.7','k7')",
+        ] {
+            sqlx::query(stmt).execute(&mut c).await.unwrap();
+        }
+        path
+    }
+
+    fn config(path: &Path, table: &str) -> SqliteConfig {
+        SqliteConfig {
+            path: path.to_owned(),
+            query_by_id: format!("SELECT * FROM {table} WHERE id = ?"),
+            query_by_ip: format!("SELECT * FROM {table} WHERE ip = ?"),
+            pool_size: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn looks_up_by_id_and_ip_with_bound_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = config(&fixture(dir.path()).await, "agent")
+            .build("db")
+            .await
+            .unwrap();
+        assert_eq!(
+            b.lookup(&q("id:001")).await.unwrap().unwrap().name.as_str(),
+            "web-01"
+        );
+        assert_eq!(
+            b.lookup(&q("ip:10.0.0.1"))
+                .await
+                .unwrap()
+                .unwrap()
+                .id
+                .as_str(),
+            "001"
+        );
+        assert!(b.lookup(&q("id:099")).await.unwrap().is_none());
+        assert!(b.health().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn bad_null_and_duplicate_rows_answer_5() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = config(&fixture(dir.path()).await, "agent")
+            .build("db")
+            .await
+            .unwrap();
+        for req in ["id:002", "id:003", "ip:10.0.0.9", "id:006"] {
+            assert_eq!(
+                b.lookup(&q(req)).await.unwrap_err().code(),
+                ErrorCode::InvalidRecord,
+                "{req}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn integer_ids_are_zero_padded() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = config(&fixture(dir.path()).await, "typed")
+            .build("db")
+            .await
+            .unwrap();
+        assert_eq!(
+            b.lookup(&q("id:007")).await.unwrap().unwrap().id.as_str(),
+            "007"
+        );
+        assert_eq!(
+            b.lookup(&q("ip:10.0.7.7"))
+                .await
+                .unwrap()
+                .unwrap()
+                .id
+                .as_str(),
+            "007"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_database_is_an_outage_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = config(&dir.path().join("nope.db"), "agent")
+            .build("db")
+            .await
+            .unwrap();
+        assert_eq!(
+            b.lookup(&q("id:001")).await.unwrap_err().code(),
+            ErrorCode::Unavailable
+        );
+        assert!(b.health().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn health_reports_a_query_with_too_few_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(&fixture(dir.path()).await, "agent");
+        c.query_by_ip = "SELECT id, name FROM agent WHERE ip = ?".into();
+        let e = c
+            .build("db")
+            .await
+            .unwrap()
+            .health()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("query_by_ip") && e.contains("4"), "{e}");
+    }
+
+    #[test]
+    fn validation_reports_every_problem_with_its_key() {
+        let c = SqliteConfig {
+            path: PathBuf::new(),
+            query_by_id: "SELECT 1".into(),
+            query_by_ip: "SELECT ? , ?".into(),
+            pool_size: 0,
+        };
+        let mut list = Vec::new();
+        c.validate(&mut Problems::new("backend[1]", &mut list));
+        let paths: Vec<&str> = list.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "backend[1].path",
+                "backend[1].query_by_id",
+                "backend[1].query_by_ip",
+                "backend[1].pool_size"
+            ]
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! The one trait every store and every layer implements.
+//!
+//! The result type says what happened and so what the caller does:
+//! `Ok(Some(_))` is an answer; `Ok(None)` is a definite "not here" (cacheable,
+//! try the next backend); an error is either a transport failure (try the
+//! next backend, serve a stale answer) or a bad record (never forward it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{AgentRecord, ErrorCode, Query, RecordError};
+
+/// A source of agent registrations, or a layer around one.
+#[async_trait]
+pub trait KeyBackend: Send + Sync + 'static {
+    /// The backend's configured name, used in messages and logs.
+    fn name(&self) -> &str;
+
+    /// Looks one agent up. Implementations validate what they return: only
+    /// an [`AgentRecord`] can be returned, and building one validates it.
+    async fn lookup(&self, query: &Query) -> Result<Option<AgentRecord>, BackendError>;
+
+    /// Checks that the backend can answer (reachable, data loaded). Used by
+    /// `keygate check` and by probes; it must not be slower than a lookup.
+    async fn health(&self) -> Result<(), BackendError>;
+}
+
+#[async_trait]
+impl<T: KeyBackend + ?Sized> KeyBackend for Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    async fn lookup(&self, query: &Query) -> Result<Option<AgentRecord>, BackendError> {
+        (**self).lookup(query).await
+    }
+    async fn health(&self) -> Result<(), BackendError> {
+        (**self).health().await
+    }
+}
+
+/// Why a backend could not answer.
+///
+/// Texts never contain a key, a password or a connection URL: backends
+/// build them from their own words and the driver's error *kind*, not from
+/// connection strings.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The store could not be reached or failed while answering. The caller
+    /// tries the next backend and may serve a stale answer. (Code 2.)
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The lookup did not finish in time. Handled like `Unavailable`. (Code 2.)
+    #[error("timed out after {}", humanize(*.0))]
+    Timeout(Duration),
+    /// The store answered with a record that must not be forwarded. (Code 5.)
+    #[error("invalid record: {0}")]
+    InvalidRecord(#[from] RecordError),
+    /// The store answered with more than one record; handing out either
+    /// could give an agent the wrong key. (Code 5.)
+    #[error("ambiguous: more than one record matches")]
+    Ambiguous,
+    /// Misconfiguration or a bug on our side, e.g. a query that returns the
+    /// wrong number of columns. (Code 6.)
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// Every backend of a chain failed or found nothing, and at least one
+    /// failed; each entry names the backend.
+    #[error("{}", chain_message(.0))]
+    Chain(Vec<(String, BackendError)>),
+}
+
+impl BackendError {
+    /// The reply code for this error. For a chain, a bad record (5) wins
+    /// over an internal error (6), which wins over an outage (2): the most
+    /// actionable problem is the one reported.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Unavailable(_) | Self::Timeout(_) => ErrorCode::Unavailable,
+            Self::InvalidRecord(_) | Self::Ambiguous => ErrorCode::InvalidRecord,
+            Self::Internal(_) => ErrorCode::Internal,
+            Self::Chain(errors) => {
+                let codes = || errors.iter().map(|(_, e)| e.code());
+                if codes().any(|c| c == ErrorCode::InvalidRecord) {
+                    ErrorCode::InvalidRecord
+                } else if codes().any(|c| c == ErrorCode::Internal) {
+                    ErrorCode::Internal
+                } else {
+                    ErrorCode::Unavailable
+                }
+            }
+        }
+    }
+
+    /// Whether this is an outage (the store could not answer), as opposed
+    /// to an answer that was wrong. Outages may be answered from stale data.
+    pub fn is_outage(&self) -> bool {
+        self.code() == ErrorCode::Unavailable
+    }
+}
+
+fn chain_message(errors: &[(String, BackendError)]) -> String {
+    let prefix = match errors.iter().map(|(_, e)| e.code()).max() {
+        Some(ErrorCode::InvalidRecord) => "refused a bad record",
+        Some(ErrorCode::Internal) => "internal error",
+        _ => "no backend could answer",
+    };
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|(name, e)| format!("backend '{name}': {e}"))
+        .collect();
+    format!("{prefix}: {}", parts.join("; "))
+}
+
+/// `1.5s`, `800ms`: how durations are written in config and messages.
+pub fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_code_prefers_bad_records_over_outages() {
+        let e = BackendError::Chain(vec![
+            (
+                "a".into(),
+                BackendError::Timeout(Duration::from_millis(800)),
+            ),
+            ("b".into(), BackendError::Ambiguous),
+        ]);
+        assert_eq!(e.code(), ErrorCode::InvalidRecord);
+        assert_eq!(
+            e.to_string(),
+            "refused a bad record: backend 'a': timed out after 800ms; backend 'b': ambiguous: more than one record matches"
+        );
+        let e = BackendError::Chain(vec![(
+            "a".into(),
+            BackendError::Unavailable("connection refused".into()),
+        )]);
+        assert_eq!(e.code(), ErrorCode::Unavailable);
+        assert!(e.is_outage());
+        assert_eq!(
+            e.to_string(),
+            "no backend could answer: backend 'a': unavailable: connection refused"
+        );
+    }
+}

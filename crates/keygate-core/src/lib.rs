@@ -1,0 +1,31 @@
+//! keygate's core: what a Wazuh key request is, what an answer may contain,
+//! and the [`KeyBackend`] trait every store and every layer implements.
+//!
+//! The flow is the same for both front ends (socket daemon and exec
+//! one-shot): raw bytes are parsed into a [`Request`] (the [`Query`] backends
+//! see), the backend stack answers with a validated [`AgentRecord`] or a
+//! [`BackendError`], and [`gateway::answer`] turns that into a [`Reply`],
+//! one line of JSON with a stable [`ErrorCode`].
+//!
+//! Nothing here knows about sockets, processes or config files: layers such
+//! as [`TimeoutLayer`] and [`Chain`] wrap `Arc<dyn KeyBackend>` and are
+//! themselves `KeyBackend`s, so the stack is composed once, from config, by
+//! the caller.
+
+pub mod backend;
+pub mod chain;
+pub mod gateway;
+pub mod record;
+pub mod reply;
+pub mod request;
+pub mod timeout;
+
+pub use backend::{BackendError, KeyBackend};
+pub use chain::{Chain, ChainPolicy};
+pub use record::{AgentAddress, AgentId, AgentKey, AgentName, AgentRecord, RecordError};
+pub use reply::{ErrorCode, Reply};
+pub use request::{Query, Request, RequestError};
+pub use timeout::TimeoutLayer;
+
+#[doc(hidden)]
+pub mod testing;
