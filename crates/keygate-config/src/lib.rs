@@ -1,1 +1,112 @@
-//! placeholder
+//! keygate's configuration: TOML plus `KEYGATE_` environment overrides,
+//! loaded in two steps.
+//!
+//! 1. figment reads the file and the environment into raw sections, each
+//!    with `deny_unknown_fields`; every section is extracted on its own, so
+//!    a mistake in one does not hide mistakes in the others.
+//! 2. Validation turns the raw sections into [`Config`] and reports every
+//!    problem at once, each with its key path (`backend[1].query_by_id`).
+//!
+//! [`Config::build_stack`] then turns the backend list into the runtime
+//! stack: each backend wrapped in its timeout, all of them in a chain. That
+//! function is the one place the stack is assembled.
+
+mod backends;
+mod load;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use backends::{BackendEntry, BackendKind, BACKEND_TYPES};
+pub use keygate_backends::Problem;
+use keygate_core::chain::{Action, ChainPolicy};
+use keygate_core::{Chain, KeyBackend};
+pub use load::{load, load_str, ConfigError, ENV_PREFIX};
+
+/// The default config file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/keygate/keygate.toml";
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from, if any.
+    pub source: Option<PathBuf>,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+    /// `[[backend]]`, in chain order.
+    pub backends: Vec<BackendEntry>,
+}
+
+/// `[server]`: the socket front end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Path of the Unix socket Wazuh connects to.
+    pub socket: PathBuf,
+    /// Permission bits of the socket file.
+    pub socket_mode: u32,
+    /// Most connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// How long a connection may take to send its request.
+    pub read_timeout: Duration,
+    /// Deadline for answering one request through the whole chain.
+    pub request_timeout: Duration,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `trace`, `debug`, `info`, `warn`, `error` or `off`.
+    pub level: String,
+    /// Log file; without it the daemon logs to stderr and exec mode logs
+    /// nowhere.
+    pub file: Option<PathBuf>,
+}
+
+/// The assembled backend stack.
+pub struct Stack {
+    /// What the front ends ask: the chain of all backends.
+    pub root: Arc<dyn KeyBackend>,
+    /// Each backend, with its type and timeout layer, in chain order.
+    pub backends: Vec<(String, &'static str, Arc<dyn KeyBackend>)>,
+}
+
+impl Config {
+    /// Builds every backend and assembles the stack: each backend inside
+    /// its timeout, all of them in one chain. Fails only on problems a
+    /// restart cannot fix (an unreadable password file); servers that are
+    /// down are connected to later, lazily.
+    pub async fn build_stack(&self) -> Result<Stack, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut backends = Vec::new();
+        let mut links = Vec::new();
+        for (i, entry) in self.backends.iter().enumerate() {
+            match entry.build().await {
+                Ok(backend) => {
+                    let policy = ChainPolicy {
+                        on_not_found: entry.on_not_found,
+                        on_error: entry.on_error,
+                    };
+                    links.push((backend.clone(), policy));
+                    backends.push((entry.name.clone(), entry.kind.type_name(), backend));
+                }
+                Err(e) => problems.push(Problem {
+                    path: format!("backend[{i}]"),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Stack {
+            root: Arc::new(Chain::new("chain", links)),
+            backends,
+        })
+    }
+}
+
+/// Re-exported so callers can name chain actions.
+pub type ChainAction = Action;
