@@ -1,1 +1,83 @@
-fn main() {}
+//! keygate: answers Wazuh's agent key requests from SQL, LDAP, Redis or
+//! flat files.
+//!
+//! One binary, two front ends, exactly as Wazuh's client behaves:
+//! - `keygate [--config FILE] [serve]`: the socket daemon (`<socket>` in
+//!   ossec.conf; also what Wazuh 3.x's launcher starts from `exec_path`);
+//! - `keygate [--config FILE] id 001` / `ip 10.0.0.1`: the exec one-shot
+//!   (`<exec_path>`), which asks a running daemon if there is one and
+//!   otherwise looks up itself. It prints one JSON line and exits 0, always.
+//!
+//! `keygate check` validates the config and probes every backend.
+
+mod check;
+mod exec;
+mod logging;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for configuration errors (sysexits' EX_CONFIG).
+pub const EX_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(name = "keygate", version, about = "Wazuh agent key request gateway")]
+struct Cli {
+    /// Config file (TOML).
+    #[arg(long, short = 'c', global = true, env = "KEYGATE_CONFIG", default_value = keygate_config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the socket daemon (the default without a subcommand).
+    Serve,
+    /// Validate the config, probe every backend, print a table; non-zero on
+    /// any problem.
+    Check,
+    /// Exec mode: look up an agent by id and print one JSON reply.
+    Id {
+        /// The agent id (digits).
+        value: Option<String>,
+        /// Anything else is refused.
+        #[arg(hide = true, allow_hyphen_values = true, trailing_var_arg = true)]
+        extra: Vec<String>,
+    },
+    /// Exec mode: look up an agent by source address and print one JSON reply.
+    Ip {
+        /// The IPv4 or IPv6 address.
+        value: Option<String>,
+        /// Anything else is refused.
+        #[arg(hide = true, allow_hyphen_values = true, trailing_var_arg = true)]
+        extra: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    // In exec mode stdout and stderr are one pipe to Wazuh: nothing may go to
+    // stderr, and even bad arguments get a JSON answer with exit code 0.
+    let exec_kind = exec::exec_kind(&args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            if let Some(kind) = exec_kind {
+                return exec::bad_arguments(kind, &e.kind().to_string());
+            }
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match cli.command {
+        None | Some(Command::Serve) => serve::main(&cli.config),
+        Some(Command::Check) => check::main(&cli.config),
+        Some(Command::Id { value, extra }) => exec::main(&cli.config, "id", value, extra),
+        Some(Command::Ip { value, extra }) => exec::main(&cli.config, "ip", value, extra),
+    }
+}
