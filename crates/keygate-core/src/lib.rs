@@ -13,6 +13,8 @@
 //! the caller.
 
 pub mod backend;
+pub mod breaker;
+pub mod cache;
 pub mod chain;
 pub mod gateway;
 pub mod record;
@@ -21,6 +23,8 @@ pub mod request;
 pub mod timeout;
 
 pub use backend::{BackendError, KeyBackend};
+pub use breaker::{Breaker, BreakerSettings, BreakerSnapshot, BreakerState};
+pub use cache::{CacheLayer, CacheSettings, CacheStats};
 pub use chain::{Chain, ChainPolicy};
 pub use record::{AgentAddress, AgentId, AgentKey, AgentName, AgentRecord, RecordError};
 pub use reply::{ErrorCode, Reply};

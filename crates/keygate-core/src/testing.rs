@@ -2,7 +2,7 @@
 //! downstream ones): fixed records, injected latency and injected outages.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,9 +14,12 @@ use crate::{AgentRecord, BackendError, KeyBackend, Query};
 pub struct Fake {
     name: String,
     records: Vec<AgentRecord>,
-    delay: Duration,
+    delay: Arc<Mutex<Duration>>,
     down: Arc<AtomicBool>,
     calls: Arc<AtomicUsize>,
+    health_calls: Arc<AtomicUsize>,
+    /// An error every lookup answers with, after its delay (outage first).
+    failure: Arc<Mutex<Option<BackendError>>>,
     /// Answer every query with the first record, matching or not.
     liar: bool,
 }
@@ -27,9 +30,11 @@ impl Fake {
         Self {
             name: name.to_owned(),
             records: Vec::new(),
-            delay: Duration::ZERO,
+            delay: Arc::new(Mutex::new(Duration::ZERO)),
             down: Arc::new(AtomicBool::new(false)),
             calls: Arc::new(AtomicUsize::new(0)),
+            health_calls: Arc::new(AtomicUsize::new(0)),
+            failure: Arc::new(Mutex::new(None)),
             liar: false,
         }
     }
@@ -65,9 +70,29 @@ impl Fake {
     }
 
     /// Makes every call take `delay` first.
-    pub fn delayed(mut self, delay: Duration) -> Self {
-        self.delay = delay;
+    pub fn delayed(self, delay: Duration) -> Self {
+        self.set_delay(delay);
         self
+    }
+
+    /// Changes the delay of every later call (clones included).
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap_or_else(PoisonError::into_inner) = delay;
+    }
+
+    /// Makes every later lookup answer with `error` (`None` stops that),
+    /// e.g. a bad record or an internal error. An injected outage wins.
+    pub fn fail_with(&self, error: Option<BackendError>) {
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = error;
+    }
+
+    /// How many health checks were made.
+    pub fn health_calls(&self) -> usize {
+        self.health_calls.load(Ordering::SeqCst)
+    }
+
+    fn delay(&self) -> Duration {
+        *self.delay.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Switches the injected outage on or off.
@@ -89,11 +114,20 @@ impl KeyBackend for Fake {
 
     async fn lookup(&self, query: &Query) -> Result<Option<AgentRecord>, BackendError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        if !self.delay.is_zero() {
-            tokio::time::sleep(self.delay).await;
+        let delay = self.delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         if self.down.load(Ordering::SeqCst) {
             return Err(BackendError::Unavailable("injected outage".into()));
+        }
+        let failure = self
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(error) = failure {
+            return Err(error);
         }
         Ok(self
             .records
@@ -109,6 +143,7 @@ impl KeyBackend for Fake {
     }
 
     async fn health(&self) -> Result<(), BackendError> {
+        self.health_calls.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
             Err(BackendError::Unavailable("injected outage".into()))
         } else {
