@@ -30,7 +30,7 @@ pub fn main(config_path: &Path) -> ExitCode {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async {
-        let stack = match config.build_stack().await {
+        let stack = match config.build_stack(None).await {
             Ok(s) => s,
             Err(problems) => {
                 for p in problems {

@@ -85,7 +85,7 @@ pub fn main(
         Ok(q) => q,
         Err(e) => return emit(&Reply::error(e.code(), e.to_string())),
     };
-    let config = match keygate_config::load(config) {
+    let mut config = match keygate_config::load(config) {
         Ok(c) => c,
         Err(e) => {
             let first = e
@@ -102,6 +102,8 @@ pub fn main(
             ));
         }
     };
+    // One lookup per process: a cache would only add work.
+    config.cache = None;
     let _guard = crate::logging::init(&config.log, crate::logging::Fallback::Nowhere)
         .ok()
         .flatten();
@@ -132,7 +134,7 @@ pub fn main(
             Err(client::ClientError::NoDaemon(_)) => {}
             Err(error) => tracing::warn!(%error, "Daemon did not answer; looking up directly."),
         }
-        match config.build_stack().await {
+        match config.build_stack(None).await {
             Ok(stack) => Err(gateway::answer_query(
                 stack.root.as_ref(),
                 &query,

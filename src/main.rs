@@ -11,6 +11,7 @@
 //! `keygate check` validates the config and probes every backend.
 
 mod check;
+mod control;
 mod exec;
 mod logging;
 mod serve;
@@ -41,6 +42,15 @@ enum Command {
     /// Validate the config, probe every backend, print a table; non-zero on
     /// any problem.
     Check,
+    /// Ask the running daemon to re-read its config; prints the problems and
+    /// exits non-zero if the new config is refused.
+    Reload,
+    /// The running daemon's cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+    /// Per backend: state (up, tripped, probing), last error, lookups,
+    /// p50/p99 latency.
+    Backends,
     /// Exec mode: look up an agent by id and print one JSON reply.
     Id {
         /// The agent id (digits).
@@ -57,6 +67,17 @@ enum Command {
         #[arg(hide = true, allow_hyphen_values = true, trailing_var_arg = true)]
         extra: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Flush every entry, or one (`id:001`, `ip:10.0.0.1`).
+    Flush {
+        /// The entry to flush.
+        query: Option<String>,
+    },
+    /// Entries, hits, misses, negative hits, stale served, coalesced waits.
+    Stats,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +98,15 @@ fn main() -> ExitCode {
     match cli.command {
         None | Some(Command::Serve) => serve::main(&cli.config),
         Some(Command::Check) => check::main(&cli.config),
+        Some(Command::Reload) => control::client(&cli.config, "reload"),
+        Some(Command::Backends) => control::client(&cli.config, "backends"),
+        Some(Command::Cache(CacheCommand::Stats)) => control::client(&cli.config, "cache stats"),
+        Some(Command::Cache(CacheCommand::Flush { query: None })) => {
+            control::client(&cli.config, "cache flush")
+        }
+        Some(Command::Cache(CacheCommand::Flush { query: Some(q) })) => {
+            control::client(&cli.config, &format!("cache flush {q}"))
+        }
         Some(Command::Id { value, extra }) => exec::main(&cli.config, "id", value, extra),
         Some(Command::Ip { value, extra }) => exec::main(&cli.config, "ip", value, extra),
     }

@@ -1,16 +1,114 @@
 //! The daemon: load and validate the config, build the stack, bind the
-//! socket, serve until SIGTERM/SIGINT, re-read the config on SIGHUP.
+//! sockets, serve until SIGTERM/SIGINT; SIGHUP or `keygate reload` re-read
+//! the config.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use keygate_config::Config;
+use keygate_config::{Config, Stack};
+use keygate_core::{Breaker, CacheLayer};
 use keygate_server::{server, socket, Serving, Settings};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::EX_CONFIG;
+
+/// What the admin commands act on; swapped together with the stack.
+pub struct Admin {
+    /// The cache, if enabled.
+    pub cache: Option<Arc<CacheLayer>>,
+    /// Each backend's breaker, in chain order.
+    pub breakers: Vec<Arc<Breaker>>,
+}
+
+/// The running daemon's state.
+pub struct Daemon {
+    config_path: PathBuf,
+    /// The config in force; the lock also serialises reloads.
+    current: tokio::sync::Mutex<Config>,
+    /// What the socket serves.
+    pub serving: Arc<ArcSwap<Serving>>,
+    /// What the admin commands see.
+    pub admin: ArcSwap<Admin>,
+}
+
+impl Daemon {
+    fn new(config_path: &Path, config: Config, stack: Stack) -> Self {
+        let serving = Serving {
+            root: stack.root,
+            request_timeout: config.server.request_timeout,
+        };
+        Self {
+            config_path: config_path.to_owned(),
+            current: tokio::sync::Mutex::new(config),
+            serving: Arc::new(ArcSwap::from_pointee(serving)),
+            admin: ArcSwap::from_pointee(Admin {
+                cache: stack.cache,
+                breakers: stack.breakers,
+            }),
+        }
+    }
+
+    /// Re-reads the config. An invalid one changes nothing and returns
+    /// every problem; a valid one is swapped in whole, so requests in
+    /// flight finish on the stack they started with. Cache entries are kept
+    /// unless the backend list changed.
+    pub async fn reload(&self) -> Result<String, Vec<String>> {
+        let mut current = self.current.lock().await;
+        tracing::info!(config = %self.config_path.display(), "Reloading the config.");
+        let refuse = |problems: Vec<String>| {
+            for p in &problems {
+                tracing::error!(problem = %p, "Reload refused; the running config stays.");
+            }
+            problems
+        };
+        let config = keygate_config::load(&self.config_path)
+            .map_err(|e| refuse(e.problems.iter().map(ToString::to_string).collect()))?;
+        let admin = self.admin.load();
+        let keep = if current.same_backends(&config) {
+            admin.cache.as_deref()
+        } else {
+            None
+        };
+        let stack = config
+            .build_stack(keep)
+            .await
+            .map_err(|problems| refuse(problems.iter().map(ToString::to_string).collect()))?;
+        if config.server.socket != current.server.socket
+            || config.server.control_socket != current.server.control_socket
+            || config.server.socket_mode != current.server.socket_mode
+            || config.server.max_connections != current.server.max_connections
+            || config.server.read_timeout != current.server.read_timeout
+        {
+            tracing::warn!(
+                "[server] settings other than request_timeout take effect only after a restart."
+            );
+        }
+        let kept = keep.is_some() && stack.cache.is_some();
+        self.serving.store(Arc::new(Serving {
+            root: stack.root,
+            request_timeout: config.server.request_timeout,
+        }));
+        self.admin.store(Arc::new(Admin {
+            cache: stack.cache,
+            breakers: stack.breakers,
+        }));
+        let message = format!(
+            "reloaded {}: {} backend(s); cache entries {}",
+            self.config_path.display(),
+            config.backends.len(),
+            if kept { "kept" } else { "dropped" }
+        );
+        tracing::info!(
+            backends = config.backends.len(),
+            cache_kept = kept,
+            "Reloaded."
+        );
+        *current = config;
+        Ok(message)
+    }
+}
 
 /// Runs the daemon; returns its exit code.
 pub fn main(config_path: &Path) -> ExitCode {
@@ -44,7 +142,7 @@ pub fn main(config_path: &Path) -> ExitCode {
 }
 
 async fn serve(config: Config, config_path: &Path) -> ExitCode {
-    let stack = match config.build_stack().await {
+    let stack = match config.build_stack(None).await {
         Ok(s) => s,
         Err(problems) => {
             for p in &problems {
@@ -63,25 +161,42 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+    let (control_listener, control_file) = match socket::bind(&config.server.control_socket, 0o600)
+    {
+        Ok(bound) => bound,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot bind the control socket.");
+            eprintln!("keygate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let names: Vec<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
-    tracing::info!(socket = %config.server.socket.display(), backends = ?names, "Serving.");
-    let serving = Arc::new(ArcSwap::from_pointee(Serving {
-        root: stack.root,
-        request_timeout: config.server.request_timeout,
-    }));
+    tracing::info!(
+        socket = %config.server.socket.display(),
+        control_socket = %config.server.control_socket.display(),
+        backends = ?names,
+        cache = config.cache.is_some(),
+        "Serving."
+    );
     let settings = Settings {
         max_connections: config.server.max_connections,
         read_timeout: config.server.read_timeout,
     };
+    let daemon = Arc::new(Daemon::new(config_path, config, stack));
 
-    let reloader = tokio::spawn(reload_on_sighup(
-        config_path.to_owned(),
-        config.clone(),
-        serving.clone(),
-    ));
-    server::run(listener, serving, settings, shutdown_signal()).await;
+    let reloader = tokio::spawn(reload_on_sighup(daemon.clone()));
+    let control = tokio::spawn(crate::control::serve(control_listener, daemon.clone()));
+    server::run(
+        listener,
+        daemon.serving.clone(),
+        settings,
+        shutdown_signal(),
+    )
+    .await;
     reloader.abort();
+    control.abort();
     drop(socket_file);
+    drop(control_file);
     tracing::info!("Stopped.");
     ExitCode::SUCCESS
 }
@@ -100,48 +215,12 @@ async fn shutdown_signal() {
     }
 }
 
-/// SIGHUP: re-read the config. An invalid one is logged, problem by
-/// problem, and the running stack stays; a valid one is swapped in whole,
-/// so requests in flight finish on the stack they started with.
-async fn reload_on_sighup(
-    path: std::path::PathBuf,
-    mut current: Config,
-    serving: Arc<ArcSwap<Serving>>,
-) {
+async fn reload_on_sighup(daemon: Arc<Daemon>) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("Cannot install the SIGHUP handler; reload needs a restart.");
+        tracing::warn!("Cannot install the SIGHUP handler; use 'keygate reload'.");
         return;
     };
     while hup.recv().await.is_some() {
-        tracing::info!(config = %path.display(), "SIGHUP received; reloading the config.");
-        let config = match keygate_config::load(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                for p in &e.problems {
-                    tracing::error!(problem = %p, "Reload refused; the running config stays.");
-                }
-                continue;
-            }
-        };
-        let stack = match config.build_stack().await {
-            Ok(s) => s,
-            Err(problems) => {
-                for p in &problems {
-                    tracing::error!(problem = %p, "Reload refused; the running config stays.");
-                }
-                continue;
-            }
-        };
-        if config.server != current.server {
-            tracing::warn!(
-                "[server] settings other than request_timeout take effect only after a restart."
-            );
-        }
-        serving.store(Arc::new(Serving {
-            root: stack.root,
-            request_timeout: config.server.request_timeout,
-        }));
-        tracing::info!(backends = config.backends.len(), "Reloaded.");
-        current = config;
+        let _ = daemon.reload().await;
     }
 }

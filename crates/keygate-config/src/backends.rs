@@ -9,7 +9,7 @@ use std::time::Duration;
 use figment::value::{Dict, Value};
 use keygate_backends::{BackendSpec, Problem, Problems};
 use keygate_core::chain::Action;
-use keygate_core::{BackendError, KeyBackend, TimeoutLayer};
+use keygate_core::{BackendError, BreakerSettings, KeyBackend, TimeoutLayer};
 use serde::Deserialize;
 
 use crate::load::figment_problems;
@@ -37,9 +37,33 @@ struct CommonRaw {
     /// ends the chain with that error.
     #[serde(default)]
     on_error: ActionRaw,
+    /// Consecutive outages after which the backend is skipped and probed in
+    /// the background (default 3).
+    #[serde(default = "default_failures_to_trip")]
+    failures_to_trip: u32,
+    /// Longest delay between two probes of a skipped backend (default
+    /// `"60s"`).
+    #[serde(default = "default_max_retry_interval", with = "humantime_serde")]
+    max_retry_interval: Duration,
 }
 
-const COMMON_KEYS: &[&str] = &["name", "type", "timeout", "on_not_found", "on_error"];
+const COMMON_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "timeout",
+    "on_not_found",
+    "on_error",
+    "failures_to_trip",
+    "max_retry_interval",
+];
+
+fn default_failures_to_trip() -> u32 {
+    3
+}
+
+fn default_max_retry_interval() -> Duration {
+    Duration::from_secs(60)
+}
 
 #[derive(Debug, Default, Deserialize, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
@@ -73,6 +97,8 @@ pub struct BackendEntry {
     pub on_not_found: Action,
     /// Chain policy after an error.
     pub on_error: Action,
+    /// Circuit breaker settings.
+    pub breaker: BreakerSettings,
     /// The type and its own settings.
     pub kind: BackendKind,
 }
@@ -210,6 +236,12 @@ impl BackendEntry {
                 "must be more than 0 and less than 60s (Wazuh's own timeout)",
             );
         }
+        if common.failures_to_trip == 0 {
+            scope.push("failures_to_trip", "must be at least 1");
+        }
+        if common.max_retry_interval < Duration::from_secs(1) {
+            scope.push("max_retry_interval", "must be at least 1s");
+        }
         let kind = BackendKind::parse(&common.kind, rest, base, &prefix, problems)?;
         kind.validate(&mut Problems::new(prefix, problems));
         if problems.len() > before {
@@ -220,13 +252,24 @@ impl BackendEntry {
             timeout: common.timeout,
             on_not_found: common.on_not_found.into(),
             on_error: common.on_error.into(),
+            breaker: BreakerSettings {
+                failures_to_trip: common.failures_to_trip,
+                max_retry_interval: common.max_retry_interval,
+                ..BreakerSettings::default()
+            },
             kind,
         })
     }
 
-    /// Builds the backend inside its timeout layer.
+    /// Builds the backend inside its timeout layer (without the breaker).
     pub async fn build(&self) -> Result<Arc<dyn KeyBackend>, BackendError> {
         let inner = self.kind.build(&self.name).await?;
         Ok(Arc::new(TimeoutLayer::new(inner, self.timeout)))
+    }
+
+    /// Whether two entries name the same backend of the same type (what
+    /// decides if cache entries survive a reload).
+    pub fn same_backend(&self, other: &Self) -> bool {
+        self.name == other.name && self.kind.type_name() == other.kind.type_name()
     }
 }

@@ -21,8 +21,8 @@ use std::time::Duration;
 pub use backends::{BackendEntry, BackendKind, BACKEND_TYPES};
 pub use keygate_backends::Problem;
 use keygate_core::chain::{Action, ChainPolicy};
-use keygate_core::{Chain, KeyBackend};
-pub use load::{load, load_str, ConfigError, ENV_PREFIX};
+use keygate_core::{Breaker, CacheLayer, CacheSettings, Chain, KeyBackend};
+pub use load::{control_socket_of, load, load_str, ConfigError, ENV_PREFIX};
 
 /// The default config file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/keygate/keygate.toml";
@@ -38,6 +38,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[backend]]`, in chain order.
     pub backends: Vec<BackendEntry>,
+    /// `[cache]`; `None` when disabled.
+    pub cache: Option<CacheSettings>,
 }
 
 /// `[server]`: the socket front end.
@@ -53,6 +55,8 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     /// Deadline for answering one request through the whole chain.
     pub request_timeout: Duration,
+    /// Admin socket (`keygate cache ...`, `backends`, `reload`), mode 0600.
+    pub control_socket: PathBuf,
 }
 
 /// `[log]`.
@@ -65,31 +69,47 @@ pub struct LogConfig {
     pub file: Option<PathBuf>,
 }
 
-/// The assembled backend stack.
+/// The assembled backend stack:
+/// `Cache(Chain[Breaker(Timeout(backend)), ...])`.
 pub struct Stack {
-    /// What the front ends ask: the chain of all backends.
+    /// What the front ends ask: the cache (if enabled) around the chain.
     pub root: Arc<dyn KeyBackend>,
-    /// Each backend, with its type and timeout layer, in chain order.
+    /// Each backend, with its type and timeout layer, in chain order (what
+    /// `keygate check` probes).
     pub backends: Vec<(String, &'static str, Arc<dyn KeyBackend>)>,
+    /// Each backend's breaker, in chain order (`keygate backends`).
+    pub breakers: Vec<Arc<Breaker>>,
+    /// The cache layer, if enabled.
+    pub cache: Option<Arc<CacheLayer>>,
 }
 
 impl Config {
     /// Builds every backend and assembles the stack: each backend inside
-    /// its timeout, all of them in one chain. Fails only on problems a
-    /// restart cannot fix (an unreadable password file); servers that are
-    /// down are connected to later, lazily.
-    pub async fn build_stack(&self) -> Result<Stack, Vec<Problem>> {
+    /// its timeout and breaker, all of them in one chain, the cache around
+    /// it. Fails only on problems a restart cannot fix (an unreadable
+    /// password file); servers that are down are connected to later.
+    ///
+    /// `keep_cache`: the cache of the stack being replaced; its entries are
+    /// kept when `[cache]` is unchanged (the caller decides whether the
+    /// backend list is the same, see [`Config::same_backends`]).
+    pub async fn build_stack(
+        &self,
+        keep_cache: Option<&CacheLayer>,
+    ) -> Result<Stack, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut backends = Vec::new();
+        let mut breakers = Vec::new();
         let mut links = Vec::new();
         for (i, entry) in self.backends.iter().enumerate() {
             match entry.build().await {
                 Ok(backend) => {
+                    let breaker = Arc::new(Breaker::new(backend.clone(), entry.breaker.clone()));
                     let policy = ChainPolicy {
                         on_not_found: entry.on_not_found,
                         on_error: entry.on_error,
                     };
-                    links.push((backend.clone(), policy));
+                    links.push((breaker.clone() as Arc<dyn KeyBackend>, policy));
+                    breakers.push(breaker);
                     backends.push((entry.name.clone(), entry.kind.type_name(), backend));
                 }
                 Err(e) => problems.push(Problem {
@@ -101,10 +121,32 @@ impl Config {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let chain: Arc<dyn KeyBackend> = Arc::new(Chain::new("chain", links));
+        let cache = self.cache.as_ref().map(|settings| match keep_cache {
+            Some(old) if old.settings() == settings => Arc::new(old.with_inner(chain.clone())),
+            _ => Arc::new(CacheLayer::new(chain.clone(), settings.clone())),
+        });
+        let root = match &cache {
+            Some(c) => c.clone() as Arc<dyn KeyBackend>,
+            None => chain,
+        };
         Ok(Stack {
-            root: Arc::new(Chain::new("chain", links)),
+            root,
             backends,
+            breakers,
+            cache,
         })
+    }
+
+    /// Whether `other` has the same backends (names and types, in order):
+    /// if so, a reload keeps the cache's entries.
+    pub fn same_backends(&self, other: &Config) -> bool {
+        self.backends.len() == other.backends.len()
+            && self
+                .backends
+                .iter()
+                .zip(&other.backends)
+                .all(|(a, b)| a.same_backend(b))
     }
 }
 

@@ -10,6 +10,8 @@ use figment::Figment;
 use keygate_backends::{Problem, Problems};
 use serde::Deserialize;
 
+use keygate_core::CacheSettings;
+
 use crate::{BackendEntry, Config, LogConfig, ServerConfig};
 
 /// Environment variables with this prefix override config keys; `__`
@@ -51,7 +53,100 @@ fn render(problems: &[Problem], path: Option<&Path>) -> String {
 struct RootRaw {
     server: Option<Value>,
     log: Option<Value>,
+    cache: Option<Value>,
     backend: Option<Value>,
+}
+
+/// `[cache]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheRaw {
+    /// Whether answers are cached at all (default true).
+    #[serde(default = "default_true")]
+    enabled: bool,
+    /// Most entries kept, found and not-found together (default 100000).
+    #[serde(default = "default_capacity")]
+    capacity: u64,
+    /// How long a found answer is served without asking (default `"5m"`).
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    ttl: Duration,
+    /// How long a not-found answer is served without asking (default `"30s"`).
+    #[serde(default = "default_negative_ttl", with = "humantime_serde")]
+    negative_ttl: Duration,
+    /// How long past its expiry an entry may be served while every backend
+    /// fails with an outage (default `"24h"`).
+    #[serde(default = "default_stale_ttl", with = "humantime_serde")]
+    stale_ttl: Duration,
+    /// Fraction of ttl after which a hit also refreshes the entry in the
+    /// background; 0 disables (default 0.75).
+    #[serde(default = "default_refresh_ahead")]
+    refresh_ahead: f64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_capacity() -> u64 {
+    100_000
+}
+fn default_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_negative_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_stale_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_refresh_ahead() -> f64 {
+    0.75
+}
+
+impl Default for CacheRaw {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            capacity: default_capacity(),
+            ttl: default_ttl(),
+            negative_ttl: default_negative_ttl(),
+            stale_ttl: default_stale_ttl(),
+            refresh_ahead: default_refresh_ahead(),
+        }
+    }
+}
+
+fn validate_cache(raw: CacheRaw, problems: &mut Vec<Problem>) -> Option<Option<CacheSettings>> {
+    let before = problems.len();
+    let mut p = Problems::new("cache", problems);
+    if raw.capacity == 0 {
+        p.push(
+            "capacity",
+            "must be at least 1 (set enabled = false to turn the cache off)",
+        );
+    }
+    if raw.ttl.is_zero() {
+        p.push("ttl", "must be more than 0");
+    }
+    if !(0.0..1.0).contains(&raw.refresh_ahead) {
+        p.push(
+            "refresh_ahead",
+            "must be at least 0 and less than 1 (0 disables)",
+        );
+    }
+    if problems.len() > before {
+        return None;
+    }
+    if !raw.enabled {
+        return Some(None);
+    }
+    Some(Some(CacheSettings {
+        capacity: raw.capacity,
+        ttl: raw.ttl,
+        negative_ttl: raw.negative_ttl,
+        stale_ttl: raw.stale_ttl,
+        refresh_ahead: raw.refresh_ahead,
+        ..CacheSettings::default()
+    }))
 }
 
 /// `[server]` as written.
@@ -75,6 +170,9 @@ struct ServerRaw {
     /// `"10s"`); must stay under Wazuh's 60 s client timeout.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     request_timeout: Duration,
+    /// Admin socket for `keygate cache|backends|reload` (mode 0600; default:
+    /// the main socket's path plus `.ctl`).
+    control_socket: Option<PathBuf>,
 }
 
 fn default_socket() -> PathBuf {
@@ -137,6 +235,36 @@ pub fn load_str(text: &str, base: &Path) -> Result<Config, ConfigError> {
     from_figment(&Figment::from(Toml::string(text)), base, None)
 }
 
+/// The control socket named by the config at `path`, read leniently: only
+/// `[server] socket` and `control_socket` need to be valid, so `keygate
+/// reload` can reach the daemon (and show why a new config is refused)
+/// even when the rest of the file is broken.
+pub fn control_socket_of(path: &Path) -> PathBuf {
+    #[derive(Deserialize, Default)]
+    struct Lenient {
+        socket: Option<PathBuf>,
+        control_socket: Option<PathBuf>,
+    }
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_owned);
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let raw: Lenient = Figment::from(Toml::string(&text))
+        .merge(env())
+        .extract_inner("server")
+        .unwrap_or_default();
+    let mut socket = raw.socket.unwrap_or_else(default_socket);
+    keygate_backends::resolve(&base, &mut socket);
+    let mut control = raw.control_socket.unwrap_or_else(|| {
+        let mut s = socket.into_os_string();
+        s.push(".ctl");
+        PathBuf::from(s)
+    });
+    keygate_backends::resolve(&base, &mut control);
+    control
+}
+
 fn env() -> Env {
     Env::prefixed(ENV_PREFIX).split("__").filter(|k| {
         let k = k.as_str();
@@ -162,9 +290,11 @@ fn from_figment(
     };
     let server = section::<ServerRaw>(root.server, "server", &mut problems);
     let log = section::<LogRaw>(root.log, "log", &mut problems);
+    let cache = section::<CacheRaw>(root.cache, "cache", &mut problems);
 
     let server = server.and_then(|s| validate_server(s, base, &mut problems));
     let log = log.and_then(|l| validate_log(l, base, &mut problems));
+    let cache = cache.and_then(|c| validate_cache(c, &mut problems));
 
     let mut backends = Vec::new();
     match root.backend {
@@ -197,12 +327,13 @@ fn from_figment(
         }
     }
 
-    match (server, log) {
-        (Some(server), Some(log)) if problems.is_empty() => Ok(Config {
+    match (server, log, cache) {
+        (Some(server), Some(log), Some(cache)) if problems.is_empty() => Ok(Config {
             source,
             server,
             log,
             backends,
+            cache,
         }),
         _ => Err(ConfigError {
             source_path: source,
@@ -236,6 +367,7 @@ impl Default for ServerRaw {
             max_connections: default_max_connections(),
             read_timeout: default_read_timeout(),
             request_timeout: default_request_timeout(),
+            control_socket: None,
         }
     }
 }
@@ -285,12 +417,19 @@ fn validate_server(
     }
     let mut socket = raw.socket;
     keygate_backends::resolve(base, &mut socket);
+    let mut control_socket = raw.control_socket.unwrap_or_else(|| {
+        let mut s = socket.clone().into_os_string();
+        s.push(".ctl");
+        PathBuf::from(s)
+    });
+    keygate_backends::resolve(base, &mut control_socket);
     Some(ServerConfig {
         socket,
         socket_mode: mode.unwrap_or(0o660),
         max_connections: raw.max_connections,
         read_timeout: raw.read_timeout,
         request_timeout: raw.request_timeout,
+        control_socket,
     })
 }
 
@@ -379,6 +518,24 @@ mod tests {
         assert_eq!(c.server.request_timeout, Duration::from_secs(10));
         assert_eq!(c.log.level, "info");
         assert_eq!(c.backends[0].timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.server.control_socket,
+            PathBuf::from("/run/keygate/keygate.sock.ctl")
+        );
+        let cache = c.cache.clone().unwrap();
+        assert_eq!(
+            (cache.capacity, cache.ttl, cache.negative_ttl),
+            (100_000, Duration::from_secs(300), Duration::from_secs(30))
+        );
+        assert_eq!(
+            (cache.stale_ttl, cache.refresh_ahead),
+            (Duration::from_secs(86_400), 0.75)
+        );
+        assert_eq!(c.backends[0].breaker.failures_to_trip, 3);
+        assert_eq!(
+            c.backends[0].breaker.max_retry_interval,
+            Duration::from_secs(60)
+        );
         match &c.backends[0].kind {
             crate::BackendKind::File(f) => {
                 assert_eq!(f.path, PathBuf::from("/etc/keygate/client.keys"))
@@ -463,6 +620,23 @@ query_by_ip = "SELECT id, name, ip, key FROM agent WHERE ip = ? OR ip = ?"
             "backend[1].name: missing required key",
             "name 'c' is used twice",
         ] {
+            assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+        }
+    }
+
+    #[test]
+    fn cache_section_is_validated_and_can_be_disabled() {
+        let off = load_str(
+            &format!("[cache]\nenabled = false\n{MINIMAL}"),
+            Path::new("/"),
+        )
+        .unwrap();
+        assert!(off.cache.is_none());
+        let joined = problems(&format!(
+            "[cache]\ncapacity = 0\nrefresh_ahead = 1.5\nttl = \"0s\"\n{MINIMAL}"
+        ))
+        .join("\n");
+        for want in ["cache.capacity", "cache.refresh_ahead", "cache.ttl"] {
             assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
         }
     }

@@ -1,0 +1,151 @@
+//! The control socket and its CLI: cache stats and flush, backends, reload.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+
+use common::{bin, Daemon};
+
+fn keys_backend(path: &std::path::Path) -> String {
+    format!(
+        "[[backend]]\nname = \"keys\"\ntype = \"file\"\npath = \"{}\"\nreload_interval = \"1h\"\n",
+        path.display()
+    )
+}
+
+fn cli(d: &Daemon, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--config")
+        .arg(d.config())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stat(d: &Daemon, name: &str) -> u64 {
+    let out = stdout(&cli(d, &["cache", "stats"]));
+    out.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .map(|v| v.trim().parse::<u64>().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {out}"))
+}
+
+/// Answers are cached (the file is gone, the cache still answers); flushing
+/// one entry or all makes the backend be asked again.
+#[test]
+fn cache_serves_and_flush_one_and_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("client.keys");
+    std::fs::write(&keys, "001 a 10.0.0.1 k1\n002 b 10.0.0.2 k2\n").unwrap();
+    let d = Daemon::start(&keys_backend(&keys));
+    assert_eq!(d.request("id:001")["error"], 0);
+    assert_eq!(d.request("id:002")["error"], 0);
+    assert_eq!(d.request("id:009")["error"], 4);
+    assert_eq!(d.request("id:001")["error"], 0);
+    assert_eq!(d.request("id:009")["error"], 4);
+    assert_eq!(stat(&d, "hits"), 1);
+    assert_eq!(stat(&d, "negative_hits"), 1);
+    assert_eq!(stat(&d, "entries"), 3);
+
+    let out = cli(&d, &["cache", "flush", "id:001"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("flushed id:001"));
+    assert_eq!(stat(&d, "entries"), 2);
+    let out = cli(&d, &["cache", "flush"]);
+    assert!(out.status.success());
+    assert_eq!(stat(&d, "entries"), 0);
+    let out = cli(&d, &["cache", "flush", "id:x"]);
+    assert!(!out.status.success());
+}
+
+/// Wazuh's socket never accepts admin commands; the control socket is 0600.
+#[test]
+fn admin_commands_only_on_the_control_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("client.keys");
+    std::fs::write(&keys, "001 a 10.0.0.1 k1\n").unwrap();
+    let d = Daemon::start(&keys_backend(&keys));
+    for cmd in ["cache flush", "reload", "backends", "cache stats"] {
+        assert_eq!(d.request(cmd)["error"], 3, "{cmd}");
+    }
+    let ctl = d.socket().with_extension("sock.ctl");
+    assert_eq!(
+        std::fs::metadata(&ctl).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+/// `keygate backends` lists each backend with its state and lookups.
+#[test]
+fn backends_command_reports_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("client.keys");
+    std::fs::write(&keys, "001 a 10.0.0.1 k1\n").unwrap();
+    let d = Daemon::start(&format!(
+        "[cache]\nenabled = false\n{}[[backend]]\nname = \"gone\"\ntype = \"file\"\npath = \"{}\"\n",
+        keys_backend(&keys),
+        dir.path().join("missing").display()
+    ));
+    for _ in 0..4 {
+        d.request("id:002");
+    }
+    let out = stdout(&cli(&d, &["backends"]));
+    let keys_line = out.lines().find(|l| l.starts_with("keys ")).unwrap();
+    assert!(
+        keys_line.contains(" up ") && keys_line.contains(" 4 "),
+        "{out}"
+    );
+    let gone_line = out.lines().find(|l| l.starts_with("gone ")).unwrap();
+    assert!(
+        gone_line.contains("tripped") || gone_line.contains("probing"),
+        "{out}"
+    );
+    assert!(gone_line.contains("missing"), "{out}");
+}
+
+/// `keygate reload`: a valid config is applied and cache entries kept when
+/// the backend list is unchanged; an invalid one prints every problem,
+/// exits non-zero, and the old config keeps running.
+#[test]
+fn reload_command_valid_and_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("client.keys");
+    std::fs::write(&keys, "001 a 10.0.0.1 k1\n").unwrap();
+    let d = Daemon::start(&keys_backend(&keys));
+    assert_eq!(d.request("id:001")["error"], 0);
+    let original = std::fs::read_to_string(d.config()).unwrap();
+
+    std::fs::write(
+        d.config(),
+        original.replace("level = \"debug\"", "level = \"info\""),
+    )
+    .unwrap();
+    let out = cli(&d, &["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout(&out).contains("cache entries kept"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(stat(&d, "entries"), 1);
+
+    std::fs::write(
+        d.config(),
+        format!("{original}\n[cache]\nttl = \"forever\"\n[server2]\n"),
+    )
+    .unwrap();
+    let out = cli(&d, &["reload"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server2"), "{err}");
+    assert_eq!(d.request("id:001")["error"], 0);
+    assert!(d.log().contains("Reload refused"));
+}
