@@ -149,6 +149,10 @@ pub fn describe_error(e: &sqlx::Error) -> BackendError {
     use sqlx::Error as E;
     match e {
         E::Database(db) => BackendError::Unavailable(format!("database error: {}", db.message())),
+        // sqlx reports a rejected certificate as an I/O error.
+        E::Io(io) if io.to_string().contains("certificate") => {
+            BackendError::Unavailable(format!("TLS error: {io}"))
+        }
         E::Io(io) => BackendError::Unavailable(format!("I/O error: {io}")),
         E::Tls(tls) => BackendError::Unavailable(format!("TLS error: {tls}")),
         E::PoolTimedOut => {
@@ -210,9 +214,385 @@ pub fn require_columns(len: usize) -> Result<(), BackendError> {
     }
 }
 
+/// How a connection to a database server uses TLS (`tls = ...`), shared by
+/// the MySQL/MariaDB and PostgreSQL backends.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain text only.
+    Disable,
+    /// TLS if the server offers it, plain text otherwise (the default).
+    #[default]
+    Prefer,
+    /// TLS or no connection; the certificate is not verified.
+    Require,
+    /// TLS with the certificate verified against `ca_file` (or the system
+    /// roots) and the host name checked.
+    VerifyFull,
+}
+
+/// `url` with any password replaced by `***`, for `Debug` output. Messages
+/// never print a URL at all.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return "<not a URL>".into();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let user = userinfo.split(':').next().unwrap_or("");
+    let password = if userinfo.contains(':') { ":***" } else { "" };
+    format!("{}{user}{password}{}", &url[..scheme_end + 3], &rest[at..])
+}
+
+/// The settings the MySQL/MariaDB and PostgreSQL backends share, borrowed
+/// from either config struct so validation is written once.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+#[derive(Debug)]
+pub struct ServerSettings<'a> {
+    /// `url`.
+    pub url: Option<&'a str>,
+    /// `urls`.
+    pub urls: &'a [String],
+    /// The URL schemes this backend type accepts (`mysql`, `postgres`, ...).
+    pub schemes: &'a [&'a str],
+    /// `password_file`.
+    pub password_file: Option<&'a std::path::Path>,
+    /// `connect_timeout`.
+    pub connect_timeout: std::time::Duration,
+    /// `pool_size`.
+    pub pool_size: u32,
+    /// `tls`.
+    pub tls: TlsMode,
+    /// `ca_file`.
+    pub ca_file: Option<&'a std::path::Path>,
+    /// `query_by_id`.
+    pub query_by_id: &'a str,
+    /// `query_by_ip`.
+    pub query_by_ip: &'a str,
+    /// The placeholder style of this database.
+    pub placeholders: Placeholders,
+}
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+impl ServerSettings<'_> {
+    /// Reports every problem with these settings, without touching the
+    /// network. `parses` says whether the driver accepts a URL. Messages
+    /// never contain a URL: it may carry a password.
+    pub fn validate(&self, problems: &mut crate::Problems<'_>, parses: impl Fn(&str) -> bool) {
+        match (self.url, self.urls.is_empty()) {
+            (Some(_), false) => problems.push("urls", "set either url or urls, not both"),
+            (None, true) => problems.push("url", "is required (or urls, a list of hosts)"),
+            (Some(url), true) => self.validate_url(problems, "url", url, &parses),
+            (None, false) => {
+                for (i, url) in self.urls.iter().enumerate() {
+                    self.validate_url(problems, &format!("urls[{i}]"), url, &parses);
+                }
+            }
+        }
+        if self.password_file.is_some_and(|p| p.as_os_str().is_empty()) {
+            problems.push("password_file", "must not be empty");
+        }
+        if self.connect_timeout.is_zero() {
+            problems.push("connect_timeout", "must be greater than zero");
+        }
+        if !(1..=64).contains(&self.pool_size) {
+            problems.push("pool_size", "must be between 1 and 64");
+        }
+        if let Some(ca) = self.ca_file {
+            if ca.as_os_str().is_empty() {
+                problems.push("ca_file", "must not be empty");
+            } else if self.tls == TlsMode::Disable {
+                problems.push("ca_file", "is set but tls = \"disable\"");
+            }
+        }
+        validate_query(problems, "query_by_id", self.query_by_id, self.placeholders);
+        validate_query(problems, "query_by_ip", self.query_by_ip, self.placeholders);
+    }
+
+    fn validate_url(
+        &self,
+        problems: &mut crate::Problems<'_>,
+        key: &str,
+        url: &str,
+        parses: &impl Fn(&str) -> bool,
+    ) {
+        let scheme = url.split("://").next().unwrap_or("");
+        let expected = self
+            .schemes
+            .iter()
+            .map(|s| format!("{s}://"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        if url.trim().is_empty() {
+            problems.push(key, "must not be empty");
+        } else if !url.contains("://") || !self.schemes.contains(&scheme) {
+            problems.push(
+                key,
+                format!(
+                    "must start with {expected} (the URL is not shown: it may hold a password)"
+                ),
+            );
+        } else if !parses(url) {
+            problems.push(
+                key,
+                "is not a valid connection URL (the URL is not shown: it may hold a password)",
+            );
+        }
+    }
+
+    /// The configured URLs in order: `url` alone, or `urls`.
+    pub fn hosts(&self) -> Vec<&str> {
+        match self.url {
+            Some(url) => vec![url],
+            None => self.urls.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// The hosts of one backend (`url`, or `urls` tried in order), each with
+/// its own lazy pool.
+///
+/// Requests go to the active host. When it fails with an outage, or the
+/// lookup is cancelled by the backend's deadline while waiting on it, the
+/// next host becomes active: that request fails (2) or, when the failure
+/// was quick, is retried on the next host at once. While a host other than
+/// the first is active, one background probe checks the first host; after
+/// `failback_after` of continuous health the first host is active again,
+/// so traffic does not stay on a secondary for ever.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub struct Hosts<DB: sqlx::Database> {
+    inner: std::sync::Arc<HostsInner<DB>>,
+}
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+struct HostsInner<DB: sqlx::Database> {
+    backend: String,
+    pools: Vec<sqlx::Pool<DB>>,
+    active: std::sync::atomic::AtomicUsize,
+    probing: std::sync::atomic::AtomicBool,
+    failback_after: std::time::Duration,
+    probe_timeout: std::time::Duration,
+}
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+impl<DB: sqlx::Database> Hosts<DB> {
+    /// Hosts for `backend`, asked in the order of `pools`.
+    pub fn new(
+        backend: &str,
+        pools: Vec<sqlx::Pool<DB>>,
+        failback_after: std::time::Duration,
+        probe_timeout: std::time::Duration,
+    ) -> Self {
+        Self {
+            inner: std::sync::Arc::new(HostsInner {
+                backend: backend.to_owned(),
+                pools,
+                active: std::sync::atomic::AtomicUsize::new(0),
+                probing: std::sync::atomic::AtomicBool::new(false),
+                failback_after,
+                probe_timeout,
+            }),
+        }
+    }
+
+    /// The index (from 0, in config order) of the host asked first.
+    pub fn active(&self) -> usize {
+        self.inner.active.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The active host's pool.
+    pub fn active_pool(&self) -> &sqlx::Pool<DB> {
+        &self.inner.pools[self.active() % self.inner.pools.len()]
+    }
+
+    /// Runs `f` on the active host, moving on to the following hosts while
+    /// it fails with an outage; returns the first answer (found, not found
+    /// or a bad record) or the last outage.
+    pub async fn run<'p, T, F, Fut>(&'p self, f: F) -> Result<T, BackendError>
+    where
+        F: Fn(&'p sqlx::Pool<DB>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, BackendError>>,
+    {
+        let n = self.inner.pools.len();
+        let first = self.active();
+        let mut last = None;
+        for k in 0..n {
+            let i = (first + k) % n;
+            let mut attempt = Attempt {
+                hosts: &self.inner,
+                index: i,
+                done: false,
+            };
+            match f(&self.inner.pools[i]).await {
+                Err(e) if e.is_outage() => {
+                    drop(attempt); // marks host i failed
+                    last = Some(e);
+                }
+                other => {
+                    attempt.done = true;
+                    return other;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| BackendError::Internal("no hosts configured".into())))
+    }
+}
+
+/// One try on one host; dropped without `done` (failed or cancelled), it
+/// moves the backend on to the next host.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+struct Attempt<'a, DB: sqlx::Database> {
+    hosts: &'a std::sync::Arc<HostsInner<DB>>,
+    index: usize,
+    done: bool,
+}
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+impl<DB: sqlx::Database> Drop for Attempt<'_, DB> {
+    fn drop(&mut self) {
+        if !self.done {
+            HostsInner::failed(self.hosts, self.index);
+        }
+    }
+}
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+impl<DB: sqlx::Database> HostsInner<DB> {
+    fn failed(this: &std::sync::Arc<Self>, index: usize) {
+        use std::sync::atomic::Ordering;
+        let n = this.pools.len();
+        if n < 2 {
+            return;
+        }
+        let next = (index + 1) % n;
+        if this
+            .active
+            .compare_exchange(index, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            tracing::warn!(
+                backend = %this.backend,
+                failed_host = index + 1,
+                active_host = next + 1,
+                "Database host failed; moving on to the next one."
+            );
+            if next != 0 {
+                Self::start_probe(this);
+            }
+        }
+    }
+
+    /// Starts the background probe of the first host, unless one runs.
+    fn start_probe(this: &std::sync::Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if this.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = std::sync::Arc::downgrade(this);
+        let interval = (this.failback_after / 5).clamp(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(10),
+        );
+        runtime.spawn(async move {
+            let mut healthy_since: Option<tokio::time::Instant> = None;
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(this) = weak.upgrade() else { return };
+                if this.active.load(Ordering::Acquire) == 0 {
+                    this.probing.store(false, Ordering::Release);
+                    return;
+                }
+                let ok = matches!(
+                    tokio::time::timeout(this.probe_timeout, this.pools[0].acquire()).await,
+                    Ok(Ok(_))
+                );
+                let now = tokio::time::Instant::now();
+                healthy_since = if ok {
+                    healthy_since.or(Some(now))
+                } else {
+                    None
+                };
+                if healthy_since.is_some_and(|t| now.duration_since(t) >= this.failback_after) {
+                    this.active.store(0, Ordering::Release);
+                    this.probing.store(false, Ordering::Release);
+                    tracing::info!(
+                        backend = %this.backend,
+                        "First database host healthy again; moving back to it."
+                    );
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Checks what the server said about a prepared query: one bind parameter
+/// where the driver reports the count, and at least four columns.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub fn check_described(
+    key: &str,
+    parameters: Option<usize>,
+    columns: usize,
+) -> Result<(), BackendError> {
+    if let Some(n) = parameters {
+        if n != 1 {
+            return Err(BackendError::Internal(format!(
+                "{key} has {n} bind parameters; exactly 1 is needed"
+            )));
+        }
+    }
+    require_columns(columns).map_err(|e| BackendError::Internal(format!("{key}: {e}")))
+}
+
+/// The error for a query the server refuses to prepare (a missing table,
+/// a syntax error): a configuration problem, named by its key.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub fn prepare_error(key: &str, e: &sqlx::Error) -> BackendError {
+    let reason = match describe_error(e) {
+        BackendError::Unavailable(s) | BackendError::Internal(s) => s,
+        other => other.to_string(),
+    };
+    BackendError::Internal(format!("{key} does not prepare: {reason}"))
+}
+
+/// Turns the bytes of a text or binary string column into a cell: UTF-8
+/// is text, anything else is unusable.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub fn utf8_cell(bytes: Vec<u8>) -> Cell {
+    match String::from_utf8(bytes) {
+        Ok(s) => Cell::Text(s),
+        Err(_) => Cell::Other("bytes that are not UTF-8".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(any(feature = "mysql", feature = "postgres"))]
+    #[test]
+    fn redacted_urls_keep_everything_but_the_password() {
+        assert_eq!(
+            redact_url("mysql://kg:s3cr%40t@db:3306/wazuh?x=1"),
+            "mysql://kg:***@db:3306/wazuh?x=1"
+        );
+        assert_eq!(redact_url("postgres://kg@db/w"), "postgres://kg@db/w");
+        assert_eq!(
+            redact_url("postgres://db/w?user=a@b"),
+            "postgres://db/w?user=a@b"
+        );
+        assert_eq!(redact_url("p@ss"), "<not a URL>");
+    }
 
     #[test]
     fn counts_question_marks_outside_quotes_and_comments() {
