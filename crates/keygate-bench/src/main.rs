@@ -40,6 +40,70 @@ enum Cmd {
     Socket(SocketArgs),
     /// Exec-mode timer: runs `keygate --config F id X` repeatedly.
     Exec(ExecArgs),
+    /// Writes N synthetic agents (ids 001.., addresses 10.x.y.z, 64-hex keys).
+    Gen(GenArgs),
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// How many agents.
+    #[arg(long, default_value_t = 100_000)]
+    count: u32,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = GenFormat::ClientKeys)]
+    format: GenFormat,
+    /// Table name for the SQL format.
+    #[arg(long, default_value = "agent")]
+    table: String,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum GenFormat {
+    /// Wazuh client.keys lines.
+    ClientKeys,
+    /// CSV with an id,name,ip,key header.
+    Csv,
+    /// Batched INSERTs into the documented `agent` table.
+    Sql,
+    /// Redis commands (HSET wazuh:agent:{id}, SET wazuh:agent-ip:{ip}).
+    Redis,
+}
+
+fn gen_main(args: GenArgs) -> Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let agent = |i: u32| {
+        let id = format!("{i:03}");
+        let ip = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+        let key = format!("{:016x}{:016x}{:016x}{:016x}", i, u64::from(i) * 0x9e37_79b9, u64::from(i) ^ 0x5555, u64::from(i) << 7);
+        (id, format!("agent-{i}"), ip, key)
+    };
+    if args.format == GenFormat::Csv {
+        writeln!(out, "id,name,ip,key")?;
+    }
+    for i in 1..=args.count {
+        let (id, name, ip, key) = agent(i);
+        match args.format {
+            GenFormat::ClientKeys => writeln!(out, "{id} {name} {ip} {key}")?,
+            GenFormat::Csv => writeln!(out, "{id},{name},{ip},{key}")?,
+            GenFormat::Sql => {
+                if (i - 1) % 1000 == 0 {
+                    write!(out, "INSERT INTO {} (id,name,ip,agent_key) VALUES ", args.table)?;
+                } else {
+                    write!(out, ",")?;
+                }
+                write!(out, "('{id}','{name}','{ip}','{key}')")?;
+                if i % 1000 == 0 || i == args.count {
+                    writeln!(out, ";")?;
+                }
+            }
+            GenFormat::Redis => {
+                writeln!(out, "HSET wazuh:agent:{id} id {id} name {name} ip {ip} key {key}")?;
+                writeln!(out, "SET wazuh:agent-ip:{ip} {id}")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 #[derive(Args, Clone)]
@@ -446,6 +510,7 @@ fn exec_main(args: ExecArgs) -> Result<()> {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Socket(a) => socket_main(a),
+        Cmd::Gen(a) => gen_main(a),
         Cmd::Exec(a) => {
             if a.runs == 0 {
                 bail!("--runs must be at least 1");

@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# Reproduces one row of BENCHMARKS.md:  crates/keygate-bench/scripts/bench.sh ROW
+#   ROW: floor | cache | file | sqlite | mysql | postgres | redis | exec | seed | memory | storm | sweep
+# Env: CLIENTS (default 8), DURATION (default 10s), AGENTS (default 100000),
+#      KEYGATE_TEST_MYSQL_URL, KEYGATE_TEST_POSTGRES_URL (as for the tests).
+# Needs release builds: cargo build --release --workspace
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+ROOT=$PWD
+KG=$ROOT/target/release/keygate
+BENCH=$ROOT/target/release/keygate-bench
+CLIENTS=${CLIENTS:-8}
+DURATION=${DURATION:-10s}
+AGENTS=${AGENTS:-100000}
+MYSQL_URL=${KEYGATE_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306}
+PG_URL=${KEYGATE_TEST_POSTGRES_URL:-postgres://root@127.0.0.1:5432/postgres}
+WORK=$(mktemp -d /tmp/keygate-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+[ -x "$KG" ] && [ -x "$BENCH" ] || { echo "build first: cargo build --release --workspace" >&2; exit 1; }
+
+machine() { echo "# $(date -u +%F) $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB"; }
+
+keys_file() { "$BENCH" gen --count "$AGENTS" > "$WORK/client.keys"; }
+
+# start_daemon BACKEND_TOML [CACHE_ENABLED]
+start_daemon() {
+    cat > "$WORK/keygate.toml" <<TOML
+[server]
+socket = "$WORK/keygate.sock"
+request_timeout = "10s"
+[log]
+level = "warn"
+file = "$WORK/keygate.log"
+[cache]
+enabled = ${2:-false}
+capacity = 200000
+$1
+TOML
+    "$KG" --config "$WORK/keygate.toml" serve &
+    PIDS+=($!)
+    for _ in $(seq 1 200); do [ -S "$WORK/keygate.sock" ] && break; sleep 0.05; done
+    [ -S "$WORK/keygate.sock" ] || { cat "$WORK/keygate.log" >&2; exit 1; }
+}
+
+socket_load() { "$BENCH" socket --socket "$WORK/keygate.sock" --clients "$CLIENTS" --duration "$DURATION" --id-min 1 --id-max "$AGENTS" "$@"; }
+
+mysql_db() { # creates keygate_bench with AGENTS agents
+    local auth=${MYSQL_URL#mysql://}; local hostport=${auth#*@}; local user=${auth%@*}
+    MYSQL="mariadb -h ${hostport%:*} -P ${hostport#*:} -u ${user%%:*}"
+    $MYSQL -e "DROP DATABASE IF EXISTS keygate_bench; CREATE DATABASE keygate_bench;
+      CREATE TABLE keygate_bench.agent (id VARCHAR(8) PRIMARY KEY, name VARCHAR(128), ip VARCHAR(19), agent_key VARCHAR(128), INDEX(ip));"
+    "$BENCH" gen --count "$AGENTS" --format sql | $MYSQL keygate_bench
+}
+
+pg_db() {
+    psql "$PG_URL" -q -c "DROP DATABASE IF EXISTS keygate_bench" -c "CREATE DATABASE keygate_bench"
+    local db=${PG_URL%/*}/keygate_bench
+    psql "$db" -q -c "CREATE TABLE agent (id VARCHAR(8) PRIMARY KEY, name VARCHAR(128), ip VARCHAR(19), agent_key VARCHAR(128)); CREATE INDEX ON agent(ip);"
+    "$BENCH" gen --count "$AGENTS" --format sql | psql "$db" -q
+    PG_DB=$db
+}
+
+row=${1:?usage: bench.sh ROW}
+machine
+case $row in
+floor)
+    "$BENCH" socket --floor --clients 1,8 --duration "$DURATION" ;;
+cache)
+    keys_file
+    start_daemon "[[backend]]
+name = \"keys\"
+type = \"file\"
+path = \"$WORK/client.keys\"" true
+    "$BENCH" socket --socket "$WORK/keygate.sock" --clients "$CLIENTS" --duration 2s --id-min 1 --id-max "$AGENTS" --sequential --max-requests $((AGENTS / CLIENTS + 1)) >/dev/null
+    socket_load --floor ;;
+file)
+    keys_file
+    start_daemon "[[backend]]
+name = \"keys\"
+type = \"file\"
+path = \"$WORK/client.keys\""
+    socket_load --floor ;;
+sqlite)
+    "$BENCH" gen --count "$AGENTS" --format sql > "$WORK/agents.sql"
+    python3 - "$WORK" <<'PY'
+import sqlite3, sys
+w = sys.argv[1]
+c = sqlite3.connect(f"{w}/agents.db")
+c.execute("CREATE TABLE agent (id VARCHAR(8) PRIMARY KEY, name VARCHAR(128), ip VARCHAR(19), agent_key VARCHAR(128))")
+c.execute("CREATE INDEX agent_ip ON agent(ip)")
+c.executescript(open(f"{w}/agents.sql").read())
+c.commit()
+PY
+    start_daemon "[[backend]]
+name = \"db\"
+type = \"sqlite\"
+path = \"$WORK/agents.db\"
+pool_size = 8
+query_by_id = \"SELECT id,name,ip,agent_key FROM agent WHERE id = ?\"
+query_by_ip = \"SELECT id,name,ip,agent_key FROM agent WHERE ip = ?\""
+    socket_load --floor ;;
+mysql)
+    mysql_db
+    start_daemon "[[backend]]
+name = \"db\"
+type = \"mysql\"
+url = \"$MYSQL_URL/keygate_bench\"
+pool_size = 8
+tls = \"disable\"
+query_by_id = \"SELECT id,name,ip,agent_key FROM agent WHERE id = ?\"
+query_by_ip = \"SELECT id,name,ip,agent_key FROM agent WHERE ip = ?\""
+    socket_load --floor
+    echo "# MariaDB's own point-select rate, same concurrency (mariadb-slap, prepared-less, one connection per client):"
+    H=${MYSQL_URL#*@}; mariadb-slap -h "${H%:*}" -P "${H#*:}" -u root --concurrency="$CLIENTS" --iterations=1 \
+        --number-of-queries=$((CLIENTS * 20000)) --create-schema=keygate_bench \
+        --query="SELECT id,name,ip,agent_key FROM agent WHERE id = '05000'" 2>&1 | sed 's/^/# /' ;;
+postgres)
+    pg_db
+    start_daemon "[[backend]]
+name = \"db\"
+type = \"postgres\"
+url = \"$PG_DB\"
+pool_size = 8
+tls = \"disable\"
+query_by_id = \"SELECT id,name,ip,agent_key FROM agent WHERE id = \$1\"
+query_by_ip = \"SELECT id,name,ip,agent_key FROM agent WHERE ip = \$1\""
+    socket_load --floor
+    echo "# PostgreSQL's own point-select rate, same concurrency (pgbench, prepared):"
+    cat > "$WORK/select.sql" <<SQL
+\set n random(1, $AGENTS)
+SELECT id,name,ip,agent_key FROM agent WHERE id = lpad(:n::text, 3, '0');
+SQL
+    pgbench -n -M prepared -c "$CLIENTS" -j 2 -T "${DURATION%s}" -f "$WORK/select.sql" "$PG_DB" 2>&1 | grep -E 'tps|latency' | sed 's/^/# /' ;;
+redis)
+    PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+    redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize no --logfile "$WORK/redis.log" &
+    PIDS+=($!)
+    for _ in $(seq 1 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+    "$BENCH" gen --count "$AGENTS" --format redis | redis-cli -p "$PORT" --pipe >/dev/null
+    start_daemon "[[backend]]
+name = \"kv\"
+type = \"redis\"
+url = \"redis://127.0.0.1:$PORT/0\""
+    socket_load --floor
+    echo "# redis-benchmark HGETALL at the same concurrency:"
+    redis-benchmark -p "$PORT" -c "$CLIENTS" -n 200000 -q HGETALL wazuh:agent:05000 2>&1 | tail -1 | sed 's/^/# /' ;;
+exec)
+    keys_file
+    start_daemon "[[backend]]
+name = \"keys\"
+type = \"file\"
+path = \"$WORK/client.keys\"" true
+    echo "# daemon up:"
+    "$BENCH" exec --keygate "$KG" --config "$WORK/keygate.toml" --runs 300 --id-max "$AGENTS"
+    kill "${PIDS[-1]}"; sleep 0.5
+    echo "# daemon down, direct file ($AGENTS agents):"
+    "$BENCH" exec --keygate "$KG" --config "$WORK/keygate.toml" --runs 100 --id-max "$AGENTS"
+    mysql_db
+    cat > "$WORK/direct-mysql.toml" <<TOML
+[server]
+socket = "$WORK/none.sock"
+[[backend]]
+name = "db"
+type = "mysql"
+url = "$MYSQL_URL/keygate_bench"
+tls = "disable"
+query_by_id = "SELECT id,name,ip,agent_key FROM agent WHERE id = ?"
+query_by_ip = "SELECT id,name,ip,agent_key FROM agent WHERE ip = ?"
+TOML
+    echo "# daemon down, direct MariaDB:"
+    "$BENCH" exec --keygate "$KG" --config "$WORK/direct-mysql.toml" --runs 300 --id-max "$AGENTS" ;;
+seed)
+    mysql_db
+    python3 -c 'import mysql.connector' 2>/dev/null || pip install -q mysql-connector-python
+    cat > "$WORK/seed.sh" <<SH
+#!/bin/sh
+exec python3 $ROOT/crates/keygate-bench/seed/seed_script.py "\$@"
+SH
+    chmod +x "$WORK/seed.sh"
+    # The exec timer passes --config; the wrapper ignores it.
+    cat > "$WORK/seed-wrap.sh" <<SH
+#!/bin/sh
+shift 2; exec python3 $ROOT/crates/keygate-bench/seed/seed_script.py "\$@"
+SH
+    chmod +x "$WORK/seed-wrap.sh"
+    echo "# the seed script (python3 + mysql.connector, fresh connection per lookup):"
+    "$BENCH" exec --keygate "$WORK/seed-wrap.sh" --config /dev/null --runs 50 --id-max "$AGENTS" ;;
+memory)
+    keys_file
+    start_daemon "[[backend]]
+name = \"keys\"
+type = \"file\"
+path = \"$WORK/client.keys\"" true
+    PID=${PIDS[-1]}
+    echo "# RSS after start, $AGENTS agents loaded: $(awk '/VmRSS/{print $2" "$3}' /proc/$PID/status)"
+    "$BENCH" socket --socket "$WORK/keygate.sock" --clients "$CLIENTS" --duration 60s --id-min 1 --id-max "$AGENTS" --sequential --max-requests $((AGENTS / CLIENTS + 1))
+    "$KG" --config "$WORK/keygate.toml" cache stats | sed 's/^/# /'
+    echo "# RSS with $AGENTS agents cached: $(awk '/VmRSS/{print $2" "$3}' /proc/$PID/status)"
+    kill "$PID"; sleep 0.5
+    AGENTS=1000000 "$BENCH" gen --count 1000000 > "$WORK/big.keys"
+    start_daemon "[[backend]]
+name = \"big\"
+type = \"file\"
+path = \"$WORK/big.keys\""
+    sed -i 's/level = "warn"/level = "info"/' "$WORK/keygate.toml"
+    kill "${PIDS[-1]}"; sleep 0.5; : > "$WORK/keygate.log"
+    start_daemon "[[backend]]
+name = \"big\"
+type = \"file\"
+path = \"$WORK/big.keys\""
+    sleep 1
+    grep -o 'agents=[0-9]* invalid=[0-9]* elapsed_ms=[0-9]*' "$WORK/keygate.log" | sed 's/^/# 1,000,000-line client.keys loaded: /' || true
+    echo "# RSS with 1,000,000 agents loaded: $(awk '/VmRSS/{print $2" "$3}' /proc/${PIDS[-1]}/status)" ;;
+storm)
+    mysql_db
+    start_daemon "[[backend]]
+name = \"db\"
+type = \"mysql\"
+url = \"$MYSQL_URL/keygate_bench\"
+tls = \"disable\"
+query_by_id = \"SELECT id,name,ip,agent_key FROM agent WHERE id = ?\"
+query_by_ip = \"SELECT id,name,ip,agent_key FROM agent WHERE ip = ?\"" true
+    start=$(date +%s.%N)
+    "$BENCH" socket --socket "$WORK/keygate.sock" --clients 1 --duration 600s --id-min 1 --id-max 10000 --sequential --max-requests 10000
+    echo "# storm: 10,000 distinct ids, 1 client, cache cold, MariaDB: $(echo "$(date +%s.%N) - $start" | bc) s total" ;;
+sweep)
+    # Throughput against concurrency for each backend; writes a CSV for chart.py.
+    out=${SWEEP_OUT:-$ROOT/crates/keygate-bench/results/sweep.csv}
+    mkdir -p "$(dirname "$out")"; echo "backend,clients,rps,p99_ms" > "$out"
+    for b in floor file sqlite mysql postgres redis; do
+        for c in 1 2 4 8 16 32; do
+            line=$(CLIENTS=$c DURATION=${DURATION} "$0" "$b" 2>/dev/null | grep -E "^(keygate|floor) " | tail -1)
+            rps=$(echo "$line" | sed -n 's/.*rps=\([0-9.]*\).*/\1/p'); p99=$(echo "$line" | sed -n 's/.*p99=\([0-9.]*\)ms.*/\1/p')
+            echo "$b,$c,$rps,$p99" | tee -a "$out"
+        done
+    done
+    python3 "$ROOT/crates/keygate-bench/scripts/chart.py" "$out" "$ROOT/crates/keygate-bench/results/throughput.svg" ;;
+*) echo "unknown row $row" >&2; exit 2 ;;
+esac
