@@ -176,3 +176,34 @@ fn bare_invocation_runs_the_daemon() {
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     child.wait().unwrap();
 }
+
+/// A daemon that accepts but never answers cannot eat Wazuh's timeout: the
+/// round trip is bounded (request_timeout + 1 s) and exec mode then looks
+/// up directly.
+#[test]
+fn exec_falls_back_when_the_daemon_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("wedged.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let _held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in listener.incoming() {
+            conns.push(c); // accept and keep open, never reply
+        }
+    });
+    let cfg = dir.path().join("k.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nsocket = \"{}\"\nrequest_timeout = \"1s\"\n[[backend]]\nname = \"k\"\ntype = \"file\"\npath = \"{}\"\n",
+            sock.display(),
+            repo().join("config/demo/client.keys").display()
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = exec(&cfg, &["id", "001"]);
+    assert_eq!(out.json()["data"]["name"], "web-01");
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(10), "{took:?}");
+}

@@ -47,6 +47,7 @@ wait_for() { # name, seconds, command...
 need=()
 [ -x /usr/sbin/slapd ] || need+=(slapd)
 command -v ldapsearch >/dev/null || need+=(ldap-utils)
+command -v openssl >/dev/null || need+=(openssl)
 command -v redis-server >/dev/null || need+=(redis-server)
 if [ -z "${KEYGATE_TEST_MYSQL_URL:-}" ]; then
     command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)

@@ -1,1 +1,501 @@
-//! `type = "redis"`: not written yet.
+//! `type = "redis"`: agents kept in Redis (or Valkey) as one HASH per agent,
+//! plus a STRING per address that names the agent's id.
+//!
+//! ```text
+//! HSET wazuh:agent:001 id 001 name web-01 ip 10.0.0.1 key ac57...
+//! SET  wazuh:agent-ip:10.0.0.1 001
+//! ```
+//!
+//! An `id:` request reads the hash at `key_by_id`; an `ip:` request reads the
+//! id at `key_by_ip`, then that id's hash. Key templates only take `{id}` and
+//! `{ip}`, and the values put into them come from a parsed request (digits,
+//! or an address in canonical form), so they cannot carry Redis syntax; they
+//! are sent as arguments of the binary-safe protocol in any case, never as
+//! command text.
+//!
+//! The connection is a [`ConnectionManager`]: one multiplexed connection that
+//! pipelines concurrent requests and reconnects by itself after an outage.
+//! It is created on first use, so keygate starts while Redis is down, and
+//! every connect and every response is bounded by a timeout.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keygate_core::record::Field;
+use keygate_core::{AgentId, AgentRecord, BackendError, KeyBackend, Query, RecordError};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, RedisError};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+use crate::{BackendSpec, Problems};
+
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long Redis may take to answer one command.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `[[backend]] type = "redis"`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Where Redis listens: `redis://[user:pass@]host[:port][/db]`,
+    /// `rediss://...` (TLS, verified against the system's CA certificates)
+    /// or `unix:///path/to/redis.sock[?db=N]`.
+    pub url: String,
+    /// A file whose first line is the password (`AUTH`); overrides any
+    /// password in `url`. Relative paths are resolved against the config
+    /// file's directory.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Key of an agent's HASH, with `{id}` where the agent id goes
+    /// (default `"wazuh:agent:{id}"`).
+    #[serde(default = "default_key_by_id")]
+    pub key_by_id: String,
+    /// Key of the STRING that holds the id of the agent with an address,
+    /// with `{ip}` where the address goes (default `"wazuh:agent-ip:{ip}"`).
+    #[serde(default = "default_key_by_ip")]
+    pub key_by_ip: String,
+    /// Names of the hash fields, when they are not `id`, `name`, `ip`, `key`.
+    #[serde(default)]
+    pub fields: RedisFields,
+}
+
+/// `[backend.fields]`: the hash field that holds each part of a record.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFields {
+    /// Field holding the agent id (default `"id"`).
+    #[serde(default = "default_field_id")]
+    pub id: String,
+    /// Field holding the agent name (default `"name"`).
+    #[serde(default = "default_field_name")]
+    pub name: String,
+    /// Field holding the agent address (default `"ip"`).
+    #[serde(default = "default_field_ip")]
+    pub ip: String,
+    /// Field holding the agent key (default `"key"`).
+    #[serde(default = "default_field_key")]
+    pub key: String,
+}
+
+impl Default for RedisFields {
+    fn default() -> Self {
+        Self {
+            id: default_field_id(),
+            name: default_field_name(),
+            ip: default_field_ip(),
+            key: default_field_key(),
+        }
+    }
+}
+
+fn default_key_by_id() -> String {
+    "wazuh:agent:{id}".into()
+}
+fn default_key_by_ip() -> String {
+    "wazuh:agent-ip:{ip}".into()
+}
+fn default_field_id() -> String {
+    "id".into()
+}
+fn default_field_name() -> String {
+    "name".into()
+}
+fn default_field_ip() -> String {
+    "ip".into()
+}
+fn default_field_key() -> String {
+    "key".into()
+}
+
+impl fmt::Debug for RedisConfig {
+    /// The URL may hold a password: only its redacted form is shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("password_file", &self.password_file)
+            .field("key_by_id", &self.key_by_id)
+            .field("key_by_ip", &self.key_by_ip)
+            .field("fields", &self.fields)
+            .finish()
+    }
+}
+
+/// A URL with its user info and query string (either may carry a password)
+/// replaced by `<redacted>`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<not a URL>".into();
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, _)) => (r, "?<redacted>"),
+        None => (rest, ""),
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    match authority.rfind('@') {
+        Some(at) => format!(
+            "{scheme}://<redacted>@{}{path}{query}",
+            &authority[at + 1..]
+        ),
+        None => format!("{scheme}://{authority}{path}{query}"),
+    }
+}
+
+/// The schemes keygate accepts in `url`.
+const SCHEMES: &[&str] = &["redis", "rediss", "unix", "redis+unix"];
+
+/// Checks a key template: `allowed` must appear, and no other `{...}`.
+fn validate_template(problems: &mut Problems<'_>, key: &str, template: &str, allowed: &str) {
+    if template.is_empty() {
+        problems.push(key, "must not be empty");
+        return;
+    }
+    let placeholder = format!("{{{allowed}}}");
+    if !template.contains(&placeholder) {
+        problems.push(key, format!("must contain {placeholder}"));
+    }
+    let rest = template.replace(&placeholder, "");
+    if rest.contains('{') || rest.contains('}') {
+        problems.push(
+            key,
+            format!("only {placeholder} may appear in braces (no other placeholders)"),
+        );
+    }
+}
+
+#[async_trait]
+impl BackendSpec for RedisConfig {
+    const TYPE: &'static str = "redis";
+
+    fn resolve_paths(&mut self, base: &Path) {
+        if let Some(p) = self.password_file.as_mut() {
+            crate::resolve(base, p);
+        }
+    }
+
+    fn validate(&self, problems: &mut Problems<'_>) {
+        match self.url.split_once("://") {
+            Some((scheme, _)) if SCHEMES.contains(&scheme) => {
+                // The parser's message is not shown: it could quote the URL.
+                if self.url.as_str().into_connection_info().is_err() {
+                    problems.push("url", "is not a valid Redis URL");
+                }
+            }
+            _ => problems.push(
+                "url",
+                "must start with redis://, rediss:// (TLS) or unix://",
+            ),
+        }
+        if let Some(p) = &self.password_file {
+            if p.as_os_str().is_empty() {
+                problems.push("password_file", "must not be empty");
+            }
+        }
+        validate_template(problems, "key_by_id", &self.key_by_id, "id");
+        validate_template(problems, "key_by_ip", &self.key_by_ip, "ip");
+        for (key, value) in [
+            ("fields.id", &self.fields.id),
+            ("fields.name", &self.fields.name),
+            ("fields.ip", &self.fields.ip),
+            ("fields.key", &self.fields.key),
+        ] {
+            if value.is_empty() {
+                problems.push(key, "must not be empty");
+            }
+        }
+    }
+
+    async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BackendError> {
+        let mut info = self
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|_| BackendError::Internal("url is not a valid Redis URL".into()))?;
+        if let Some(path) = &self.password_file {
+            let password = crate::secret::read_password_file(path)?;
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_password(password.as_str());
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info)
+            .map_err(|_| BackendError::Internal("url is not a usable Redis URL".into()))?;
+        Ok(Arc::new(RedisBackend {
+            name: name.to_owned(),
+            config: self.clone(),
+            client,
+            manager: OnceCell::new(),
+        }))
+    }
+}
+
+/// The Redis backend.
+pub struct RedisBackend {
+    name: String,
+    config: RedisConfig,
+    client: redis::Client,
+    /// Set by the first lookup that reaches Redis; from then on the manager
+    /// reconnects by itself.
+    manager: OnceCell<ConnectionManager>,
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500))
+}
+
+/// Describes a Redis error by its kind only: never the URL or a password.
+fn describe(e: &RedisError) -> BackendError {
+    use redis::ErrorKind as K;
+    if e.is_timeout() {
+        return BackendError::Unavailable("Redis did not answer in time".into());
+    }
+    match e.kind() {
+        K::Io => BackendError::Unavailable(if e.is_connection_refusal() {
+            "cannot connect to Redis: connection refused".into()
+        } else {
+            "Redis connection failed (I/O error)".into()
+        }),
+        K::AuthenticationFailed => {
+            BackendError::Internal("Redis refused the configured credentials".into())
+        }
+        K::InvalidClientConfig => {
+            BackendError::Internal("invalid Redis connection settings".into())
+        }
+        _ => match e.code() {
+            Some("NOAUTH") | Some("WRONGPASS") => {
+                BackendError::Internal("Redis refused the configured credentials".into())
+            }
+            Some(code) => BackendError::Unavailable(format!("Redis answered with error {code}")),
+            None => BackendError::Unavailable(format!("Redis error ({})", e.category())),
+        },
+    }
+}
+
+fn wrong_type(e: &RedisError) -> bool {
+    e.code() == Some("WRONGTYPE")
+}
+
+impl RedisBackend {
+    async fn connection(&self) -> Result<ConnectionManager, BackendError> {
+        self.manager
+            .get_or_try_init(|| async {
+                ConnectionManager::new_with_config(self.client.clone(), manager_config())
+                    .await
+                    .map_err(|e| describe(&e))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Reads the agent hash for `id`; `None` when the key does not exist.
+    async fn hash(
+        &self,
+        conn: &mut ConnectionManager,
+        id: &str,
+    ) -> Result<Option<AgentRecord>, BackendError> {
+        let key = self.config.key_by_id.replace("{id}", id);
+        let map: HashMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .map_err(|e| {
+                if wrong_type(&e) {
+                    BackendError::InvalidRecord(RecordError::Malformed(
+                        "the agent key is not a hash",
+                    ))
+                } else {
+                    describe(&e)
+                }
+            })?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        let f = &self.config.fields;
+        let get = |name: &str, field: Field| -> Result<Option<&str>, RecordError> {
+            match map.get(name.as_bytes()) {
+                None => Ok(None),
+                Some(v) => std::str::from_utf8(v)
+                    .map(Some)
+                    .map_err(|_| RecordError::Invalid {
+                        field,
+                        rule: "not UTF-8 text",
+                    }),
+            }
+        };
+        let record = AgentRecord::from_options(
+            get(&f.id, Field::Id)?,
+            get(&f.name, Field::Name)?,
+            get(&f.ip, Field::Ip)?,
+            get(&f.key, Field::Key)?,
+        )?;
+        Ok(Some(record))
+    }
+}
+
+#[async_trait]
+impl KeyBackend for RedisBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn lookup(&self, query: &Query) -> Result<Option<AgentRecord>, BackendError> {
+        let mut conn = self.connection().await?;
+        match query {
+            Query::Id(_) => self.hash(&mut conn, &query.value()).await,
+            Query::Ip(_) => {
+                let key = self.config.key_by_ip.replace("{ip}", &query.value());
+                let id: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| {
+                        if wrong_type(&e) {
+                            BackendError::InvalidRecord(RecordError::Malformed(
+                                "the address key is not a string",
+                            ))
+                        } else {
+                            describe(&e)
+                        }
+                    })?;
+                let Some(id) = id else { return Ok(None) };
+                // The stored id goes into a key: it must be a valid id first.
+                let id = std::str::from_utf8(&id)
+                    .map_err(|_| RecordError::Invalid {
+                        field: Field::Id,
+                        rule: "not UTF-8 text",
+                    })
+                    .and_then(AgentId::parse)?;
+                match self.hash(&mut conn, id.as_str()).await? {
+                    Some(record) => Ok(Some(record)),
+                    None => Err(BackendError::InvalidRecord(RecordError::Malformed(
+                        "the address key names an agent id that has no hash",
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Connects (if not yet connected) and sends a `PING`.
+    async fn health(&self) -> Result<(), BackendError> {
+        let mut conn = self.connection().await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| describe(&e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RedisConfig {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379/0".into(),
+            password_file: None,
+            key_by_id: default_key_by_id(),
+            key_by_ip: default_key_by_ip(),
+            fields: RedisFields::default(),
+        }
+    }
+
+    fn problems(c: &RedisConfig) -> Vec<String> {
+        let mut list = Vec::new();
+        c.validate(&mut Problems::new("backend[0]", &mut list));
+        list.into_iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults_and_renamed_fields_deserialize() {
+        let c: RedisConfig =
+            serde_json::from_str(r#"{"url":"redis://h","fields":{"key":"agent_key"}}"#).unwrap();
+        assert_eq!(c.key_by_id, "wazuh:agent:{id}");
+        assert_eq!(c.key_by_ip, "wazuh:agent-ip:{ip}");
+        assert_eq!(c.fields.key, "agent_key");
+        assert_eq!(c.fields.id, "id");
+        assert!(problems(&c).is_empty(), "{:?}", problems(&c));
+        let unknown =
+            serde_json::from_str::<RedisConfig>(r#"{"url":"redis://h","fields":{"secret":"x"}}"#);
+        assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn templates_accept_only_their_own_placeholder() {
+        let mut c = config();
+        c.key_by_id = "agent:{ip}".into();
+        c.key_by_ip = "ip:{ip}:{name}".into();
+        let p = problems(&c);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p[0].starts_with("backend[0].key_by_id: must contain {id}"),
+            "{p:?}"
+        );
+        assert!(p[1].starts_with("backend[0].key_by_id: only {id}"), "{p:?}");
+        assert!(p[2].starts_with("backend[0].key_by_ip: only {ip}"), "{p:?}");
+    }
+
+    #[test]
+    fn urls_are_checked_without_being_quoted() {
+        for (url, ok) in [
+            ("redis://127.0.0.1:6379/0", true),
+            ("rediss://redis.example:6380", true),
+            ("unix:///run/redis.sock", true),
+            ("http://u:hunter2@host", false),
+            ("hunter2", false),
+        ] {
+            let mut c = config();
+            c.url = url.into();
+            let p = problems(&c);
+            assert_eq!(p.is_empty(), ok, "{url}: {p:?}");
+            assert!(!p.iter().any(|m| m.contains("hunter2")), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn debug_output_redacts_passwords_in_the_url() {
+        let mut c = config();
+        c.url = "redis://user:hunter2@10.0.0.5:6379/0".into();
+        let d = format!("{c:?}");
+        assert!(!d.contains("hunter2"), "{d}");
+        assert!(d.contains("redis://<redacted>@10.0.0.5:6379/0"), "{d}");
+        assert_eq!(
+            redact_url("unix:///run/redis.sock?db=1&pass=hunter2"),
+            "unix:///run/redis.sock?<redacted>"
+        );
+        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
+    }
+
+    #[tokio::test]
+    async fn builds_while_redis_is_down_and_reports_an_outage() {
+        // Port 1 on loopback: nothing listens there.
+        let mut c = config();
+        c.url = "redis://127.0.0.1:1/0".into();
+        let b = c.build("r").await.unwrap();
+        let q = keygate_core::Request::parse(b"id:001").unwrap();
+        let e = b.lookup(&q).await.unwrap_err();
+        assert_eq!(e.code(), keygate_core::ErrorCode::Unavailable, "{e}");
+        assert!(b.health().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn password_file_is_read_at_build_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config();
+        c.password_file = Some(dir.path().join("missing"));
+        let e = c.build("r").await.err().unwrap().to_string();
+        assert!(e.contains("cannot read password_file"), "{e}");
+    }
+}
