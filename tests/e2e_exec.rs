@@ -205,5 +205,8 @@ fn exec_falls_back_when_the_daemon_hangs() {
     let out = exec(&cfg, &["id", "001"]);
     assert_eq!(out.json()["data"]["name"], "web-01");
     let took = started.elapsed();
-    assert!(took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(10),
+        "{took:?}"
+    );
 }

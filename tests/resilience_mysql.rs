@@ -7,7 +7,6 @@
 
 mod common;
 #[path = "../crates/keygate-backends/tests/sql_support/mod.rs"]
-#[allow(dead_code)]
 mod sql_support;
 
 use std::process::Command;
@@ -32,14 +31,21 @@ query_by_ip = "SELECT id,name,ip,agent_key FROM agent WHERE ip = ?"
 }
 
 fn stats(d: &Daemon) -> String {
-    let out = Command::new(bin()).arg("--config").arg(d.config()).args(["cache", "stats"]).output().unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(d.config())
+        .args(["cache", "stats"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn stat(d: &Daemon, name: &str) -> u64 {
     let s = stats(d);
-    s.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap())).unwrap_or_else(|| panic!("{name} in {s}"))
+    s.lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("{name} in {s}"))
 }
 
 #[test]
@@ -64,21 +70,41 @@ fn outage_serves_stale_answers_2_for_the_rest_and_recovers() {
     let started = Instant::now();
     assert_eq!(d.request("id:001")["data"]["name"], "agent-00001");
     assert_eq!(d.request("ip:10.0.0.2")["data"]["id"], "002");
-    assert_eq!(d.request("id:99999")["error"], 4, "a not-found is served stale too");
+    assert_eq!(
+        d.request("id:99999")["error"],
+        4,
+        "a not-found is served stale too"
+    );
     assert!(stat(&d, "stale_served") >= 3, "{}", stats(&d));
     // An agent never seen: 2, within request_timeout.
     let v = d.request("id:003");
     assert_eq!(v["error"], 2, "{v}");
     assert!(v["message"].as_str().unwrap().contains("inventory"), "{v}");
-    assert!(started.elapsed() < Duration::from_secs(12), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
     for _ in 0..3 {
         let t = Instant::now();
         assert_eq!(d.request("id:004")["error"], 2);
-        assert!(t.elapsed() < Duration::from_millis(3500), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(3500),
+            "{:?}",
+            t.elapsed()
+        );
     }
-    let backends = Command::new(bin()).arg("--config").arg(d.config()).arg("backends").output().unwrap();
+    let backends = Command::new(bin())
+        .arg("--config")
+        .arg(d.config())
+        .arg("backends")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&backends.stdout);
-    assert!(text.contains("tripped") || text.contains("probing"), "{text}");
+    assert!(
+        text.contains("tripped") || text.contains("probing"),
+        "{text}"
+    );
 
     // Back up: the same process answers by itself (breaker probe, lazy pool).
     db.start_again();
@@ -87,29 +113,67 @@ fn outage_serves_stale_answers_2_for_the_rest_and_recovers() {
         if d.request("id:003")["error"] == 0 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "no recovery:\n{}", d.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no recovery:\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(d.pid(), pid);
 
     // Flush one entry, then all, on the live daemon.
     assert!(stat(&d, "entries") >= 3);
-    let out = Command::new(bin()).arg("--config").arg(d.config()).args(["cache", "flush", "id:001"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("flushed id:001"), "{out:?}");
-    let out = Command::new(bin()).arg("--config").arg(d.config()).args(["cache", "flush"]).output().unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(d.config())
+        .args(["cache", "flush", "id:001"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("flushed id:001"),
+        "{out:?}"
+    );
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(d.config())
+        .args(["cache", "flush"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(stat(&d, "entries"), 0);
 
     // Reload: valid (same backends: entries kept), then invalid (refused).
     assert_eq!(d.request("id:005")["error"], 0);
     let text = std::fs::read_to_string(d.config()).unwrap();
-    std::fs::write(d.config(), text.replace("request_timeout = \"3s\"", "request_timeout = \"4s\"")).unwrap();
-    let out = Command::new(bin()).arg("--config").arg(d.config()).arg("reload").output().unwrap();
+    std::fs::write(
+        d.config(),
+        text.replace("request_timeout = \"3s\"", "request_timeout = \"4s\""),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(d.config())
+        .arg("reload")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(stat(&d, "entries"), 1);
-    std::fs::write(d.config(), text.replace("connect_timeout = \"1s\"", "connect_timeout = \"soon\"")).unwrap();
-    let out = Command::new(bin()).arg("--config").arg(d.config()).arg("reload").output().unwrap();
+    std::fs::write(
+        d.config(),
+        text.replace("connect_timeout = \"1s\"", "connect_timeout = \"soon\""),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(d.config())
+        .arg("reload")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("backend[0].connect_timeout"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("backend[0].connect_timeout"),
+        "{out:?}"
+    );
     assert_eq!(d.request("id:005")["error"], 0);
 }

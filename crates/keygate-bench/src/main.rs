@@ -74,7 +74,13 @@ fn gen_main(args: GenArgs) -> Result<()> {
     let agent = |i: u32| {
         let id = format!("{i:03}");
         let ip = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
-        let key = format!("{:016x}{:016x}{:016x}{:016x}", i, u64::from(i) * 0x9e37_79b9, u64::from(i) ^ 0x5555, u64::from(i) << 7);
+        let key = format!(
+            "{:016x}{:016x}{:016x}{:016x}",
+            i,
+            u64::from(i) * 0x9e37_79b9,
+            u64::from(i) ^ 0x5555,
+            u64::from(i) << 7
+        );
         (id, format!("agent-{i}"), ip, key)
     };
     if args.format == GenFormat::Csv {
@@ -87,7 +93,11 @@ fn gen_main(args: GenArgs) -> Result<()> {
             GenFormat::Csv => writeln!(out, "{id},{name},{ip},{key}")?,
             GenFormat::Sql => {
                 if (i - 1) % 1000 == 0 {
-                    write!(out, "INSERT INTO {} (id,name,ip,agent_key) VALUES ", args.table)?;
+                    write!(
+                        out,
+                        "INSERT INTO {} (id,name,ip,agent_key) VALUES ",
+                        args.table
+                    )?;
                 } else {
                     write!(out, ",")?;
                 }
@@ -97,7 +107,10 @@ fn gen_main(args: GenArgs) -> Result<()> {
                 }
             }
             GenFormat::Redis => {
-                writeln!(out, "HSET wazuh:agent:{id} id {id} name {name} ip {ip} key {key}")?;
+                writeln!(
+                    out,
+                    "HSET wazuh:agent:{id} id {id} name {name} ip {ip} key {key}"
+                )?;
                 writeln!(out, "SET wazuh:agent-ip:{ip} {id}")?;
             }
         }
