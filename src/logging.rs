@@ -34,6 +34,17 @@ pub fn init(config: &LogConfig, fallback: Fallback) -> anyhow::Result<Option<Wor
                 .append(true)
                 .open(path)
                 .with_context(|| format!("cannot open log file {}", path.display()))?;
+            if fallback == Fallback::Nowhere {
+                // Exec mode logs a line or two per process: write them
+                // directly. A background writer's shutdown handshake would
+                // add milliseconds to every one-shot lookup.
+                builder
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(file))
+                    .try_init()
+                    .ok();
+                return Ok(None);
+            }
             let (writer, guard) = tracing_appender::non_blocking(file);
             builder.with_ansi(false).with_writer(writer).try_init().ok();
             Ok(Some(guard))

@@ -90,15 +90,30 @@ enum Slot {
 type Entry = Result<AgentRecord, RecordError>;
 
 /// One parsed version of the file.
+/// The indexes use foldhash rather than SipHash: they are filled from the
+/// operator's own file (no hash flooding from outside: requests only read),
+/// and hashing was a third of the load time of a 1,000,000-line file.
+type Index<K> = HashMap<K, Slot, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Snapshot {
     entries: Vec<Entry>,
-    by_id: HashMap<Box<str>, Slot>,
-    by_ip: HashMap<IpAddr, Slot>,
+    by_id: Index<u64>,
+    by_ip: Index<IpAddr>,
     nets: Vec<(IpNet, u32)>,
 }
 
 impl Snapshot {
+    /// An empty snapshot with room for `n` entries.
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            entries: Vec::with_capacity(n),
+            by_id: Index::with_capacity_and_hasher(n, Default::default()),
+            by_ip: Index::with_capacity_and_hasher(n, Default::default()),
+            nets: Vec::new(),
+        }
+    }
+
     fn add(&mut self, id: &str, ip: Option<&str>, entry: Entry) {
         let Ok(index) = u32::try_from(self.entries.len()) else {
             return;
@@ -114,8 +129,9 @@ impl Snapshot {
             Err(_) => (ip.and_then(|s| s.parse::<IpAddr>().ok()), None),
         };
         self.entries.push(entry);
-        if !id.is_empty() {
-            insert(&mut self.by_id, id.into(), index);
+        // Only ids a request can carry (1 to 8 digits) need indexing.
+        if let Some(key) = id_key(id) {
+            insert(&mut self.by_id, key, index);
         }
         if let Some(h) = host {
             insert(&mut self.by_ip, h, index);
@@ -127,7 +143,7 @@ impl Snapshot {
 
     fn find(&self, query: &Query) -> Result<Option<AgentRecord>, BackendError> {
         let slot = match query {
-            Query::Id(id) => self.by_id.get(id.as_str()).copied(),
+            Query::Id(id) => id_key(id.as_str()).and_then(|k| self.by_id.get(&k).copied()),
             Query::Ip(ip) => match self.by_ip.get(ip).copied() {
                 Some(slot) => Some(slot),
                 None => {
@@ -157,7 +173,17 @@ impl Snapshot {
     }
 }
 
-fn insert<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Slot>, key: K, index: u32) {
+/// An id as an integer key without allocating: its value and its length
+/// (so `001` and `1` stay distinct). `None` for anything but 1 to 8 digits.
+fn id_key(id: &str) -> Option<u64> {
+    if id.is_empty() || id.len() > 8 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value = id.bytes().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+    Some(value | (id.len() as u64) << 32)
+}
+
+fn insert<K: std::hash::Hash + Eq>(map: &mut Index<K>, key: K, index: u32) {
     map.entry(key)
         .and_modify(|s| *s = Slot::Many)
         .or_insert(Slot::One(index));
@@ -166,31 +192,78 @@ fn insert<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Slot>, key: K, index: u3
 /// Parses client.keys text. Lines starting with `#` or a space are skipped,
 /// as Wazuh skips them, and so are removed agents (name starting with `!`
 /// or `#`).
-fn parse_client_keys(text: &str) -> Snapshot {
-    let mut snap = Snapshot::default();
+fn parse_client_keys(text: &str) -> Result<Snapshot, String> {
+    // Validating records is most of the work: do it on every core, in
+    // chunks cut at line ends, then index the results in file order.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let chunks = split_lines(text, if text.len() < 1 << 20 { 1 } else { threads });
+    let parsed: Vec<Vec<(&str, Option<&str>, Entry)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|chunk| scope.spawn(move || parse_client_keys_chunk(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| "a loader thread failed".to_owned()))
+            .collect::<Result<Vec<_>, String>>()
+    })?;
+    let mut snap = Snapshot::with_capacity(parsed.iter().map(Vec::len).sum());
+    for (id, ip, entry) in parsed.into_iter().flatten() {
+        snap.add(id, ip, entry);
+    }
+    Ok(snap)
+}
+
+/// Cuts `text` into about `n` pieces, each ending at a line end.
+fn split_lines(text: &str, n: usize) -> Vec<&str> {
+    let mut pieces = Vec::with_capacity(n);
+    let mut rest = text;
+    for i in (1..n).rev() {
+        let target = rest.len() / (i + 1);
+        match rest
+            .as_bytes()
+            .iter()
+            .skip(target)
+            .position(|&b| b == b'\n')
+        {
+            Some(p) => {
+                let (head, tail) = rest.split_at(target + p + 1);
+                pieces.push(head);
+                rest = tail;
+            }
+            None => break,
+        }
+    }
+    pieces.push(rest);
+    pieces
+}
+
+fn parse_client_keys_chunk(text: &str) -> Vec<(&str, Option<&str>, Entry)> {
+    let mut out = Vec::with_capacity(text.len() / 100 + 1);
     for line in text.lines() {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.is_empty() || line.starts_with('#') || line.starts_with(' ') {
             continue;
         }
-        let fields: Vec<&str> = line.split(' ').collect();
-        let (id, name, ip) = (
-            fields[0],
-            fields.get(1).copied().unwrap_or(""),
-            fields.get(2).copied(),
-        );
+        let mut fields = line.split(' ');
+        let id = fields.next().unwrap_or("");
+        let name = fields.next().unwrap_or("");
+        let ip = fields.next();
+        let key = fields.next();
         if name.starts_with('!') || name.starts_with('#') {
             continue;
         }
-        let entry = match fields.as_slice() {
-            [id, name, ip, key] => AgentRecord::parse(id, name, ip, key),
+        let entry = match (ip, key, fields.next()) {
+            (Some(ip), Some(key), None) => AgentRecord::parse(id, name, ip, key),
             _ => Err(RecordError::Malformed(
                 "a client.keys line needs exactly 4 space-separated fields",
             )),
         };
-        snap.add(id, ip, entry);
+        out.push((id, ip, entry));
     }
-    snap
+    out
 }
 
 /// Parses CSV text whose header names `id`, `name`, `ip` and `key`.
@@ -217,7 +290,7 @@ fn parse_csv(text: &str) -> Result<Snapshot, String> {
         column("ip")?,
         column("key")?,
     ];
-    let mut snap = Snapshot::default();
+    let mut snap = Snapshot::with_capacity(text.bytes().filter(|&b| b == b'\n').count());
     for row in reader.records() {
         let row = row.map_err(|e| format!("cannot read CSV row: {e}"))?;
         let get = |i: usize| row.get(cols[i]);
@@ -260,7 +333,7 @@ fn load(path: &Path, format: FileFormat) -> Result<(Stamp, Snapshot), String> {
     let text =
         String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
     let snap = match format {
-        FileFormat::ClientKeys => parse_client_keys(&text),
+        FileFormat::ClientKeys => parse_client_keys(&text)?,
         FileFormat::Csv => parse_csv(&text)?,
     };
     Ok((before, snap))
@@ -419,7 +492,7 @@ mod tests {
 
     #[test]
     fn client_keys_lookups_by_id_and_ip() {
-        let s = parse_client_keys(KEYS);
+        let s = parse_client_keys(KEYS).unwrap();
         let r = s.find(&q("id:001")).unwrap().unwrap();
         assert_eq!(
             (r.name.as_str(), r.ip.as_str(), r.key.expose()),
@@ -438,7 +511,7 @@ mod tests {
 
     #[test]
     fn client_keys_skips_what_wazuh_skips() {
-        let s = parse_client_keys(KEYS);
+        let s = parse_client_keys(KEYS).unwrap();
         for id in ["id:003", "id:004", "id:005", "id:006"] {
             assert!(s.find(&q(id)).unwrap().is_none(), "{id}");
         }
@@ -447,7 +520,7 @@ mod tests {
 
     #[test]
     fn cidr_agents_answer_addresses_inside_their_network() {
-        let s = parse_client_keys(KEYS);
+        let s = parse_client_keys(KEYS).unwrap();
         assert_eq!(
             s.find(&q("ip:10.9.200.1")).unwrap().unwrap().id.as_str(),
             "007"
@@ -457,7 +530,7 @@ mod tests {
 
     #[test]
     fn bad_duplicate_and_short_entries_answer_5() {
-        let s = parse_client_keys(KEYS);
+        let s = parse_client_keys(KEYS).unwrap();
         for req in [
             "id:008",
             "ip:10.0.0.8",
@@ -564,6 +637,31 @@ mod tests {
     }
 
     #[test]
+    fn split_lines_cuts_at_line_ends_and_loses_nothing() {
+        let text = "001 a 10.0.0.1 k\n002 b 10.0.0.2 k\n003 c 10.0.0.3 k\n004 d any k";
+        for n in 1..6 {
+            let pieces = split_lines(text, n);
+            assert_eq!(pieces.concat(), text, "{n}");
+            assert!(
+                pieces
+                    .iter()
+                    .take(pieces.len() - 1)
+                    .all(|p| p.ends_with('\n')),
+                "{n}: {pieces:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn id_keys_keep_leading_zeros_apart() {
+        assert_ne!(id_key("001"), id_key("1"));
+        assert_eq!(id_key("12345678"), Some(12_345_678 | 8 << 32));
+        assert_eq!(id_key("123456789"), None);
+        assert_eq!(id_key("00a"), None);
+        assert_eq!(id_key(""), None);
+    }
+
+    #[test]
     fn loads_a_large_file() {
         let mut text = String::new();
         for i in 1..=20_000u32 {
@@ -575,7 +673,7 @@ mod tests {
                 i
             ));
         }
-        let s = parse_client_keys(&text);
+        let s = parse_client_keys(&text).unwrap();
         assert_eq!(s.counts(), (20_000, 0));
         assert_eq!(
             s.find(&q("id:12345")).unwrap().unwrap().name.as_str(),

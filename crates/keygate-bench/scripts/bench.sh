@@ -31,7 +31,7 @@ start_daemon() {
 socket = "$WORK/keygate.sock"
 request_timeout = "10s"
 [log]
-level = "warn"
+level = "${LOG_LEVEL:-warn}"
 file = "$WORK/keygate.log"
 [cache]
 enabled = ${2:-false}
@@ -45,6 +45,12 @@ TOML
 }
 
 socket_load() { "$BENCH" socket --socket "$WORK/keygate.sock" --clients "$CLIENTS" --duration "$DURATION" --id-min 1 --id-max "$AGENTS" "$@"; }
+
+# Every agent asked once, in order, by one client: the cache then holds all.
+warm_cache() {
+    "$BENCH" socket --socket "$WORK/keygate.sock" --clients 1 --duration 300s --id-min 1 --id-max "$AGENTS" \
+        --sequential --max-requests "$AGENTS" | sed 's/^/# warm-up: /'
+}
 
 mysql_db() { # creates keygate_bench with AGENTS agents
     local auth=${MYSQL_URL#mysql://}; local hostport=${auth#*@}; local user=${auth%@*}
@@ -73,8 +79,10 @@ cache)
 name = \"keys\"
 type = \"file\"
 path = \"$WORK/client.keys\"" true
-    "$BENCH" socket --socket "$WORK/keygate.sock" --clients "$CLIENTS" --duration 2s --id-min 1 --id-max "$AGENTS" --sequential --max-requests $((AGENTS / CLIENTS + 1)) >/dev/null
-    socket_load --floor ;;
+    warm_cache
+    "$KG" --config "$WORK/keygate.toml" cache stats | sed 's/^/# after warm-up: /'
+    socket_load --floor
+    "$KG" --config "$WORK/keygate.toml" cache stats | sed 's/^/# after the run: /' ;;
 file)
     keys_file
     start_daemon "[[backend]]
@@ -195,23 +203,17 @@ type = \"file\"
 path = \"$WORK/client.keys\"" true
     PID=${PIDS[-1]}
     echo "# RSS after start, $AGENTS agents loaded: $(awk '/VmRSS/{print $2" "$3}' /proc/$PID/status)"
-    "$BENCH" socket --socket "$WORK/keygate.sock" --clients "$CLIENTS" --duration 60s --id-min 1 --id-max "$AGENTS" --sequential --max-requests $((AGENTS / CLIENTS + 1))
+    warm_cache
     "$KG" --config "$WORK/keygate.toml" cache stats | sed 's/^/# /'
     echo "# RSS with $AGENTS agents cached: $(awk '/VmRSS/{print $2" "$3}' /proc/$PID/status)"
     kill "$PID"; sleep 0.5
-    AGENTS=1000000 "$BENCH" gen --count 1000000 > "$WORK/big.keys"
-    start_daemon "[[backend]]
+    "$BENCH" gen --count 1000000 > "$WORK/big.keys"
+    LOG_LEVEL=info start_daemon "[[backend]]
 name = \"big\"
 type = \"file\"
 path = \"$WORK/big.keys\""
-    sed -i 's/level = "warn"/level = "info"/' "$WORK/keygate.toml"
-    kill "${PIDS[-1]}"; sleep 0.5; : > "$WORK/keygate.log"
-    start_daemon "[[backend]]
-name = \"big\"
-type = \"file\"
-path = \"$WORK/big.keys\""
-    sleep 1
-    grep -o 'agents=[0-9]* invalid=[0-9]* elapsed_ms=[0-9]*' "$WORK/keygate.log" | sed 's/^/# 1,000,000-line client.keys loaded: /' || true
+    sleep 0.5
+    grep -o 'agents=[0-9]* invalid=[0-9]* elapsed_ms=[0-9]*' "$WORK/keygate.log" | sed 's/^/# 1,000,000-line client.keys loaded: /'
     echo "# RSS with 1,000,000 agents loaded: $(awk '/VmRSS/{print $2" "$3}' /proc/${PIDS[-1]}/status)" ;;
 storm)
     mysql_db

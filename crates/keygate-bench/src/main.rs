@@ -276,7 +276,7 @@ fn one_request(socket: &Path, req: &[u8], buf: &mut [u8], tally: &mut Tally) {
 /// Reads `"error":N` without a full JSON parse (keeps the client cheap).
 fn parse_code(reply: &[u8]) -> Option<u8> {
     let at = reply.windows(8).position(|w| w == b"\"error\":")? + 8;
-    let digit = *reply.get(at)?;
+    let digit = *reply[at..].iter().find(|b| !b.is_ascii_whitespace())?;
     digit.is_ascii_digit().then(|| digit - b'0')
 }
 
@@ -540,6 +540,7 @@ mod tests {
     #[test]
     fn reads_the_code_without_parsing_json() {
         assert_eq!(parse_code(br#"{"error":4,"message":"x"}"#), Some(4));
+        assert_eq!(parse_code(br#"{"error": 0, "data": {}}"#), Some(0));
         assert_eq!(parse_code(b"garbage"), None);
     }
 
