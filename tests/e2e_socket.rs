@@ -311,3 +311,37 @@ fn wait_until(mut f: impl FnMut() -> bool) {
     }
     panic!("condition not met within 10s");
 }
+
+/// KEYGATE_ environment variables override config keys (`__` between
+/// levels), and their problems are reported with the key path too.
+#[test]
+fn environment_overrides_config_keys() {
+    let cfg = repo().join("config/keygate.toml");
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check")
+        .env("KEYGATE_LOG__LEVEL", "loud")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("log.level"),
+        "{out:?}"
+    );
+    let out = Command::new(bin())
+        .arg("check")
+        .env("KEYGATE_CONFIG", &cfg)
+        .env("KEYGATE_SERVER__REQUEST_TIMEOUT", "90s")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "KEYGATE_CONFIG names the file; the override applies"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("server.request_timeout"),
+        "{out:?}"
+    );
+}

@@ -72,7 +72,7 @@ row=${1:?usage: bench.sh ROW}
 machine
 case $row in
 floor)
-    "$BENCH" socket --floor --clients 1,8 --duration "$DURATION" ;;
+    "$BENCH" socket --floor --clients "${FLOOR_CLIENTS:-1,8}" --duration "$DURATION" ;;
 cache)
     keys_file
     start_daemon "[[backend]]
@@ -233,11 +233,11 @@ sweep)
     mkdir -p "$(dirname "$out")"; echo "backend,clients,rps,p99_ms" > "$out"
     for b in floor file sqlite mysql postgres redis; do
         for c in 1 2 4 8 16 32; do
-            line=$(CLIENTS=$c DURATION=${DURATION} "$0" "$b" 2>/dev/null | grep -E "^(keygate|floor) " | tail -1)
+            line=$(CLIENTS=$c FLOOR_CLIENTS=$c DURATION=${DURATION} "$0" "$b" 2>/dev/null | grep -E "^(keygate|floor) " | tail -1)
             rps=$(echo "$line" | sed -n 's/.*rps=\([0-9.]*\).*/\1/p'); p99=$(echo "$line" | sed -n 's/.*p99=\([0-9.]*\)ms.*/\1/p')
             echo "$b,$c,$rps,$p99" | tee -a "$out"
         done
     done
-    python3 "$ROOT/crates/keygate-bench/scripts/chart.py" "$out" "$ROOT/crates/keygate-bench/results/throughput.svg" ;;
+    python3 "$ROOT/crates/keygate-bench/scripts/chart.py" "$out" "$ROOT/BENCHMARKS-throughput.svg" ;;
 *) echo "unknown row $row" >&2; exit 2 ;;
 esac
