@@ -266,9 +266,12 @@ pub fn control_socket_of(path: &Path) -> PathBuf {
 }
 
 fn env() -> Env {
+    // Keys arrive with their original case (figment's keys are uncased).
+    // KEYGATE_CONFIG names the file and KEYGATE_TEST_* belong to the test
+    // suite: neither is a config key.
     Env::prefixed(ENV_PREFIX).split("__").filter(|k| {
-        let k = k.as_str();
-        k != "config" && !k.starts_with("test")
+        let k = k.as_str().to_ascii_lowercase();
+        k != "config" && !k.starts_with("test_")
     })
 }
 
