@@ -90,6 +90,7 @@ async fn execute(daemon: &Daemon, command: &str) -> Value {
                     let s = b.snapshot();
                     json!({
                         "name": s.name, "state": s.state.as_str(), "last_error": s.last_error,
+                        "host": s.current_host,
                         "lookups": s.lookups, "skipped": s.skipped,
                         "consecutive_failures": s.consecutive_failures,
                         "p50_ms": s.p50.map(|d| d.as_secs_f64() * 1000.0),
@@ -150,8 +151,8 @@ pub fn client(config_path: &Path, command: &str) -> ExitCode {
     }
     if let Some(list) = v["backends"].as_array() {
         println!(
-            "{:<20} {:<8} {:>9} {:>8} {:>9} {:>9}  LAST ERROR",
-            "BACKEND", "STATE", "LOOKUPS", "SKIPPED", "P50", "P99"
+            "{:<20} {:<8} {:>9} {:>8} {:>9} {:>9}  {:<40}  LAST ERROR",
+            "BACKEND", "STATE", "LOOKUPS", "SKIPPED", "P50", "P99", "HOST"
         );
         for b in list {
             let ms = |x: &Value| {
@@ -159,13 +160,14 @@ pub fn client(config_path: &Path, command: &str) -> ExitCode {
                     .map_or_else(|| "-".to_owned(), |m| format!("{m:.2}ms"))
             };
             println!(
-                "{:<20} {:<8} {:>9} {:>8} {:>9} {:>9}  {}",
+                "{:<20} {:<8} {:>9} {:>8} {:>9} {:>9}  {:<40}  {}",
                 b["name"].as_str().unwrap_or_default(),
                 b["state"].as_str().unwrap_or_default(),
                 b["lookups"],
                 b["skipped"],
                 ms(&b["p50_ms"]),
                 ms(&b["p99_ms"]),
+                b["host"].as_str().unwrap_or("-"),
                 b["last_error"].as_str().unwrap_or("")
             );
         }

@@ -293,11 +293,25 @@ fn urls_fail_over_to_the_second_host_and_back() {
         assert!(started.elapsed() < Duration::from_secs(10), "{}", d.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+    // `keygate backends` shows which host is in use, without a password.
+    let backends = || {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(d.config())
+            .arg("backends")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = backends();
+    assert!(text.contains("host 2 of 2"), "{text}");
     first.start_again();
     let started = Instant::now();
     while name(&d) != "agent-00042" {
         assert!(started.elapsed() < Duration::from_secs(15), "{}", d.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+    let text = backends();
+    assert!(text.contains("host 1 of 2"), "{text}");
     drop((db1, db2));
 }

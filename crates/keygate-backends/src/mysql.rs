@@ -258,6 +258,10 @@ impl KeyBackend for MysqlBackend {
     async fn health(&self) -> Result<(), BackendError> {
         self.hosts.run(|pool| self.check_host(pool)).await
     }
+
+    fn current_host(&self) -> Option<String> {
+        sql::host_label(&self.config.settings().hosts(), self.hosts.active())
+    }
 }
 
 impl MysqlBackend {

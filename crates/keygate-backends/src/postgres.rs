@@ -264,6 +264,10 @@ impl KeyBackend for PostgresBackend {
     async fn health(&self) -> Result<(), BackendError> {
         self.hosts.run(|pool| self.check_host(pool)).await
     }
+
+    fn current_host(&self) -> Option<String> {
+        sql::host_label(&self.config.settings().hosts(), self.hosts.active())
+    }
 }
 
 impl PostgresBackend {

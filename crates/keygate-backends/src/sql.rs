@@ -232,8 +232,21 @@ pub enum TlsMode {
     VerifyFull,
 }
 
-/// `url` with any password replaced by `***`, for `Debug` output. Messages
-/// never print a URL at all.
+/// `host 2 of 2: mysql://kg@db2:3306/wazuh` for `keygate backends`:
+/// which of a backend's hosts is active, its URL without a password.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub fn host_label(hosts: &[&str], active: usize) -> Option<String> {
+    let url = hosts.get(active)?;
+    Some(format!(
+        "host {} of {}: {}",
+        active + 1,
+        hosts.len(),
+        redact_url(url)
+    ))
+}
+
+/// `url` with any password replaced by `***`, for `Debug` output and
+/// `keygate backends`. Messages never print a URL at all.
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {

@@ -25,6 +25,12 @@ pub trait KeyBackend: Send + Sync + 'static {
     /// Checks that the backend can answer (reachable, data loaded). Used by
     /// `keygate check` and by probes; it must not be slower than a lookup.
     async fn health(&self) -> Result<(), BackendError>;
+
+    /// For a backend with several hosts, the one it is using now, for
+    /// `keygate backends` (never with a password). `None` otherwise.
+    fn current_host(&self) -> Option<String> {
+        None
+    }
 }
 
 #[async_trait]
@@ -37,6 +43,9 @@ impl<T: KeyBackend + ?Sized> KeyBackend for Arc<T> {
     }
     async fn health(&self) -> Result<(), BackendError> {
         (**self).health().await
+    }
+    fn current_host(&self) -> Option<String> {
+        (**self).current_host()
     }
 }
 

@@ -105,6 +105,9 @@ pub struct BreakerSnapshot {
     pub p50: Option<Duration>,
     /// 99th percentile latency of the same lookups.
     pub p99: Option<Duration>,
+    /// The host in use, for backends with several (see
+    /// [`KeyBackend::current_host`]).
+    pub current_host: Option<String>,
 }
 
 /// What the lookups and the probe task share.
@@ -184,6 +187,7 @@ impl Breaker {
             skipped: self.shared.skipped.load(Ordering::Relaxed),
             p50: percentile(&latencies, 50),
             p99: percentile(&latencies, 99),
+            current_host: self.inner.current_host(),
         }
     }
 
@@ -321,6 +325,10 @@ impl KeyBackend for Breaker {
     /// Asks the backend itself, open or not: `keygate check` wants the truth.
     async fn health(&self) -> Result<(), BackendError> {
         self.inner.health().await
+    }
+
+    fn current_host(&self) -> Option<String> {
+        self.inner.current_host()
     }
 }
 

@@ -37,6 +37,10 @@ impl<B: KeyBackend> KeyBackend for TimeoutLayer<B> {
             .await
             .unwrap_or(Err(BackendError::Timeout(self.timeout)))
     }
+
+    fn current_host(&self) -> Option<String> {
+        self.inner.current_host()
+    }
 }
 
 #[cfg(test)]
