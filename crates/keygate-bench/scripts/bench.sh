@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces one row of BENCHMARKS.md:  crates/keygate-bench/scripts/bench.sh ROW
-#   ROW: floor | cache | file | sqlite | mysql | postgres | redis | exec | seed | memory | storm | sweep
+#   ROW: floor | cache | file | sqlite | mysql | postgres | redis | ldap | exec | seed | memory | storm | sweep
 # Env: CLIENTS (default 8), DURATION (default 10s), AGENTS (default 100000),
 #      KEYGATE_TEST_MYSQL_URL, KEYGATE_TEST_POSTGRES_URL (as for the tests).
 # Needs release builds: cargo build --release --workspace
@@ -154,6 +154,29 @@ url = \"redis://127.0.0.1:$PORT/0\""
     socket_load --floor
     echo "# redis-benchmark HGETALL at the same concurrency:"
     redis-benchmark -p "$PORT" -c "$CLIENTS" -n 200000 -q HGETALL wazuh:agent:05000 2>&1 | tail -1 | sed 's/^/# /' ;;
+ldap)
+    # A private slapd from the same slapd.conf.in the tests use, loaded with
+    # AGENTS generated device+ipHost entries by slapadd.
+    PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+    mkdir -p "$WORK/ldap/db"
+    # Same config, with room for AGENTS entries (the fixture's mdb is 16 MiB).
+    sed -e "s#@DIR@#$WORK/ldap#g" -e 's#^maxsize .*#maxsize 1073741824#' "$ROOT/docker/ldap/slapd.conf.in" > "$WORK/ldap/slapd.conf"
+    "$BENCH" gen --count "$AGENTS" --format ldif > "$WORK/agents.ldif"
+    /usr/sbin/slapadd -q -f "$WORK/ldap/slapd.conf" -l "$WORK/agents.ldif"
+    /usr/sbin/slapd -f "$WORK/ldap/slapd.conf" -h "ldap://127.0.0.1:$PORT/" -d 0 2>/dev/null &
+    PIDS+=($!)
+    for _ in $(seq 1 100); do ldapsearch -x -H "ldap://127.0.0.1:$PORT/" -b "" -s base >/dev/null 2>&1 && break; sleep 0.1; done
+    echo keygate-test-password > "$WORK/ldap.pass"
+    start_daemon "[[backend]]
+name = \"directory\"
+type = \"ldap\"
+urls = [\"ldap://127.0.0.1:$PORT\"]
+bind_dn = \"cn=keygate,ou=services,dc=example,dc=org\"
+password_file = \"$WORK/ldap.pass\"
+base_dn = \"ou=agents,dc=example,dc=org\"
+pool_size = 4"
+    socket_load --floor
+    echo "# slapd CPU during the run is what bounds this row (see BENCHMARKS.md)." ;;
 exec)
     keys_file
     start_daemon "[[backend]]
@@ -231,7 +254,7 @@ sweep)
     # Throughput against concurrency for each backend; writes a CSV for chart.py.
     out=${SWEEP_OUT:-$ROOT/crates/keygate-bench/results/sweep.csv}
     mkdir -p "$(dirname "$out")"; echo "backend,clients,rps,p99_ms" > "$out"
-    for b in floor file sqlite mysql postgres redis; do
+    for b in floor file sqlite mysql postgres redis ldap; do
         for c in 1 2 4 8 16 32; do
             line=$(CLIENTS=$c FLOOR_CLIENTS=$c DURATION=${DURATION} "$0" "$b" 2>/dev/null | grep -E "^(keygate|floor) " | tail -1)
             rps=$(echo "$line" | sed -n 's/.*rps=\([0-9.]*\).*/\1/p'); p99=$(echo "$line" | sed -n 's/.*p99=\([0-9.]*\)ms.*/\1/p')

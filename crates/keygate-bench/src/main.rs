@@ -67,6 +67,9 @@ enum GenFormat {
     Sql,
     /// Redis commands (HSET wazuh:agent:{id}, SET wazuh:agent-ip:{ip}).
     Redis,
+    /// LDIF for slapadd: the base, the keygate service account and one
+    /// device+ipHost entry per agent (the documented default mapping).
+    Ldif,
 }
 
 fn gen_main(args: GenArgs) -> Result<()> {
@@ -85,6 +88,21 @@ fn gen_main(args: GenArgs) -> Result<()> {
     };
     if args.format == GenFormat::Csv {
         writeln!(out, "id,name,ip,key")?;
+    }
+    if args.format == GenFormat::Ldif {
+        writeln!(out, "dn: dc=example,dc=org\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: example\n")?;
+        writeln!(
+            out,
+            "dn: ou=services,dc=example,dc=org\nobjectClass: organizationalUnit\nou: services\n"
+        )?;
+        writeln!(
+            out,
+            "dn: cn=keygate,ou=services,dc=example,dc=org\nobjectClass: applicationProcess\nobjectClass: simpleSecurityObject\ncn: keygate\nuserPassword: keygate-test-password\n"
+        )?;
+        writeln!(
+            out,
+            "dn: ou=agents,dc=example,dc=org\nobjectClass: organizationalUnit\nou: agents\n"
+        )?;
     }
     for i in 1..=args.count {
         let (id, name, ip, key) = agent(i);
@@ -105,6 +123,12 @@ fn gen_main(args: GenArgs) -> Result<()> {
                 if i % 1000 == 0 || i == args.count {
                     writeln!(out, ";")?;
                 }
+            }
+            GenFormat::Ldif => {
+                writeln!(
+                    out,
+                    "dn: cn={name},ou=agents,dc=example,dc=org\nobjectClass: device\nobjectClass: ipHost\ncn: {name}\nserialNumber: {id}\nipHostNumber: {ip}\ndescription: {key}\n"
+                )?;
             }
             GenFormat::Redis => {
                 writeln!(
