@@ -159,6 +159,51 @@ fn redis_killed_and_restarted_the_same_daemon_recovers() {
     assert_eq!(error(&d, "id:001"), 0);
 }
 
+/// `urls` end to end, with the password inside both URLs: the first Redis
+/// killed, the daemon answers from the second (which holds another name for
+/// agent 001); restarted, traffic goes back to the first after
+/// `failback_after`. Both switches are logged with the host's index, and the
+/// log never shows the password.
+#[test]
+fn redis_urls_fail_over_and_back_and_log_the_switches_without_the_password() {
+    let mut first = RedisServer::start();
+    let second = RedisServer::start();
+    let extra = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(extra.path(), "HSET wazuh:agent:001 name web-01-b\n").unwrap();
+    second.load(extra.path());
+    let with_password =
+        |s: &RedisServer| format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}/0", s.port());
+    let d = start(&format!(
+        "[[backend]]\nname = \"cache-tier\"\ntype = \"redis\"\nurls = [\"{}\", \"{}\"]\n\
+         failback_after = \"1s\"\ntimeout = \"1s\"\n",
+        with_password(&first),
+        with_password(&second)
+    ));
+    let name = |d: &Daemon| {
+        let r = d.request("id:001");
+        assert_eq!(r["error"], 0, "{r}");
+        r["data"]["name"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(name(&d), "web-01");
+    first.stop();
+    for _ in 0..3 {
+        assert_eq!(name(&d), "web-01-b");
+    }
+    first.restart();
+    let started = Instant::now();
+    while name(&d) != "web-01" {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "traffic never went back to the first host"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = d.log();
+    assert!(log.contains("Redis host failed"), "{log}");
+    assert!(log.contains("First Redis host healthy again"), "{log}");
+    assert!(!log.contains(REDIS_PASSWORD), "the log shows the password");
+}
+
 #[test]
 fn slapd_killed_and_restarted_the_same_daemon_recovers() {
     let mut server = Slapd::start();

@@ -17,11 +17,20 @@
 //! pipelines concurrent requests and reconnects by itself after an outage.
 //! It is created on first use, so keygate starts while Redis is down, and
 //! every connect and every response is bounded by a timeout.
+//!
+//! With `urls`, each host has its own lazily created manager. Hosts are
+//! asked in order: a host that fails with an outage is skipped (a quick
+//! failure, such as a refused connection, is retried on the next host within
+//! the same lookup), and while a later host is active one background task
+//! probes the first host and moves traffic back to it after
+//! `failback_after` of continuous health (the same rules as the SQL
+//! backends).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,11 +54,22 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct RedisConfig {
     /// Where Redis listens: `redis://[user:pass@]host[:port][/db]`,
     /// `rediss://...` (TLS, verified against the system's CA certificates)
-    /// or `unix:///path/to/redis.sock[?db=N]`.
-    pub url: String,
+    /// or `unix:///path/to/redis.sock[?db=N]`. Either `url` or `urls` is
+    /// required.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Several hosts instead of `url`, tried in order: a failed host is
+    /// skipped, and the first host is used again after `failback_after` of
+    /// health on it.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// With `urls`: how long the first host must stay healthy before
+    /// traffic goes back to it (default `"5m"`).
+    #[serde(default = "default_failback_after", with = "humantime_serde")]
+    pub failback_after: Duration,
     /// A file whose first line is the password (`AUTH`); overrides any
-    /// password in `url`. Relative paths are resolved against the config
-    /// file's directory.
+    /// password in `url` or `urls`, for every host. Relative paths are
+    /// resolved against the config file's directory.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// Key of an agent's HASH, with `{id}` where the agent id goes
@@ -94,6 +114,9 @@ impl Default for RedisFields {
     }
 }
 
+fn default_failback_after() -> Duration {
+    Duration::from_secs(300)
+}
 fn default_key_by_id() -> String {
     "wazuh:agent:{id}".into()
 }
@@ -117,7 +140,12 @@ impl fmt::Debug for RedisConfig {
     /// The URL may hold a password: only its redacted form is shown.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("url", &redact_url(&self.url))
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
+            .field("failback_after", &self.failback_after)
             .field("password_file", &self.password_file)
             .field("key_by_id", &self.key_by_id)
             .field("key_by_ip", &self.key_by_ip)
@@ -144,6 +172,37 @@ pub fn redact_url(url: &str) -> String {
             &authority[at + 1..]
         ),
         None => format!("{scheme}://{authority}{path}{query}"),
+    }
+}
+
+impl RedisConfig {
+    /// The configured URLs in order: `url` alone, or `urls`.
+    pub fn hosts(&self) -> Vec<&str> {
+        match &self.url {
+            Some(url) => vec![url.as_str()],
+            None => self.urls.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// Checks one URL, reporting under `key`; never quotes the URL.
+fn validate_url(problems: &mut Problems<'_>, key: &str, url: &str) {
+    match url.split_once("://") {
+        _ if url.trim().is_empty() => problems.push(key, "must not be empty"),
+        Some((scheme, _)) if SCHEMES.contains(&scheme) => {
+            // The parser's message is not shown: it could quote the URL.
+            if url.into_connection_info().is_err() {
+                problems.push(
+                    key,
+                    "is not a valid Redis URL (the URL is not shown: it may hold a password)",
+                );
+            }
+        }
+        _ => problems.push(
+            key,
+            "must start with redis://, rediss:// (TLS) or unix:// \
+             (the URL is not shown: it may hold a password)",
+        ),
     }
 }
 
@@ -180,17 +239,15 @@ impl BackendSpec for RedisConfig {
     }
 
     fn validate(&self, problems: &mut Problems<'_>) {
-        match self.url.split_once("://") {
-            Some((scheme, _)) if SCHEMES.contains(&scheme) => {
-                // The parser's message is not shown: it could quote the URL.
-                if self.url.as_str().into_connection_info().is_err() {
-                    problems.push("url", "is not a valid Redis URL");
+        match (&self.url, self.urls.is_empty()) {
+            (Some(_), false) => problems.push("urls", "set either url or urls, not both"),
+            (None, true) => problems.push("url", "is required (or urls, a list of hosts)"),
+            (Some(url), true) => validate_url(problems, "url", url),
+            (None, false) => {
+                for (i, url) in self.urls.iter().enumerate() {
+                    validate_url(problems, &format!("urls[{i}]"), url);
                 }
             }
-            _ => problems.push(
-                "url",
-                "must start with redis://, rediss:// (TLS) or unix://",
-            ),
         }
         if let Some(p) = &self.password_file {
             if p.as_os_str().is_empty() {
@@ -212,26 +269,44 @@ impl BackendSpec for RedisConfig {
     }
 
     async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BackendError> {
-        let mut info = self
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|_| BackendError::Internal("url is not a valid Redis URL".into()))?;
-        if let Some(path) = &self.password_file {
-            let password = crate::secret::read_password_file(path)?;
-            let settings = info
-                .redis_settings()
-                .clone()
-                .set_password(password.as_str());
-            info = info.set_redis_settings(settings);
+        let password = match &self.password_file {
+            Some(path) => Some(crate::secret::read_password_file(path)?),
+            None => None,
+        };
+        let mut hosts = Vec::new();
+        for (i, url) in self.hosts().into_iter().enumerate() {
+            let mut info = url.into_connection_info().map_err(|_| {
+                BackendError::Internal(format!("host {} is not a valid Redis URL", i + 1))
+            })?;
+            if let Some(password) = &password {
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_password(password.as_str());
+                info = info.set_redis_settings(settings);
+            }
+            let client = redis::Client::open(info).map_err(|_| {
+                BackendError::Internal(format!("host {} is not a usable Redis URL", i + 1))
+            })?;
+            hosts.push(Host {
+                url: redact_url(url),
+                client,
+                manager: OnceCell::new(),
+            });
         }
-        let client = redis::Client::open(info)
-            .map_err(|_| BackendError::Internal("url is not a usable Redis URL".into()))?;
+        if hosts.is_empty() {
+            return Err(BackendError::Internal("no Redis url configured".into()));
+        }
         Ok(Arc::new(RedisBackend {
             name: name.to_owned(),
             config: self.clone(),
-            client,
-            manager: OnceCell::new(),
+            hosts: Arc::new(Hosts {
+                backend: name.to_owned(),
+                hosts,
+                active: AtomicUsize::new(0),
+                probing: AtomicBool::new(false),
+                failback_after: self.failback_after,
+            }),
         }))
     }
 }
@@ -240,10 +315,149 @@ impl BackendSpec for RedisConfig {
 pub struct RedisBackend {
     name: String,
     config: RedisConfig,
+    hosts: Arc<Hosts>,
+}
+
+/// One configured Redis host.
+struct Host {
+    /// The URL without user info or query string, for logs.
+    url: String,
     client: redis::Client,
-    /// Set by the first lookup that reaches Redis; from then on the manager
-    /// reconnects by itself.
+    /// Set by the first lookup that reaches this host; from then on the
+    /// manager reconnects by itself.
     manager: OnceCell<ConnectionManager>,
+}
+
+impl Host {
+    async fn connection(&self) -> Result<ConnectionManager, BackendError> {
+        self.manager
+            .get_or_try_init(|| async {
+                ConnectionManager::new_with_config(self.client.clone(), manager_config())
+                    .await
+                    .map_err(|e| describe(&e))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Connects (if not yet connected) and sends a `PING`.
+    async fn ping(&self) -> Result<(), BackendError> {
+        let mut conn = self.connection().await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| describe(&e))?;
+        Ok(())
+    }
+}
+
+/// The hosts of one backend (`url`, or `urls` tried in order).
+///
+/// Requests go to the active host. When it fails with an outage, or the
+/// lookup is cancelled by the backend's deadline while waiting on it, the
+/// next host becomes active: that request fails (2) or, when the failure
+/// was quick, is retried on the next host at once. While a host other than
+/// the first is active, one background probe checks the first host; after
+/// `failback_after` of continuous health the first host is active again.
+struct Hosts {
+    backend: String,
+    hosts: Vec<Host>,
+    active: AtomicUsize,
+    probing: AtomicBool,
+    failback_after: Duration,
+}
+
+/// One try on one host; dropped without `done` (failed or cancelled), it
+/// moves the backend on to the next host.
+struct Attempt<'a> {
+    hosts: &'a Arc<Hosts>,
+    index: usize,
+    done: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            Hosts::failed(self.hosts, self.index);
+        }
+    }
+}
+
+impl Hosts {
+    /// The index (from 0, in config order) of the host asked first.
+    fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire) % self.hosts.len()
+    }
+
+    fn failed(this: &Arc<Self>, index: usize) {
+        let n = this.hosts.len();
+        if n < 2 {
+            return;
+        }
+        let next = (index + 1) % n;
+        if this
+            .active
+            .compare_exchange(index, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            tracing::warn!(
+                backend = %this.backend,
+                failed_host = index + 1,
+                failed_url = %this.hosts[index].url,
+                active_host = next + 1,
+                active_url = %this.hosts[next].url,
+                "Redis host failed; moving on to the next one."
+            );
+            if next != 0 {
+                Self::start_probe(this);
+            }
+        }
+    }
+
+    /// Starts the background probe of the first host, unless one runs.
+    fn start_probe(this: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if this.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Self> = Arc::downgrade(this);
+        let interval =
+            (this.failback_after / 5).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        runtime.spawn(async move {
+            let mut healthy_since: Option<tokio::time::Instant> = None;
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(this) = weak.upgrade() else { return };
+                if this.active.load(Ordering::Acquire) == 0 {
+                    this.probing.store(false, Ordering::Release);
+                    return;
+                }
+                let ok = matches!(
+                    tokio::time::timeout(CONNECT_TIMEOUT, this.hosts[0].ping()).await,
+                    Ok(Ok(()))
+                );
+                let now = tokio::time::Instant::now();
+                healthy_since = if ok {
+                    healthy_since.or(Some(now))
+                } else {
+                    None
+                };
+                if healthy_since.is_some_and(|t| now.duration_since(t) >= this.failback_after) {
+                    this.active.store(0, Ordering::Release);
+                    this.probing.store(false, Ordering::Release);
+                    tracing::info!(
+                        backend = %this.backend,
+                        active_host = 1,
+                        active_url = %this.hosts[0].url,
+                        "First Redis host healthy again; moving back to it."
+                    );
+                    return;
+                }
+            }
+        });
+    }
 }
 
 fn manager_config() -> ConnectionManagerConfig {
@@ -288,17 +502,79 @@ fn wrong_type(e: &RedisError) -> bool {
 }
 
 impl RedisBackend {
-    async fn connection(&self) -> Result<ConnectionManager, BackendError> {
-        self.manager
-            .get_or_try_init(|| async {
-                ConnectionManager::new_with_config(self.client.clone(), manager_config())
-                    .await
-                    .map_err(|e| describe(&e))
-            })
-            .await
-            .cloned()
+    /// Runs `f` on the active host, moving on to the following hosts while
+    /// it fails with an outage; returns the first answer (found, not found
+    /// or a bad record) or the last outage.
+    async fn run<'h, T, F, Fut>(&'h self, f: F) -> Result<T, BackendError>
+    where
+        F: Fn(&'h Host) -> Fut,
+        Fut: std::future::Future<Output = Result<T, BackendError>>,
+    {
+        let n = self.hosts.hosts.len();
+        let first = self.hosts.active();
+        let mut last = None;
+        for k in 0..n {
+            let i = (first + k) % n;
+            let mut attempt = Attempt {
+                hosts: &self.hosts,
+                index: i,
+                done: false,
+            };
+            match f(&self.hosts.hosts[i]).await {
+                Err(e) if e.is_outage() => {
+                    drop(attempt); // marks host i failed
+                    last = Some(e);
+                }
+                other => {
+                    attempt.done = true;
+                    return other;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| BackendError::Internal("no Redis hosts configured".into())))
     }
 
+    /// Answers `query` from one host.
+    async fn lookup_on(
+        &self,
+        host: &Host,
+        query: &Query,
+    ) -> Result<Option<AgentRecord>, BackendError> {
+        let mut conn = host.connection().await?;
+        match query {
+            Query::Id(_) => self.hash(&mut conn, &query.value()).await,
+            Query::Ip(_) => {
+                let key = self.config.key_by_ip.replace("{ip}", &query.value());
+                let id: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| {
+                        if wrong_type(&e) {
+                            BackendError::InvalidRecord(RecordError::Malformed(
+                                "the address key is not a string",
+                            ))
+                        } else {
+                            describe(&e)
+                        }
+                    })?;
+                let Some(id) = id else { return Ok(None) };
+                // The stored id goes into a key: it must be a valid id first.
+                let id = std::str::from_utf8(&id)
+                    .map_err(|_| RecordError::Invalid {
+                        field: Field::Id,
+                        rule: "not UTF-8 text",
+                    })
+                    .and_then(AgentId::parse)?;
+                match self.hash(&mut conn, id.as_str()).await? {
+                    Some(record) => Ok(Some(record)),
+                    None => Err(BackendError::InvalidRecord(RecordError::Malformed(
+                        "the address key names an agent id that has no hash",
+                    ))),
+                }
+            }
+        }
+    }
     /// Reads the agent hash for `id`; `None` when the key does not exist.
     async fn hash(
         &self,
@@ -351,50 +627,24 @@ impl KeyBackend for RedisBackend {
     }
 
     async fn lookup(&self, query: &Query) -> Result<Option<AgentRecord>, BackendError> {
-        let mut conn = self.connection().await?;
-        match query {
-            Query::Id(_) => self.hash(&mut conn, &query.value()).await,
-            Query::Ip(_) => {
-                let key = self.config.key_by_ip.replace("{ip}", &query.value());
-                let id: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| {
-                        if wrong_type(&e) {
-                            BackendError::InvalidRecord(RecordError::Malformed(
-                                "the address key is not a string",
-                            ))
-                        } else {
-                            describe(&e)
-                        }
-                    })?;
-                let Some(id) = id else { return Ok(None) };
-                // The stored id goes into a key: it must be a valid id first.
-                let id = std::str::from_utf8(&id)
-                    .map_err(|_| RecordError::Invalid {
-                        field: Field::Id,
-                        rule: "not UTF-8 text",
-                    })
-                    .and_then(AgentId::parse)?;
-                match self.hash(&mut conn, id.as_str()).await? {
-                    Some(record) => Ok(Some(record)),
-                    None => Err(BackendError::InvalidRecord(RecordError::Malformed(
-                        "the address key names an agent id that has no hash",
-                    ))),
-                }
-            }
-        }
+        self.run(|host| self.lookup_on(host, query)).await
     }
 
-    /// Connects (if not yet connected) and sends a `PING`.
+    /// Connects (if not yet connected) and sends a `PING`, to the active
+    /// host and then the following ones.
     async fn health(&self) -> Result<(), BackendError> {
-        let mut conn = self.connection().await?;
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| describe(&e))?;
-        Ok(())
+        self.run(Host::ping).await
+    }
+
+    fn current_host(&self) -> Option<String> {
+        let i = self.hosts.active();
+        let host = self.hosts.hosts.get(i)?;
+        Some(format!(
+            "host {} of {}: {}",
+            i + 1,
+            self.hosts.hosts.len(),
+            host.url
+        ))
     }
 }
 
@@ -404,7 +654,9 @@ mod tests {
 
     fn config() -> RedisConfig {
         RedisConfig {
-            url: "redis://127.0.0.1:6379/0".into(),
+            url: Some("redis://127.0.0.1:6379/0".into()),
+            urls: Vec::new(),
+            failback_after: default_failback_after(),
             password_file: None,
             key_by_id: default_key_by_id(),
             key_by_ip: default_key_by_ip(),
@@ -457,17 +709,103 @@ mod tests {
             ("hunter2", false),
         ] {
             let mut c = config();
-            c.url = url.into();
+            c.url = Some(url.into());
             let p = problems(&c);
             assert_eq!(p.is_empty(), ok, "{url}: {p:?}");
             assert!(!p.iter().any(|m| m.contains("hunter2")), "{p:?}");
         }
     }
 
+    /// `urls` replaces `url` (exactly one of the two), takes the documented
+    /// `failback_after` default, and every entry is checked under its own
+    /// key path without being quoted.
+    #[test]
+    fn urls_replace_url_and_each_entry_is_checked_by_index() {
+        let c: RedisConfig =
+            serde_json::from_str(r#"{"urls":["redis://a:6379/0","rediss://b:6380/0"]}"#).unwrap();
+        assert!(problems(&c).is_empty(), "{:?}", problems(&c));
+        assert_eq!(c.failback_after, Duration::from_secs(300));
+        assert_eq!(c.hosts(), ["redis://a:6379/0", "rediss://b:6380/0"]);
+        let c: RedisConfig =
+            serde_json::from_str(r#"{"urls":["redis://a"],"failback_after":"1s"}"#).unwrap();
+        assert_eq!(c.failback_after, Duration::from_secs(1));
+
+        let mut both = config();
+        both.urls = vec!["redis://b:6379/0".into()];
+        let p = problems(&both);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("backend[0].urls: set either url or urls"),
+            "{p:?}"
+        );
+
+        let mut neither = config();
+        neither.url = None;
+        let p = problems(&neither);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("backend[0].url: is required"), "{p:?}");
+        let p = problems(&serde_json::from_str::<RedisConfig>("{}").unwrap());
+        assert!(p[0].starts_with("backend[0].url: is required"), "{p:?}");
+
+        let mut bad = neither;
+        bad.urls = vec![
+            "redis://a:6379/0".into(),
+            "http://u:hunter2@b:6379/0".into(),
+            String::new(),
+        ];
+        let p = problems(&bad);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("backend[0].urls[1]: must start with"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with("backend[0].urls[2]: must not be empty"),
+            "{p:?}"
+        );
+        assert!(!p.iter().any(|m| m.contains("hunter2")), "{p:?}");
+    }
+
+    #[test]
+    fn debug_output_redacts_passwords_in_every_url() {
+        let mut c = config();
+        c.url = None;
+        c.urls = vec![
+            "redis://:hunter2@10.0.0.5:6379/0".into(),
+            "redis://10.0.0.6:6379/0?password=hunter2".into(),
+        ];
+        let d = format!("{c:?}");
+        assert!(!d.contains("hunter2"), "{d}");
+        assert!(d.contains("redis://<redacted>@10.0.0.5:6379/0"), "{d}");
+        assert!(d.contains("failback_after"), "{d}");
+    }
+
+    /// With two hosts down, one lookup tries both (each fails fast) and
+    /// answers 2 well inside the per-operation timeouts.
+    #[tokio::test]
+    async fn all_hosts_down_answers_2_quickly() {
+        let mut c = config();
+        c.url = None;
+        c.urls = vec![
+            "redis://127.0.0.1:1/0".into(),
+            "redis://127.0.0.1:2/0".into(),
+        ];
+        let b = c.build("r").await.unwrap();
+        let q = keygate_core::Request::parse(b"id:001").unwrap();
+        let started = std::time::Instant::now();
+        let e = b.lookup(&q).await.unwrap_err();
+        assert_eq!(e.code(), keygate_core::ErrorCode::Unavailable, "{e}");
+        assert!(
+            started.elapsed() < CONNECT_TIMEOUT * 2,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
     #[test]
     fn debug_output_redacts_passwords_in_the_url() {
         let mut c = config();
-        c.url = "redis://user:hunter2@10.0.0.5:6379/0".into();
+        c.url = Some("redis://user:hunter2@10.0.0.5:6379/0".into());
         let d = format!("{c:?}");
         assert!(!d.contains("hunter2"), "{d}");
         assert!(d.contains("redis://<redacted>@10.0.0.5:6379/0"), "{d}");
@@ -482,7 +820,7 @@ mod tests {
     async fn builds_while_redis_is_down_and_reports_an_outage() {
         // Port 1 on loopback: nothing listens there.
         let mut c = config();
-        c.url = "redis://127.0.0.1:1/0".into();
+        c.url = Some("redis://127.0.0.1:1/0".into());
         let b = c.build("r").await.unwrap();
         let q = keygate_core::Request::parse(b"id:001").unwrap();
         let e = b.lookup(&q).await.unwrap_err();

@@ -206,6 +206,116 @@ async fn redis_starts_while_down_and_connects_when_the_server_appears() {
     until_found(&*b, "id:001", Duration::from_secs(10)).await;
 }
 
+/// Two private servers for `urls`: the second holds another name for agent
+/// 001 (`web-01-b`), so each answer shows which host gave it.
+fn redis_pair() -> (RedisServer, RedisServer) {
+    let first = RedisServer::start();
+    let second = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = dir.path().join("second.redis");
+    std::fs::write(&extra, "HSET wazuh:agent:001 name web-01-b\n").unwrap();
+    second.load(&extra);
+    (first, second)
+}
+
+/// `urls` with one `password_file` (applied to every host) and `failback_after`.
+fn redis_urls_config(first: &RedisServer, second: &RedisServer, failback: &str) -> RedisConfig {
+    let c: RedisConfig = serde_json::from_value(serde_json::json!({
+        "urls": [first.url(), second.url()],
+        "password_file": first.password_file(),
+        "failback_after": failback,
+    }))
+    .unwrap();
+    validated(&c);
+    c
+}
+
+async fn name_of(b: &dyn KeyBackend, req: &str) -> String {
+    found(b, req).await.name.as_str().to_owned()
+}
+
+/// The first host killed: the very next lookups (by id and by ip) answer
+/// from the second host within the same request, quickly; the first host
+/// restarted: traffic goes back to it, but only after `failback_after`
+/// (1s) of health, and every answer on the way is a good one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_urls_fail_over_to_the_second_host_and_fail_back_after_failback_after() {
+    let (mut first, second) = redis_pair();
+    let b = redis_urls_config(&first, &second, "1s")
+        .build("cache")
+        .await
+        .unwrap();
+    assert_eq!(name_of(&*b, "id:001").await, "web-01");
+    first.stop();
+    for req in ["id:001", "ip:10.0.0.1", "id:001"] {
+        let started = Instant::now();
+        assert_eq!(name_of(&*b, req).await, "web-01-b", "{req}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{req} took {:?}",
+            started.elapsed()
+        );
+    }
+    b.health().await.unwrap();
+    // Stays on the second host while the first is down.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(name_of(&*b, "id:001").await, "web-01-b");
+
+    let restarted = Instant::now();
+    first.restart();
+    let mut seen = Vec::new();
+    loop {
+        let name = name_of(&*b, "id:001").await;
+        if name == "web-01" {
+            break;
+        }
+        assert_eq!(name, "web-01-b");
+        seen.push(name);
+        assert!(
+            restarted.elapsed() < Duration::from_secs(15),
+            "traffic never went back to the first host"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        restarted.elapsed() >= Duration::from_secs(1),
+        "failed back after {:?}, before failback_after",
+        restarted.elapsed()
+    );
+    assert!(
+        !seen.is_empty(),
+        "the second host never answered after the restart"
+    );
+    // And it stays there.
+    for _ in 0..5 {
+        assert_eq!(name_of(&*b, "id:001").await, "web-01");
+    }
+}
+
+/// A first host that is down when keygate starts is skipped at once; with
+/// both down the lookup answers 2 without hanging, and a single `url`
+/// keeps working as one host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_urls_skip_a_host_down_at_start_and_answer_2_when_all_are_down() {
+    let (mut first, mut second) = redis_pair();
+    first.stop();
+    let b = redis_urls_config(&first, &second, "5m")
+        .build("cache")
+        .await
+        .unwrap();
+    assert_eq!(name_of(&*b, "id:001").await, "web-01-b");
+    assert_eq!(found(&*b, "ip:10.0.0.1").await.id.as_str(), "001");
+    second.stop();
+    let started = Instant::now();
+    assert_eq!(code(&*b, "id:001").await, ErrorCode::Unavailable);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "an outage must not hang"
+    );
+    second.restart();
+    until_found(&*b, "id:001", Duration::from_secs(10)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_answers_a_50_way_concurrent_burst_without_errors() {
     let server = RedisServer::start();
