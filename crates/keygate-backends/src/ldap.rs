@@ -19,7 +19,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +83,34 @@ pub struct LdapConfig {
     /// Which attribute holds each part of a record.
     #[serde(default)]
     pub attributes: LdapAttributes,
+    /// With several `urls`: how long the first server must stay reachable
+    /// before connections move back to it from a later one (default `"5m"`).
+    #[serde(default = "default_failback_after", with = "humantime_serde")]
+    pub failback_after: Duration,
+}
+
+fn default_failback_after() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// Moving connections back to the first server once it has been healthy
+/// for `failback_after` (so keygate does not stay on a fallback forever,
+/// as nslcd does).
+#[derive(Default)]
+struct Failback {
+    /// Bumped each time the first server has been healthy long enough;
+    /// connections to a later server made before the bump reconnect.
+    generation: AtomicU64,
+    /// Whether the probe of the first server is running.
+    probing: std::sync::atomic::AtomicBool,
+}
+
+/// One pooled connection: the handle, which URL it reached, and the
+/// failback generation it was made in.
+struct Conn {
+    ldap: Ldap,
+    url_index: usize,
+    generation: u64,
 }
 
 /// `scope`: how deep below `base_dn` a search looks.
@@ -215,6 +243,9 @@ impl BackendSpec for LdapConfig {
     }
 
     fn validate(&self, problems: &mut Problems<'_>) {
+        if self.failback_after.is_zero() {
+            problems.push("failback_after", "must be more than 0");
+        }
         if self.urls.is_empty() {
             problems.push("urls", "must list at least one server");
         }
@@ -298,6 +329,8 @@ impl BackendSpec for LdapConfig {
             tls,
             slots,
             next: AtomicUsize::new(0),
+            failback: Arc::new(Failback::default()),
+            active_url: Arc::new(AtomicUsize::new(0)),
         }))
     }
 }
@@ -337,8 +370,12 @@ pub struct LdapBackend {
     password: Option<Zeroizing<String>>,
     tls: Option<Arc<rustls::ClientConfig>>,
     /// The pool: each slot holds a bound handle once it has connected.
-    slots: Vec<Mutex<Option<Ldap>>>,
+    slots: Vec<Mutex<Option<Conn>>>,
     next: AtomicUsize,
+    failback: Arc<Failback>,
+    /// The URL new connections try first: 0, or the server failed over to
+    /// until the first one has been healthy for `failback_after`.
+    active_url: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for LdapBackend {
@@ -446,12 +483,26 @@ fn record_from_entry(entry: &SearchEntry, attrs: &[String; 4]) -> Result<AgentRe
 }
 
 impl LdapBackend {
-    /// Connects to the first URL that answers and binds.
-    async fn connect(&self) -> Result<Ldap, BackendError> {
+    /// Connects and binds, trying the URLs in order from the active one
+    /// (wrapping around); returns the handle and the URL's index. A server
+    /// that answers after the active one failed becomes the active one.
+    async fn connect(&self) -> Result<(Ldap, usize), BackendError> {
         let mut last = BackendError::Unavailable("no LDAP URL configured".into());
-        for url in &self.config.urls {
+        let n = self.config.urls.len();
+        let start = self.active_url.load(Ordering::Acquire) % n.max(1);
+        for index in (0..n).map(|k| (start + k) % n) {
+            let url = &self.config.urls[index];
             match self.connect_one(url).await {
-                Ok(ldap) => return Ok(ldap),
+                Ok(ldap) => {
+                    if index != start {
+                        self.active_url.store(index, Ordering::Release);
+                        tracing::warn!(backend = %self.name, failed_host = start + 1, active_host = index + 1, "LDAP server failed; moving on to the next one.");
+                    }
+                    if index > 0 {
+                        self.start_failback_probe();
+                    }
+                    return Ok((ldap, index));
+                }
                 Err(e) if e.is_outage() => {
                     debug!(backend = %self.name, url = %url, error = %e, "LDAP server unreachable; trying the next URL.");
                     last = e;
@@ -501,19 +552,83 @@ impl LdapBackend {
         Ok(ldap)
     }
 
-    /// A bound handle from the next slot, connecting that slot if needed.
+    /// A bound handle from the next slot, connecting that slot if needed
+    /// (or reconnecting it, to move back to the first server).
     async fn handle(&self) -> Result<(usize, Ldap), BackendError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[i].lock().await;
-        if let Some(ldap) = slot.as_mut() {
-            if !ldap.is_closed() {
-                return Ok((i, ldap.clone()));
+        let generation = self.failback.generation.load(Ordering::Acquire);
+        if let Some(conn) = slot.as_mut() {
+            let fail_back = conn.url_index > 0 && conn.generation < generation;
+            if !conn.ldap.is_closed() && !fail_back {
+                return Ok((i, conn.ldap.clone()));
             }
         }
         *slot = None;
-        let ldap = self.connect().await?;
-        *slot = Some(ldap.clone());
+        let (ldap, url_index) = self.connect().await?;
+        *slot = Some(Conn {
+            ldap: ldap.clone(),
+            url_index,
+            generation,
+        });
         Ok((i, ldap))
+    }
+
+    /// While a connection uses a later server, probes the first one (a
+    /// connect, bounded like every connect) every `failback_after / 5`
+    /// (100 ms to 10 s); once it has answered for `failback_after` without
+    /// a failure, connections move back to it. One probe at a time.
+    fn start_failback_probe(&self) {
+        if self.config.urls.len() < 2 || self.failback.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let failback = Arc::downgrade(&self.failback);
+        let active_url = Arc::downgrade(&self.active_url);
+        let (url, tls, starttls) = (
+            self.config.urls[0].clone(),
+            self.tls.clone(),
+            self.config.starttls,
+        );
+        let (name, after) = (self.name.clone(), self.config.failback_after);
+        let interval = (after / 5).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        tokio::spawn(async move {
+            let mut healthy_since: Option<tokio::time::Instant> = None;
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(state) = failback.upgrade() else {
+                    return;
+                };
+                let mut settings = LdapConnSettings::new()
+                    .set_conn_timeout(CONNECT_TIMEOUT)
+                    .set_starttls(starttls);
+                if let Some(tls) = &tls {
+                    settings = settings.set_config(tls.clone());
+                }
+                let ok = matches!(
+                    tokio::time::timeout(
+                        CONNECT_TIMEOUT * 2,
+                        LdapConnAsync::with_settings(settings, &url)
+                    )
+                    .await,
+                    Ok(Ok(_))
+                );
+                let now = tokio::time::Instant::now();
+                healthy_since = if ok {
+                    healthy_since.or(Some(now))
+                } else {
+                    None
+                };
+                if healthy_since.is_some_and(|t| now.duration_since(t) >= after) {
+                    if let Some(active) = active_url.upgrade() {
+                        active.store(0, Ordering::Release);
+                    }
+                    state.generation.fetch_add(1, Ordering::AcqRel);
+                    state.probing.store(false, Ordering::Release);
+                    tracing::info!(backend = %name, "First LDAP server healthy again; moving back to it.");
+                    return;
+                }
+            }
+        });
     }
 
     async fn discard(&self, i: usize) {
@@ -599,6 +714,18 @@ impl KeyBackend for LdapBackend {
                 Err(error)
             }
         }
+    }
+
+    /// The server new connections go to.
+    fn current_host(&self) -> Option<String> {
+        let index = self.active_url.load(Ordering::Relaxed);
+        let url = self.config.urls.get(index)?;
+        Some(format!(
+            "host {} of {}: {}",
+            index + 1,
+            self.config.urls.len(),
+            url
+        ))
     }
 }
 
