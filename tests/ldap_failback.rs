@@ -104,4 +104,5 @@ fn ldap_urls_fail_over_and_fail_back_after_failback_after() {
         "{}",
         d.log()
     );
+    assert!(backends(&d).contains("host 1 of 2"), "{}", backends(&d));
 }
