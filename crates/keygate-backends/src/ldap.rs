@@ -590,44 +590,42 @@ impl LdapBackend {
             self.config.starttls,
         );
         let (name, after) = (self.name.clone(), self.config.failback_after);
-        let interval = (after / 5).clamp(Duration::from_millis(100), Duration::from_secs(10));
         tokio::spawn(async move {
-            let mut healthy_since: Option<tokio::time::Instant> = None;
-            loop {
-                tokio::time::sleep(interval).await;
-                let Some(state) = failback.upgrade() else {
-                    return;
-                };
-                let mut settings = LdapConnSettings::new()
-                    .set_conn_timeout(CONNECT_TIMEOUT)
-                    .set_starttls(starttls);
-                if let Some(tls) = &tls {
-                    settings = settings.set_config(tls.clone());
-                }
-                let ok = matches!(
-                    tokio::time::timeout(
-                        CONNECT_TIMEOUT * 2,
-                        LdapConnAsync::with_settings(settings, &url)
-                    )
-                    .await,
-                    Ok(Ok(_))
-                );
-                let now = tokio::time::Instant::now();
-                healthy_since = if ok {
-                    healthy_since.or(Some(now))
-                } else {
-                    None
-                };
-                if healthy_since.is_some_and(|t| now.duration_since(t) >= after) {
-                    if let Some(active) = active_url.upgrade() {
-                        active.store(0, Ordering::Release);
+            let back = crate::failback::steady_health(after, || {
+                let (failback, url, tls) = (failback.clone(), url.clone(), tls.clone());
+                let active_url = active_url.clone();
+                async move {
+                    // The backend is gone, or already back on the first
+                    // server: stop probing.
+                    failback.upgrade()?;
+                    if active_url.upgrade()?.load(Ordering::Acquire) == 0 {
+                        return None;
                     }
-                    state.generation.fetch_add(1, Ordering::AcqRel);
-                    state.probing.store(false, Ordering::Release);
-                    tracing::info!(backend = %name, "First LDAP server healthy again; moving back to it.");
-                    return;
+                    let mut settings = LdapConnSettings::new()
+                        .set_conn_timeout(CONNECT_TIMEOUT)
+                        .set_starttls(starttls);
+                    if let Some(tls) = tls {
+                        settings = settings.set_config(tls);
+                    }
+                    let connect = LdapConnAsync::with_settings(settings, &url);
+                    Some(matches!(
+                        tokio::time::timeout(CONNECT_TIMEOUT * 2, connect).await,
+                        Ok(Ok(_))
+                    ))
                 }
+            })
+            .await;
+            let Some(state) = failback.upgrade() else {
+                return;
+            };
+            if back {
+                if let Some(active) = active_url.upgrade() {
+                    active.store(0, Ordering::Release);
+                }
+                state.generation.fetch_add(1, Ordering::AcqRel);
+                tracing::info!(backend = %name, "First LDAP server healthy again; moving back to it.");
             }
+            state.probing.store(false, Ordering::Release);
         });
     }
 

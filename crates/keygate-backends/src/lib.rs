@@ -18,6 +18,13 @@ use async_trait::async_trait;
 use keygate_core::{BackendError, KeyBackend};
 use serde::de::DeserializeOwned;
 
+#[cfg(any(
+    feature = "mysql",
+    feature = "postgres",
+    feature = "redis",
+    feature = "ldap"
+))]
+pub mod failback;
 #[cfg(feature = "file")]
 pub mod file;
 #[cfg(feature = "ldap")]

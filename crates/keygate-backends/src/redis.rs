@@ -423,39 +423,31 @@ impl Hosts {
             return;
         }
         let weak: Weak<Self> = Arc::downgrade(this);
-        let interval =
-            (this.failback_after / 5).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        let after = this.failback_after;
         runtime.spawn(async move {
-            let mut healthy_since: Option<tokio::time::Instant> = None;
-            loop {
-                tokio::time::sleep(interval).await;
-                let Some(this) = weak.upgrade() else { return };
-                if this.active.load(Ordering::Acquire) == 0 {
-                    this.probing.store(false, Ordering::Release);
-                    return;
+            let back = crate::failback::steady_health(after, || {
+                let weak = weak.clone();
+                async move {
+                    let this = weak.upgrade()?;
+                    if this.active.load(Ordering::Acquire) == 0 {
+                        return None;
+                    }
+                    let ping = tokio::time::timeout(CONNECT_TIMEOUT, this.hosts[0].ping()).await;
+                    Some(matches!(ping, Ok(Ok(()))))
                 }
-                let ok = matches!(
-                    tokio::time::timeout(CONNECT_TIMEOUT, this.hosts[0].ping()).await,
-                    Ok(Ok(()))
+            })
+            .await;
+            let Some(this) = weak.upgrade() else { return };
+            if back {
+                this.active.store(0, Ordering::Release);
+                tracing::info!(
+                    backend = %this.backend,
+                    active_host = 1,
+                    active_url = %this.hosts[0].url,
+                    "First Redis host healthy again; moving back to it."
                 );
-                let now = tokio::time::Instant::now();
-                healthy_since = if ok {
-                    healthy_since.or(Some(now))
-                } else {
-                    None
-                };
-                if healthy_since.is_some_and(|t| now.duration_since(t) >= this.failback_after) {
-                    this.active.store(0, Ordering::Release);
-                    this.probing.store(false, Ordering::Release);
-                    tracing::info!(
-                        backend = %this.backend,
-                        active_host = 1,
-                        active_url = %this.hosts[0].url,
-                        "First Redis host healthy again; moving back to it."
-                    );
-                    return;
-                }
             }
+            this.probing.store(false, Ordering::Release);
         });
     }
 }

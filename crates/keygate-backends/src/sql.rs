@@ -512,39 +512,30 @@ impl<DB: sqlx::Database> HostsInner<DB> {
             return;
         }
         let weak = std::sync::Arc::downgrade(this);
-        let interval = (this.failback_after / 5).clamp(
-            std::time::Duration::from_millis(100),
-            std::time::Duration::from_secs(10),
-        );
+        let after = this.failback_after;
         runtime.spawn(async move {
-            let mut healthy_since: Option<tokio::time::Instant> = None;
-            loop {
-                tokio::time::sleep(interval).await;
-                let Some(this) = weak.upgrade() else { return };
-                if this.active.load(Ordering::Acquire) == 0 {
-                    this.probing.store(false, Ordering::Release);
-                    return;
+            let back = crate::failback::steady_health(after, || {
+                let weak = weak.clone();
+                async move {
+                    let this = weak.upgrade()?;
+                    if this.active.load(Ordering::Acquire) == 0 {
+                        return None;
+                    }
+                    let acquired =
+                        tokio::time::timeout(this.probe_timeout, this.pools[0].acquire()).await;
+                    Some(matches!(acquired, Ok(Ok(_))))
                 }
-                let ok = matches!(
-                    tokio::time::timeout(this.probe_timeout, this.pools[0].acquire()).await,
-                    Ok(Ok(_))
+            })
+            .await;
+            let Some(this) = weak.upgrade() else { return };
+            if back {
+                this.active.store(0, Ordering::Release);
+                tracing::info!(
+                    backend = %this.backend,
+                    "First database host healthy again; moving back to it."
                 );
-                let now = tokio::time::Instant::now();
-                healthy_since = if ok {
-                    healthy_since.or(Some(now))
-                } else {
-                    None
-                };
-                if healthy_since.is_some_and(|t| now.duration_since(t) >= this.failback_after) {
-                    this.active.store(0, Ordering::Release);
-                    this.probing.store(false, Ordering::Release);
-                    tracing::info!(
-                        backend = %this.backend,
-                        "First database host healthy again; moving back to it."
-                    );
-                    return;
-                }
             }
+            this.probing.store(false, Ordering::Release);
         });
     }
 }
