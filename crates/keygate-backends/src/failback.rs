@@ -1,13 +1,231 @@
-//! Going back to the first host: while a backend with several hosts serves
-//! from a later one, it probes the first host and returns to it only after
-//! `failback_after` of continuous health (never on the first good probe,
-//! and never not at all, as nslcd does). The SQL, Redis and LDAP backends
-//! share this loop; each supplies its own probe.
+//! Failing over between hosts and going back to the first one.
+//!
+//! [`Hosts`] is the host list of a backend with `url` or `urls` (the SQL
+//! and Redis backends): requests go to the active host, a failed host is
+//! skipped, and while a later host serves, [`steady_health`] probes the
+//! first one and returns to it only after `failback_after` of continuous
+//! health (never on the first good probe, and never not at all, as nslcd
+//! does). The LDAP backend, whose connections pick their server
+//! themselves, uses [`steady_health`] directly.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+#[cfg(any(feature = "mysql", feature = "postgres", feature = "redis"))]
+pub use hosts::{Host, Hosts};
+
+#[cfg(any(feature = "mysql", feature = "postgres", feature = "redis"))]
+mod hosts {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use keygate_core::BackendError;
+
+    /// One host of a multi-host backend.
+    pub trait Host: Send + Sync + 'static {
+        /// Whether the host answers now; bounded by the implementation.
+        fn probe(&self) -> impl Future<Output = bool> + Send;
+        /// The host in logs and `keygate backends`: never with a password.
+        fn label(&self) -> &str;
+    }
+
+    /// A backend's hosts (`url`, or `urls` tried in order).
+    ///
+    /// Requests go to the active host. When it fails with an outage, or the
+    /// lookup is cancelled by the backend's deadline while waiting on it,
+    /// the next host becomes active: that request fails (2) or, when the
+    /// failure was quick, is retried on the next host at once. While a host
+    /// other than the first is active, one background probe checks the
+    /// first host; after `failback_after` of continuous health the first
+    /// host is active again.
+    pub struct Hosts<H> {
+        inner: Arc<Inner<H>>,
+    }
+
+    struct Inner<H> {
+        backend: String,
+        /// What the hosts are, for log lines: `database`, `Redis`.
+        noun: &'static str,
+        hosts: Vec<H>,
+        active: AtomicUsize,
+        probing: AtomicBool,
+        failback_after: Duration,
+    }
+
+    impl<H: Host> Hosts<H> {
+        /// The hosts of `backend`, asked in this order.
+        pub fn new(
+            backend: &str,
+            noun: &'static str,
+            hosts: Vec<H>,
+            failback_after: Duration,
+        ) -> Self {
+            Self {
+                inner: Arc::new(Inner {
+                    backend: backend.to_owned(),
+                    noun,
+                    hosts,
+                    active: AtomicUsize::new(0),
+                    probing: AtomicBool::new(false),
+                    failback_after,
+                }),
+            }
+        }
+
+        /// The index (from 0, in config order) of the host asked first.
+        pub fn active(&self) -> usize {
+            self.inner.active.load(Ordering::Acquire) % self.inner.hosts.len().max(1)
+        }
+
+        /// `host 2 of 2: <label>`, the host in use, for `keygate backends`.
+        pub fn current(&self) -> Option<String> {
+            let i = self.active();
+            let host = self.inner.hosts.get(i)?;
+            Some(format!(
+                "host {} of {}: {}",
+                i + 1,
+                self.inner.hosts.len(),
+                host.label()
+            ))
+        }
+
+        /// Runs `f` on the active host, moving on to the following hosts
+        /// while it fails with an outage; returns the first answer (found,
+        /// not found or a bad record) or the last outage.
+        pub async fn run<'h, T, F, Fut>(&'h self, f: F) -> Result<T, BackendError>
+        where
+            F: Fn(&'h H) -> Fut,
+            Fut: Future<Output = Result<T, BackendError>>,
+        {
+            let n = self.inner.hosts.len();
+            let first = self.active();
+            let mut last = None;
+            for k in 0..n {
+                let i = (first + k) % n;
+                let mut attempt = Attempt {
+                    hosts: &self.inner,
+                    index: i,
+                    done: false,
+                };
+                match f(&self.inner.hosts[i]).await {
+                    Err(e) if e.is_outage() => {
+                        drop(attempt); // marks host i failed
+                        last = Some(e);
+                    }
+                    other => {
+                        attempt.done = true;
+                        return other;
+                    }
+                }
+            }
+            Err(last.unwrap_or_else(|| BackendError::Internal("no hosts configured".into())))
+        }
+    }
+
+    /// One try on one host; dropped without `done` (failed or cancelled),
+    /// it moves the backend on to the next host.
+    struct Attempt<'a, H: Host> {
+        hosts: &'a Arc<Inner<H>>,
+        index: usize,
+        done: bool,
+    }
+
+    impl<H: Host> Drop for Attempt<'_, H> {
+        fn drop(&mut self) {
+            if !self.done {
+                Inner::failed(self.hosts, self.index);
+            }
+        }
+    }
+
+    /// `database` -> `Database`, for a log line that starts with the noun.
+    fn capitalized(noun: &str) -> String {
+        let mut chars = noun.chars();
+        chars
+            .next()
+            .map(|c| c.to_uppercase().chain(chars).collect())
+            .unwrap_or_default()
+    }
+
+    impl<H: Host> Inner<H> {
+        fn failed(this: &Arc<Self>, index: usize) {
+            let n = this.hosts.len();
+            if n < 2 {
+                return;
+            }
+            let next = (index + 1) % n;
+            if this
+                .active
+                .compare_exchange(index, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                tracing::warn!(
+                    backend = %this.backend,
+                    failed_host = index + 1,
+                    failed_url = %this.hosts[index].label(),
+                    active_host = next + 1,
+                    active_url = %this.hosts[next].label(),
+                    "{} host failed; moving on to the next one.",
+                    capitalized(this.noun)
+                );
+                if next != 0 {
+                    Self::start_probe(this);
+                }
+            }
+        }
+
+        /// Starts the background probe of the first host, unless one runs.
+        fn start_probe(this: &Arc<Self>) {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            if this.probing.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            let weak = Arc::downgrade(this);
+            let after = this.failback_after;
+            runtime.spawn(async move {
+                let back = super::steady_health(after, || {
+                    let weak = weak.clone();
+                    async move {
+                        let this = weak.upgrade()?;
+                        if this.active.load(Ordering::Acquire) == 0 {
+                            return None;
+                        }
+                        Some(this.hosts[0].probe().await)
+                    }
+                })
+                .await;
+                let Some(this) = weak.upgrade() else { return };
+                if back {
+                    this.active.store(0, Ordering::Release);
+                    tracing::info!(
+                        backend = %this.backend,
+                        active_host = 1,
+                        active_url = %this.hosts[0].label(),
+                        "First {} host healthy again; moving back to it.",
+                        this.noun
+                    );
+                }
+                this.probing.store(false, Ordering::Release);
+            });
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn log_nouns_start_sentences_capitalised() {
+            assert_eq!(super::capitalized("database"), "Database");
+            assert_eq!(super::capitalized("Redis"), "Redis");
+            assert_eq!(super::capitalized(""), "");
+        }
+    }
+}
 
 /// How often the first host is probed: a fifth of `failback_after`,
 /// between 100 ms and 10 s.

@@ -5,123 +5,38 @@
 //! while the server is down and answers again once it is back, without a
 //! restart. Every wait is bounded (`connect_timeout` for a connection, the
 //! backend's `timeout` around each lookup). With `urls`, each host has its
-//! own pool and [`sql::Hosts`] fails over in order and back to the first.
+//! own pool and [`failback::Hosts`] fails over in order and back to the first.
 //! Values are only ever bound to the query's one `?`; passwords and URLs
 //! never reach a message or a log.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use keygate_core::{AgentRecord, BackendError, KeyBackend, Query};
-use serde::Deserialize;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions, MySqlRow, MySqlSslMode};
 use sqlx::{ConnectOptions, Row, TypeInfo, ValueRef};
 
-use crate::sql::{self, Cell, Placeholders, ServerSettings, TlsMode};
-use crate::{BackendSpec, Problems};
+use crate::sql::{self, Cell, Placeholders, TlsMode};
+use crate::{failback, BackendSpec, Problems};
 
-/// `[[backend]] type = "mysql"` (MySQL or MariaDB).
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MysqlConfig {
-    /// Connection URL, `mysql://user[:password]@host[:port]/database`
-    /// (`mariadb://` is accepted too). Never shown in messages. Either
-    /// `url` or `urls` is required.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// Several hosts instead of `url`, tried in order: a failed host is
-    /// skipped, and the first host is used again after `failback_after` of
-    /// health on it.
-    #[serde(default)]
-    pub urls: Vec<String>,
-    /// With `urls`: how long the first host must stay healthy before
-    /// traffic goes back to it (default `"5m"`).
-    #[serde(default = "default_failback_after", with = "humantime_serde")]
-    pub failback_after: Duration,
-    /// File whose first line is the password; overrides a password in
-    /// `url`. Relative paths are resolved against the config file's
-    /// directory.
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// Longest wait for a connection, including connecting (default `"3s"`).
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// Most connections kept open (default 4).
-    #[serde(default = "default_pool_size")]
-    pub pool_size: u32,
-    /// `disable`, `prefer` (default), `require` or `verify-full`
-    /// (certificate checked against `ca_file` and the host name).
-    #[serde(default)]
-    pub tls: TlsMode,
-    /// PEM file of the CA that signed the server's certificate.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Query for `id:` requests: one bind parameter (`?`), returning the
-    /// columns id, name, ip, key in that order, under any names.
-    pub query_by_id: String,
-    /// Query for `ip:` requests: one bind parameter (`?`), returning the
-    /// columns id, name, ip, key in that order, under any names.
-    pub query_by_ip: String,
+/// MySQL or MariaDB: the URL schemes and the placeholder style.
+#[derive(Clone, Copy, Debug)]
+pub struct MySqlDialect;
+
+impl sql::Dialect for MySqlDialect {
+    const CONFIG_NAME: &'static str = "MysqlConfig";
+    const SCHEMES: &'static [&'static str] = &["mysql", "mariadb"];
+    const PLACEHOLDERS: Placeholders = Placeholders::Question;
 }
 
-/// Shows everything but the password.
-impl fmt::Debug for MysqlConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MysqlConfig")
-            .field("url", &self.url.as_deref().map(sql::redact_url))
-            .field(
-                "urls",
-                &self
-                    .urls
-                    .iter()
-                    .map(|u| sql::redact_url(u))
-                    .collect::<Vec<_>>(),
-            )
-            .field("failback_after", &self.failback_after)
-            .field("password_file", &self.password_file)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("pool_size", &self.pool_size)
-            .field("tls", &self.tls)
-            .field("ca_file", &self.ca_file)
-            .field("query_by_id", &self.query_by_id)
-            .field("query_by_ip", &self.query_by_ip)
-            .finish()
-    }
-}
-
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(3)
-}
-
-fn default_pool_size() -> u32 {
-    4
-}
-
-fn default_failback_after() -> Duration {
-    Duration::from_secs(300)
-}
+/// `[[backend]] type = "mysql"` (MySQL or MariaDB); its keys are
+/// [`sql::ServerConfig`]'s.
+pub type MysqlConfig = sql::ServerConfig<MySqlDialect>;
 
 impl MysqlConfig {
-    fn settings(&self) -> ServerSettings<'_> {
-        ServerSettings {
-            url: self.url.as_deref(),
-            urls: &self.urls,
-            schemes: &["mysql", "mariadb"],
-            password_file: self.password_file.as_deref(),
-            connect_timeout: self.connect_timeout,
-            pool_size: self.pool_size,
-            tls: self.tls,
-            ca_file: self.ca_file.as_deref(),
-            query_by_id: &self.query_by_id,
-            query_by_ip: &self.query_by_ip,
-            placeholders: Placeholders::Question,
-        }
-    }
-
     /// The driver's connection options: URL, then password file, TLS.
     fn connect_options(&self, url: &str) -> Result<MySqlConnectOptions, BackendError> {
         // sqlx only knows the mysql scheme; mariadb:// means the same.
@@ -153,12 +68,7 @@ impl BackendSpec for MysqlConfig {
     const TYPE: &'static str = "mysql";
 
     fn resolve_paths(&mut self, base: &Path) {
-        for path in [&mut self.password_file, &mut self.ca_file]
-            .into_iter()
-            .flatten()
-        {
-            crate::resolve(base, path);
-        }
+        self.resolve_file_paths(base);
     }
 
     fn validate(&self, problems: &mut Problems<'_>) {
@@ -171,20 +81,19 @@ impl BackendSpec for MysqlConfig {
     }
 
     async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BackendError> {
-        let mut pools = Vec::new();
+        let mut hosts = Vec::new();
         for url in self.settings().hosts() {
-            pools.push(
-                MySqlPoolOptions::new()
-                    .max_connections(self.pool_size)
-                    .min_connections(0)
-                    .acquire_timeout(self.connect_timeout)
-                    .connect_lazy_with(self.connect_options(url)?),
-            );
+            let pool = MySqlPoolOptions::new()
+                .max_connections(self.pool_size)
+                .min_connections(0)
+                .acquire_timeout(self.connect_timeout)
+                .connect_lazy_with(self.connect_options(url)?);
+            hosts.push(sql::SqlHost::new(pool, url, self.connect_timeout));
         }
         Ok(Arc::new(MysqlBackend {
             name: name.to_owned(),
             config: self.clone(),
-            hosts: sql::Hosts::new(name, pools, self.failback_after, self.connect_timeout),
+            hosts: failback::Hosts::new(name, "database", hosts, self.failback_after),
         }))
     }
 }
@@ -193,7 +102,7 @@ impl BackendSpec for MysqlConfig {
 pub struct MysqlBackend {
     name: String,
     config: MysqlConfig,
-    hosts: sql::Hosts<sqlx::MySql>,
+    hosts: failback::Hosts<sql::SqlHost<sqlx::MySql>>,
 }
 
 impl fmt::Debug for MysqlBackend {
@@ -249,18 +158,18 @@ impl KeyBackend for MysqlBackend {
             Query::Ip(_) => &self.config.query_by_ip,
         };
         self.hosts
-            .run(|pool| sql::fetch_one_record(pool, sql, query.value(), decode))
+            .run(|host| sql::fetch_one_record(&host.pool, sql, query.value(), decode))
             .await
     }
 
     /// Checks the active host (or, failing over, the next one that
     /// answers): connects and prepares both queries.
     async fn health(&self) -> Result<(), BackendError> {
-        self.hosts.run(|pool| self.check_host(pool)).await
+        self.hosts.run(|host| self.check_host(&host.pool)).await
     }
 
     fn current_host(&self) -> Option<String> {
-        sql::host_label(&self.config.settings().hosts(), self.hosts.active())
+        self.hosts.current()
     }
 }
 
@@ -294,6 +203,9 @@ impl MysqlBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
+    use std::path::PathBuf;
+    use std::time::Duration;
 
     fn config(url: &str) -> MysqlConfig {
         MysqlConfig {
@@ -307,6 +219,7 @@ mod tests {
             ca_file: None,
             query_by_id: "SELECT id,name,ip,`agent_key` FROM agent WHERE id = ?".into(),
             query_by_ip: "SELECT id,name,ip,`agent_key` FROM agent WHERE ip = ?".into(),
+            dialect: std::marker::PhantomData,
         }
     }
 

@@ -5,7 +5,7 @@
 //! while the server is down and answers again once it is back, without a
 //! restart. Every wait is bounded (`connect_timeout` for a connection, the
 //! backend's `timeout` around each lookup). With `urls`, each host has its
-//! own pool and [`sql::Hosts`] fails over in order and back to the first.
+//! own pool and [`failback::Hosts`] fails over in order and back to the first.
 //! The request value is bound to `$1` as text; queries on typed columns
 //! cast it (`$1::inet`, `$1::int`).
 //! `inet`/`cidr` columns are read with sqlx's `ipnet` support, the same
@@ -13,121 +13,33 @@
 //! `/128`, a network keeps its prefix.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use keygate_core::{AgentAddress, AgentRecord, BackendError, KeyBackend, Query};
-use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{ConnectOptions, Row, TypeInfo, ValueRef};
 
-use crate::sql::{self, Cell, Placeholders, ServerSettings, TlsMode};
-use crate::{BackendSpec, Problems};
+use crate::sql::{self, Cell, Placeholders, TlsMode};
+use crate::{failback, BackendSpec, Problems};
 
-/// `[[backend]] type = "postgres"`.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresConfig {
-    /// Connection URL, `postgres://user[:password]@host[:port]/database`
-    /// (`postgresql://` is accepted too). Never shown in messages. Either
-    /// `url` or `urls` is required.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// Several hosts instead of `url`, tried in order: a failed host is
-    /// skipped, and the first host is used again after `failback_after` of
-    /// health on it.
-    #[serde(default)]
-    pub urls: Vec<String>,
-    /// With `urls`: how long the first host must stay healthy before
-    /// traffic goes back to it (default `"5m"`).
-    #[serde(default = "default_failback_after", with = "humantime_serde")]
-    pub failback_after: Duration,
-    /// File whose first line is the password; overrides a password in
-    /// `url`. Relative paths are resolved against the config file's
-    /// directory.
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// Longest wait for a connection, including connecting (default `"3s"`).
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// Most connections kept open (default 4).
-    #[serde(default = "default_pool_size")]
-    pub pool_size: u32,
-    /// `disable`, `prefer` (default), `require` or `verify-full`
-    /// (certificate checked against `ca_file` and the host name).
-    /// Overrides any `sslmode` in `url`.
-    #[serde(default)]
-    pub tls: TlsMode,
-    /// PEM file of the CA that signed the server's certificate.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Query for `id:` requests: one bind parameter (`$1`, bound as text),
-    /// returning the columns id, name, ip, key in that order, under any
-    /// names.
-    pub query_by_id: String,
-    /// Query for `ip:` requests: one bind parameter (`$1`, bound as text;
-    /// write `$1::inet` for an `inet` column), returning the columns id,
-    /// name, ip, key in that order, under any names.
-    pub query_by_ip: String,
+/// PostgreSQL: the URL schemes and the placeholder style.
+#[derive(Clone, Copy, Debug)]
+pub struct PostgresDialect;
+
+impl sql::Dialect for PostgresDialect {
+    const CONFIG_NAME: &'static str = "PostgresConfig";
+    const SCHEMES: &'static [&'static str] = &["postgres", "postgresql"];
+    const PLACEHOLDERS: Placeholders = Placeholders::Dollar;
 }
 
-/// Shows everything but the password.
-impl fmt::Debug for PostgresConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresConfig")
-            .field("url", &self.url.as_deref().map(sql::redact_url))
-            .field(
-                "urls",
-                &self
-                    .urls
-                    .iter()
-                    .map(|u| sql::redact_url(u))
-                    .collect::<Vec<_>>(),
-            )
-            .field("failback_after", &self.failback_after)
-            .field("password_file", &self.password_file)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("pool_size", &self.pool_size)
-            .field("tls", &self.tls)
-            .field("ca_file", &self.ca_file)
-            .field("query_by_id", &self.query_by_id)
-            .field("query_by_ip", &self.query_by_ip)
-            .finish()
-    }
-}
-
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(3)
-}
-
-fn default_pool_size() -> u32 {
-    4
-}
-
-fn default_failback_after() -> Duration {
-    Duration::from_secs(300)
-}
+/// `[[backend]] type = "postgres"` (PostgreSQL); its keys are
+/// [`sql::ServerConfig`]'s.
+pub type PostgresConfig = sql::ServerConfig<PostgresDialect>;
 
 impl PostgresConfig {
-    fn settings(&self) -> ServerSettings<'_> {
-        ServerSettings {
-            url: self.url.as_deref(),
-            urls: &self.urls,
-            schemes: &["postgres", "postgresql"],
-            password_file: self.password_file.as_deref(),
-            connect_timeout: self.connect_timeout,
-            pool_size: self.pool_size,
-            tls: self.tls,
-            ca_file: self.ca_file.as_deref(),
-            query_by_id: &self.query_by_id,
-            query_by_ip: &self.query_by_ip,
-            placeholders: Placeholders::Dollar,
-        }
-    }
-
     /// The driver's connection options: URL, then password file, TLS.
     fn connect_options(&self, url: &str) -> Result<PgConnectOptions, BackendError> {
         let mut options = PgConnectOptions::from_str(url)
@@ -156,12 +68,7 @@ impl BackendSpec for PostgresConfig {
     const TYPE: &'static str = "postgres";
 
     fn resolve_paths(&mut self, base: &Path) {
-        for path in [&mut self.password_file, &mut self.ca_file]
-            .into_iter()
-            .flatten()
-        {
-            crate::resolve(base, path);
-        }
+        self.resolve_file_paths(base);
     }
 
     fn validate(&self, problems: &mut Problems<'_>) {
@@ -174,20 +81,19 @@ impl BackendSpec for PostgresConfig {
     }
 
     async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BackendError> {
-        let mut pools = Vec::new();
+        let mut hosts = Vec::new();
         for url in self.settings().hosts() {
-            pools.push(
-                PgPoolOptions::new()
-                    .max_connections(self.pool_size)
-                    .min_connections(0)
-                    .acquire_timeout(self.connect_timeout)
-                    .connect_lazy_with(self.connect_options(url)?),
-            );
+            let pool = PgPoolOptions::new()
+                .max_connections(self.pool_size)
+                .min_connections(0)
+                .acquire_timeout(self.connect_timeout)
+                .connect_lazy_with(self.connect_options(url)?);
+            hosts.push(sql::SqlHost::new(pool, url, self.connect_timeout));
         }
         Ok(Arc::new(PostgresBackend {
             name: name.to_owned(),
             config: self.clone(),
-            hosts: sql::Hosts::new(name, pools, self.failback_after, self.connect_timeout),
+            hosts: failback::Hosts::new(name, "database", hosts, self.failback_after),
         }))
     }
 }
@@ -196,7 +102,7 @@ impl BackendSpec for PostgresConfig {
 pub struct PostgresBackend {
     name: String,
     config: PostgresConfig,
-    hosts: sql::Hosts<sqlx::Postgres>,
+    hosts: failback::Hosts<sql::SqlHost<sqlx::Postgres>>,
 }
 
 impl fmt::Debug for PostgresBackend {
@@ -255,18 +161,18 @@ impl KeyBackend for PostgresBackend {
             Query::Ip(_) => &self.config.query_by_ip,
         };
         self.hosts
-            .run(|pool| sql::fetch_one_record(pool, sql, query.value(), decode))
+            .run(|host| sql::fetch_one_record(&host.pool, sql, query.value(), decode))
             .await
     }
 
     /// Checks the active host (or, failing over, the next one that
     /// answers): connects and prepares both queries.
     async fn health(&self) -> Result<(), BackendError> {
-        self.hosts.run(|pool| self.check_host(pool)).await
+        self.hosts.run(|host| self.check_host(&host.pool)).await
     }
 
     fn current_host(&self) -> Option<String> {
-        sql::host_label(&self.config.settings().hosts(), self.hosts.active())
+        self.hosts.current()
     }
 }
 
@@ -300,6 +206,7 @@ impl PostgresBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn config(url: &str) -> PostgresConfig {
         PostgresConfig {
@@ -313,6 +220,7 @@ mod tests {
             ca_file: None,
             query_by_id: "SELECT id,name,ip,agent_key FROM agent WHERE id = $1".into(),
             query_by_ip: "SELECT id,name,ip,agent_key FROM agent WHERE ip = $1::inet".into(),
+            dialect: std::marker::PhantomData,
         }
     }
 

@@ -29,8 +29,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -41,7 +40,7 @@ use redis::{IntoConnectionInfo, RedisError};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
-use crate::{BackendSpec, Problems};
+use crate::{failback, BackendSpec, Problems};
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -300,13 +299,7 @@ impl BackendSpec for RedisConfig {
         Ok(Arc::new(RedisBackend {
             name: name.to_owned(),
             config: self.clone(),
-            hosts: Arc::new(Hosts {
-                backend: name.to_owned(),
-                hosts,
-                active: AtomicUsize::new(0),
-                probing: AtomicBool::new(false),
-                failback_after: self.failback_after,
-            }),
+            hosts: failback::Hosts::new(name, "Redis", hosts, self.failback_after),
         }))
     }
 }
@@ -315,7 +308,7 @@ impl BackendSpec for RedisConfig {
 pub struct RedisBackend {
     name: String,
     config: RedisConfig,
-    hosts: Arc<Hosts>,
+    hosts: failback::Hosts<Host>,
 }
 
 /// One configured Redis host.
@@ -351,104 +344,16 @@ impl Host {
     }
 }
 
-/// The hosts of one backend (`url`, or `urls` tried in order).
-///
-/// Requests go to the active host. When it fails with an outage, or the
-/// lookup is cancelled by the backend's deadline while waiting on it, the
-/// next host becomes active: that request fails (2) or, when the failure
-/// was quick, is retried on the next host at once. While a host other than
-/// the first is active, one background probe checks the first host; after
-/// `failback_after` of continuous health the first host is active again.
-struct Hosts {
-    backend: String,
-    hosts: Vec<Host>,
-    active: AtomicUsize,
-    probing: AtomicBool,
-    failback_after: Duration,
-}
-
-/// One try on one host; dropped without `done` (failed or cancelled), it
-/// moves the backend on to the next host.
-struct Attempt<'a> {
-    hosts: &'a Arc<Hosts>,
-    index: usize,
-    done: bool,
-}
-
-impl Drop for Attempt<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            Hosts::failed(self.hosts, self.index);
-        }
-    }
-}
-
-impl Hosts {
-    /// The index (from 0, in config order) of the host asked first.
-    fn active(&self) -> usize {
-        self.active.load(Ordering::Acquire) % self.hosts.len()
+impl failback::Host for Host {
+    async fn probe(&self) -> bool {
+        matches!(
+            tokio::time::timeout(CONNECT_TIMEOUT, self.ping()).await,
+            Ok(Ok(()))
+        )
     }
 
-    fn failed(this: &Arc<Self>, index: usize) {
-        let n = this.hosts.len();
-        if n < 2 {
-            return;
-        }
-        let next = (index + 1) % n;
-        if this
-            .active
-            .compare_exchange(index, next, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            tracing::warn!(
-                backend = %this.backend,
-                failed_host = index + 1,
-                failed_url = %this.hosts[index].url,
-                active_host = next + 1,
-                active_url = %this.hosts[next].url,
-                "Redis host failed; moving on to the next one."
-            );
-            if next != 0 {
-                Self::start_probe(this);
-            }
-        }
-    }
-
-    /// Starts the background probe of the first host, unless one runs.
-    fn start_probe(this: &Arc<Self>) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if this.probing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let weak: Weak<Self> = Arc::downgrade(this);
-        let after = this.failback_after;
-        runtime.spawn(async move {
-            let back = crate::failback::steady_health(after, || {
-                let weak = weak.clone();
-                async move {
-                    let this = weak.upgrade()?;
-                    if this.active.load(Ordering::Acquire) == 0 {
-                        return None;
-                    }
-                    let ping = tokio::time::timeout(CONNECT_TIMEOUT, this.hosts[0].ping()).await;
-                    Some(matches!(ping, Ok(Ok(()))))
-                }
-            })
-            .await;
-            let Some(this) = weak.upgrade() else { return };
-            if back {
-                this.active.store(0, Ordering::Release);
-                tracing::info!(
-                    backend = %this.backend,
-                    active_host = 1,
-                    active_url = %this.hosts[0].url,
-                    "First Redis host healthy again; moving back to it."
-                );
-            }
-            this.probing.store(false, Ordering::Release);
-        });
+    fn label(&self) -> &str {
+        &self.url
     }
 }
 
@@ -494,38 +399,6 @@ fn wrong_type(e: &RedisError) -> bool {
 }
 
 impl RedisBackend {
-    /// Runs `f` on the active host, moving on to the following hosts while
-    /// it fails with an outage; returns the first answer (found, not found
-    /// or a bad record) or the last outage.
-    async fn run<'h, T, F, Fut>(&'h self, f: F) -> Result<T, BackendError>
-    where
-        F: Fn(&'h Host) -> Fut,
-        Fut: std::future::Future<Output = Result<T, BackendError>>,
-    {
-        let n = self.hosts.hosts.len();
-        let first = self.hosts.active();
-        let mut last = None;
-        for k in 0..n {
-            let i = (first + k) % n;
-            let mut attempt = Attempt {
-                hosts: &self.hosts,
-                index: i,
-                done: false,
-            };
-            match f(&self.hosts.hosts[i]).await {
-                Err(e) if e.is_outage() => {
-                    drop(attempt); // marks host i failed
-                    last = Some(e);
-                }
-                other => {
-                    attempt.done = true;
-                    return other;
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| BackendError::Internal("no Redis hosts configured".into())))
-    }
-
     /// Answers `query` from one host.
     async fn lookup_on(
         &self,
@@ -619,24 +492,17 @@ impl KeyBackend for RedisBackend {
     }
 
     async fn lookup(&self, query: &Query) -> Result<Option<AgentRecord>, BackendError> {
-        self.run(|host| self.lookup_on(host, query)).await
+        self.hosts.run(|host| self.lookup_on(host, query)).await
     }
 
     /// Connects (if not yet connected) and sends a `PING`, to the active
     /// host and then the following ones.
     async fn health(&self) -> Result<(), BackendError> {
-        self.run(Host::ping).await
+        self.hosts.run(Host::ping).await
     }
 
     fn current_host(&self) -> Option<String> {
-        let i = self.hosts.active();
-        let host = self.hosts.hosts.get(i)?;
-        Some(format!(
-            "host {} of {}: {}",
-            i + 1,
-            self.hosts.hosts.len(),
-            host.url
-        ))
+        self.hosts.current()
     }
 }
 

@@ -232,19 +232,6 @@ pub enum TlsMode {
     VerifyFull,
 }
 
-/// `host 2 of 2: mysql://kg@db2:3306/wazuh` for `keygate backends`:
-/// which of a backend's hosts is active, its URL without a password.
-#[cfg(any(feature = "mysql", feature = "postgres"))]
-pub fn host_label(hosts: &[&str], active: usize) -> Option<String> {
-    let url = hosts.get(active)?;
-    Some(format!(
-        "host {} of {}: {}",
-        active + 1,
-        hosts.len(),
-        redact_url(url)
-    ))
-}
-
 /// `url` with any password replaced by `***`, for `Debug` output and
 /// `keygate backends`. Messages never print a URL at all.
 #[cfg(any(feature = "mysql", feature = "postgres"))]
@@ -262,6 +249,136 @@ pub fn redact_url(url: &str) -> String {
     let user = userinfo.split(':').next().unwrap_or("");
     let password = if userinfo.contains(':') { ":***" } else { "" };
     format!("{}{user}{password}{}", &url[..scheme_end + 3], &rest[at..])
+}
+
+/// What differs between the MySQL/MariaDB and PostgreSQL configs.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub trait Dialect: Clone + Send + Sync + 'static {
+    /// The config's name in `Debug` output.
+    const CONFIG_NAME: &'static str;
+    /// The URL schemes accepted (`mysql`, `postgres`, ...).
+    const SCHEMES: &'static [&'static str];
+    /// The database's own bind placeholder.
+    const PLACEHOLDERS: Placeholders;
+}
+
+/// `[[backend]] type = "mysql"` or `"postgres"`: the keys both database
+/// backends have, deserialized once for both ([`crate::mysql::MysqlConfig`],
+/// [`crate::postgres::PostgresConfig`]).
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+#[derive(Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, bound = "")]
+pub struct ServerConfig<D: Dialect> {
+    /// Connection URL, `mysql://` (or `mariadb://`) or `postgres://` (or
+    /// `postgresql://`) `user[:password]@host[:port]/database`. Never shown
+    /// in messages. Either `url` or `urls` is required.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Several hosts instead of `url`, tried in order: a failed host is
+    /// skipped, and the first host is used again after `failback_after` of
+    /// health on it.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// With `urls`: how long the first host must stay healthy before
+    /// traffic goes back to it (default `"5m"`).
+    #[serde(default = "default_failback_after", with = "humantime_serde")]
+    pub failback_after: std::time::Duration,
+    /// File whose first line is the password; overrides a password in
+    /// `url`. Relative paths are resolved against the config file's
+    /// directory.
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+    /// Longest wait for a connection, including connecting (default `"3s"`).
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: std::time::Duration,
+    /// Most connections kept open (default 4).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    /// `disable`, `prefer` (default), `require` or `verify-full`
+    /// (certificate checked against `ca_file` and the host name). For
+    /// PostgreSQL it overrides any `sslmode` in `url`.
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// PEM file of the CA that signed the server's certificate.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Query for `id:` requests: one bind parameter (`?` for MySQL, `$1`
+    /// for PostgreSQL, where it is bound as text), returning the columns
+    /// id, name, ip, key in that order, under any names.
+    pub query_by_id: String,
+    /// Query for `ip:` requests, like `query_by_id` (on PostgreSQL write
+    /// `$1::inet` for an `inet` column).
+    pub query_by_ip: String,
+    /// Which database; not a config key.
+    #[serde(skip)]
+    pub dialect: std::marker::PhantomData<D>,
+}
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+fn default_connect_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(3)
+}
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+fn default_pool_size() -> u32 {
+    4
+}
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+fn default_failback_after() -> std::time::Duration {
+    std::time::Duration::from_secs(300)
+}
+
+/// Shows everything but the password.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+impl<D: Dialect> std::fmt::Debug for ServerConfig<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(D::CONFIG_NAME)
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
+            .field("failback_after", &self.failback_after)
+            .field("password_file", &self.password_file)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_size", &self.pool_size)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("query_by_id", &self.query_by_id)
+            .field("query_by_ip", &self.query_by_ip)
+            .finish()
+    }
+}
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+impl<D: Dialect> ServerConfig<D> {
+    /// The settings as the shared validation reads them.
+    pub fn settings(&self) -> ServerSettings<'_> {
+        ServerSettings {
+            url: self.url.as_deref(),
+            urls: &self.urls,
+            schemes: D::SCHEMES,
+            password_file: self.password_file.as_deref(),
+            connect_timeout: self.connect_timeout,
+            pool_size: self.pool_size,
+            tls: self.tls,
+            ca_file: self.ca_file.as_deref(),
+            query_by_id: &self.query_by_id,
+            query_by_ip: &self.query_by_ip,
+            placeholders: D::PLACEHOLDERS,
+        }
+    }
+
+    /// Makes `password_file` and `ca_file` absolute against `base`.
+    pub fn resolve_file_paths(&mut self, base: &std::path::Path) {
+        for path in [&mut self.password_file, &mut self.ca_file]
+            .into_iter()
+            .flatten()
+        {
+            crate::resolve(base, path);
+        }
+    }
 }
 
 /// The settings the MySQL/MariaDB and PostgreSQL backends share, borrowed
@@ -369,174 +486,40 @@ impl ServerSettings<'_> {
     }
 }
 
-/// The hosts of one backend (`url`, or `urls` tried in order), each with
-/// its own lazy pool.
-///
-/// Requests go to the active host. When it fails with an outage, or the
-/// lookup is cancelled by the backend's deadline while waiting on it, the
-/// next host becomes active: that request fails (2) or, when the failure
-/// was quick, is retried on the next host at once. While a host other than
-/// the first is active, one background probe checks the first host; after
-/// `failback_after` of continuous health the first host is active again,
-/// so traffic does not stay on a secondary for ever.
+/// One database host of a backend: its lazy pool, and its URL without a
+/// password for logs and `keygate backends`.
 #[cfg(any(feature = "mysql", feature = "postgres"))]
-pub struct Hosts<DB: sqlx::Database> {
-    inner: std::sync::Arc<HostsInner<DB>>,
-}
-
-#[cfg(any(feature = "mysql", feature = "postgres"))]
-struct HostsInner<DB: sqlx::Database> {
-    backend: String,
-    pools: Vec<sqlx::Pool<DB>>,
-    active: std::sync::atomic::AtomicUsize,
-    probing: std::sync::atomic::AtomicBool,
-    failback_after: std::time::Duration,
+pub struct SqlHost<DB: sqlx::Database> {
+    /// The host's pool.
+    pub pool: sqlx::Pool<DB>,
+    label: String,
     probe_timeout: std::time::Duration,
 }
 
 #[cfg(any(feature = "mysql", feature = "postgres"))]
-impl<DB: sqlx::Database> Hosts<DB> {
-    /// Hosts for `backend`, asked in the order of `pools`.
-    pub fn new(
-        backend: &str,
-        pools: Vec<sqlx::Pool<DB>>,
-        failback_after: std::time::Duration,
-        probe_timeout: std::time::Duration,
-    ) -> Self {
+impl<DB: sqlx::Database> SqlHost<DB> {
+    /// The host at `url`, served by `pool`; a failback probe waits at most
+    /// `probe_timeout` for a connection.
+    pub fn new(pool: sqlx::Pool<DB>, url: &str, probe_timeout: std::time::Duration) -> Self {
         Self {
-            inner: std::sync::Arc::new(HostsInner {
-                backend: backend.to_owned(),
-                pools,
-                active: std::sync::atomic::AtomicUsize::new(0),
-                probing: std::sync::atomic::AtomicBool::new(false),
-                failback_after,
-                probe_timeout,
-            }),
-        }
-    }
-
-    /// The index (from 0, in config order) of the host asked first.
-    pub fn active(&self) -> usize {
-        self.inner.active.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// The active host's pool.
-    pub fn active_pool(&self) -> &sqlx::Pool<DB> {
-        &self.inner.pools[self.active() % self.inner.pools.len()]
-    }
-
-    /// Runs `f` on the active host, moving on to the following hosts while
-    /// it fails with an outage; returns the first answer (found, not found
-    /// or a bad record) or the last outage.
-    pub async fn run<'p, T, F, Fut>(&'p self, f: F) -> Result<T, BackendError>
-    where
-        F: Fn(&'p sqlx::Pool<DB>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, BackendError>>,
-    {
-        let n = self.inner.pools.len();
-        let first = self.active();
-        let mut last = None;
-        for k in 0..n {
-            let i = (first + k) % n;
-            let mut attempt = Attempt {
-                hosts: &self.inner,
-                index: i,
-                done: false,
-            };
-            match f(&self.inner.pools[i]).await {
-                Err(e) if e.is_outage() => {
-                    drop(attempt); // marks host i failed
-                    last = Some(e);
-                }
-                other => {
-                    attempt.done = true;
-                    return other;
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| BackendError::Internal("no hosts configured".into())))
-    }
-}
-
-/// One try on one host; dropped without `done` (failed or cancelled), it
-/// moves the backend on to the next host.
-#[cfg(any(feature = "mysql", feature = "postgres"))]
-struct Attempt<'a, DB: sqlx::Database> {
-    hosts: &'a std::sync::Arc<HostsInner<DB>>,
-    index: usize,
-    done: bool,
-}
-
-#[cfg(any(feature = "mysql", feature = "postgres"))]
-impl<DB: sqlx::Database> Drop for Attempt<'_, DB> {
-    fn drop(&mut self) {
-        if !self.done {
-            HostsInner::failed(self.hosts, self.index);
+            pool,
+            label: redact_url(url),
+            probe_timeout,
         }
     }
 }
 
 #[cfg(any(feature = "mysql", feature = "postgres"))]
-impl<DB: sqlx::Database> HostsInner<DB> {
-    fn failed(this: &std::sync::Arc<Self>, index: usize) {
-        use std::sync::atomic::Ordering;
-        let n = this.pools.len();
-        if n < 2 {
-            return;
-        }
-        let next = (index + 1) % n;
-        if this
-            .active
-            .compare_exchange(index, next, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            tracing::warn!(
-                backend = %this.backend,
-                failed_host = index + 1,
-                active_host = next + 1,
-                "Database host failed; moving on to the next one."
-            );
-            if next != 0 {
-                Self::start_probe(this);
-            }
-        }
+impl<DB: sqlx::Database> crate::failback::Host for SqlHost<DB> {
+    async fn probe(&self) -> bool {
+        matches!(
+            tokio::time::timeout(self.probe_timeout, self.pool.acquire()).await,
+            Ok(Ok(_))
+        )
     }
 
-    /// Starts the background probe of the first host, unless one runs.
-    fn start_probe(this: &std::sync::Arc<Self>) {
-        use std::sync::atomic::Ordering;
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if this.probing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let weak = std::sync::Arc::downgrade(this);
-        let after = this.failback_after;
-        runtime.spawn(async move {
-            let back = crate::failback::steady_health(after, || {
-                let weak = weak.clone();
-                async move {
-                    let this = weak.upgrade()?;
-                    if this.active.load(Ordering::Acquire) == 0 {
-                        return None;
-                    }
-                    let acquired =
-                        tokio::time::timeout(this.probe_timeout, this.pools[0].acquire()).await;
-                    Some(matches!(acquired, Ok(Ok(_))))
-                }
-            })
-            .await;
-            let Some(this) = weak.upgrade() else { return };
-            if back {
-                this.active.store(0, Ordering::Release);
-                tracing::info!(
-                    backend = %this.backend,
-                    "First database host healthy again; moving back to it."
-                );
-            }
-            this.probing.store(false, Ordering::Release);
-        });
+    fn label(&self) -> &str {
+        &self.label
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use keygate_backends::mysql::MysqlConfig;
 use keygate_backends::postgres::PostgresConfig;
-use keygate_backends::sql::TlsMode;
+use keygate_backends::sql::{Dialect, ServerConfig, TlsMode};
 use keygate_backends::BackendSpec;
 use keygate_core::{AgentRecord, BackendError, ErrorCode, KeyBackend, Request};
 use sql_support::{Kind, PrivateMariadb, PrivatePostgres, TestDb};
@@ -21,8 +21,9 @@ use sql_support::{Kind, PrivateMariadb, PrivatePostgres, TestDb};
 const WAZUH_BY_ID: &str = "SELECT id,name,ip,agent_key FROM agent WHERE id = ?";
 const WAZUH_BY_IP: &str = "SELECT id,name,ip,agent_key FROM agent WHERE ip = ?";
 
-fn mysql(url: &str, by_id: &str, by_ip: &str) -> MysqlConfig {
-    MysqlConfig {
+/// A MySQL or PostgreSQL config for one host with the given queries.
+fn server<D: Dialect>(url: &str, by_id: &str, by_ip: &str) -> ServerConfig<D> {
+    ServerConfig {
         url: Some(url.into()),
         urls: Vec::new(),
         failback_after: Duration::from_secs(300),
@@ -33,7 +34,12 @@ fn mysql(url: &str, by_id: &str, by_ip: &str) -> MysqlConfig {
         ca_file: None,
         query_by_id: by_id.into(),
         query_by_ip: by_ip.into(),
+        dialect: std::marker::PhantomData,
     }
+}
+
+fn mysql(url: &str, by_id: &str, by_ip: &str) -> MysqlConfig {
+    server(url, by_id, by_ip)
 }
 
 fn mysql_table(url: &str, table: &str) -> MysqlConfig {
@@ -45,18 +51,7 @@ fn mysql_table(url: &str, table: &str) -> MysqlConfig {
 }
 
 fn postgres(url: &str, by_id: &str, by_ip: &str) -> PostgresConfig {
-    PostgresConfig {
-        url: Some(url.into()),
-        urls: Vec::new(),
-        failback_after: Duration::from_secs(300),
-        password_file: None,
-        connect_timeout: Duration::from_secs(1),
-        pool_size: 4,
-        tls: TlsMode::Prefer,
-        ca_file: None,
-        query_by_id: by_id.into(),
-        query_by_ip: by_ip.into(),
-    }
+    server(url, by_id, by_ip)
 }
 
 fn pg_wazuh(url: &str) -> PostgresConfig {
