@@ -9,8 +9,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::stream::{self, BoxStream, StreamExt};
 
 use crate::{AgentRecord, ErrorCode, Query, RecordError};
+
+/// One entry of a backend's full listing ([`KeyBackend::list`]).
+#[derive(Clone, Debug)]
+pub enum Listed {
+    /// A stored agent that passed the same validation as a lookup.
+    Record(AgentRecord),
+    /// A stored entry that failed validation. It is reported, never emitted
+    /// as a record. `at` says where it is (`line 12`, `row id=007`,
+    /// `cn=web-01,ou=agents,...`) and never carries a key; `reason` is the
+    /// validation error.
+    Invalid {
+        /// Where the entry is, in the backend's own terms.
+        at: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// The stream [`KeyBackend::list`] returns: entries one by one, so a million
+/// agents never sit in memory twice. An `Err` item is a transport failure;
+/// the stream ends after it.
+pub type ListStream<'a> = BoxStream<'a, Result<Listed, BackendError>>;
 
 /// A source of agent registrations, or a layer around one.
 #[async_trait]
@@ -31,6 +54,14 @@ pub trait KeyBackend: Send + Sync + 'static {
     fn current_host(&self) -> Option<String> {
         None
     }
+
+    /// Lists every agent the backend holds (for `keygate list`, `export`,
+    /// `verify` and `sync`). The default says the backend cannot list;
+    /// layers forward to what they wrap, without their per-lookup deadline.
+    fn list(&self) -> ListStream<'_> {
+        let message = format!("backend '{}' cannot list its agents", self.name());
+        stream::once(async move { Err(BackendError::Internal(message)) }).boxed()
+    }
 }
 
 #[async_trait]
@@ -46,6 +77,9 @@ impl<T: KeyBackend + ?Sized> KeyBackend for Arc<T> {
     }
     fn current_host(&self) -> Option<String> {
         (**self).current_host()
+    }
+    fn list(&self) -> ListStream<'_> {
+        (**self).list()
     }
 }
 

@@ -330,6 +330,12 @@ impl KeyBackend for Breaker {
     fn current_host(&self) -> Option<String> {
         self.inner.current_host()
     }
+
+    /// Listing is an operator's command, not traffic: it is not counted and
+    /// is attempted whatever the breaker's state.
+    fn list(&self) -> crate::ListStream<'_> {
+        self.inner.list()
+    }
 }
 
 #[cfg(test)]

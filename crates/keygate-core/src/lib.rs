@@ -22,7 +22,7 @@ pub mod reply;
 pub mod request;
 pub mod timeout;
 
-pub use backend::{BackendError, KeyBackend};
+pub use backend::{BackendError, KeyBackend, ListStream, Listed};
 pub use breaker::{Breaker, BreakerSettings, BreakerSnapshot, BreakerState};
 pub use cache::{CacheLayer, CacheSettings, CacheStats};
 pub use chain::{Chain, ChainPolicy};

@@ -142,6 +142,23 @@ impl KeyBackend for Fake {
             .cloned())
     }
 
+    fn list(&self) -> crate::ListStream<'_> {
+        use futures_util::stream::{self, StreamExt};
+        if self.down.load(Ordering::SeqCst) {
+            return stream::once(async {
+                Err(BackendError::Unavailable("injected outage".into()))
+            })
+            .boxed();
+        }
+        stream::iter(
+            self.records
+                .iter()
+                .cloned()
+                .map(|r| Ok(crate::Listed::Record(r))),
+        )
+        .boxed()
+    }
+
     async fn health(&self) -> Result<(), BackendError> {
         self.health_calls.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::backend::ListStream;
 use crate::{AgentRecord, BackendError, KeyBackend, Query};
 
 /// Fails a lookup with [`BackendError::Timeout`] when the wrapped backend
@@ -41,6 +42,11 @@ impl<B: KeyBackend> KeyBackend for TimeoutLayer<B> {
     fn current_host(&self) -> Option<String> {
         self.inner.current_host()
     }
+
+    /// A listing is not one lookup: it runs without the lookup deadline.
+    fn list(&self) -> ListStream<'_> {
+        self.inner.list()
+    }
 }
 
 #[cfg(test)]
@@ -72,5 +78,41 @@ mod tests {
             .await
             .unwrap()
             .is_some());
+    }
+
+    /// A listing passes through the layer whole, however long it takes: the
+    /// per-lookup deadline does not cut it.
+    #[tokio::test(start_paused = true)]
+    async fn listing_is_forwarded_without_the_lookup_deadline() {
+        use futures_util::StreamExt;
+        let inner = Fake::with("f", "001", "a").delayed(Duration::from_secs(5));
+        let t = TimeoutLayer::new(inner, Duration::from_millis(1));
+        let listed: Vec<_> = t.list().collect().await;
+        assert_eq!(listed.len(), 1);
+        assert!(matches!(&listed[0], Ok(crate::Listed::Record(r)) if r.id.as_str() == "001"));
+    }
+
+    /// A backend that does not implement listing says so, by name.
+    #[tokio::test]
+    async fn default_listing_is_an_internal_error_naming_the_backend() {
+        use futures_util::StreamExt;
+        struct NoList;
+        #[async_trait]
+        impl KeyBackend for NoList {
+            fn name(&self) -> &str {
+                "nolist"
+            }
+            async fn lookup(&self, _: &Query) -> Result<Option<AgentRecord>, BackendError> {
+                Ok(None)
+            }
+            async fn health(&self) -> Result<(), BackendError> {
+                Ok(())
+            }
+        }
+        let listed: Vec<_> = NoList.list().collect().await;
+        assert_eq!(listed.len(), 1);
+        let e = listed.into_iter().next().unwrap().unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::Internal);
+        assert!(e.to_string().contains("'nolist' cannot list"), "{e}");
     }
 }
