@@ -12,63 +12,15 @@ use keygate_core::chain::Action;
 use keygate_core::{BackendError, BreakerSettings, KeyBackend, TimeoutLayer};
 use serde::Deserialize;
 
-use crate::load::figment_problems;
+use crate::section::{deserialize_all, Section};
 
-/// Every backend type keygate knows, compiled in or not.
-pub const BACKEND_TYPES: &[&str] = &["file", "sqlite", "mysql", "postgres", "redis", "ldap"];
+/// A backend's lookup deadline unless `timeout` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Keys every `[[backend]]` table has.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CommonRaw {
-    /// Unique name, used in messages, logs and metrics.
-    name: String,
-    /// Which backend: one of [`BACKEND_TYPES`].
-    #[serde(rename = "type")]
-    kind: String,
-    /// Deadline for one lookup in this backend (default `"2s"`).
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    timeout: Duration,
-    /// `continue` (default) asks the next backend after a not-found; `stop`
-    /// ends the chain with 4.
-    #[serde(default)]
-    on_not_found: ActionRaw,
-    /// `continue` (default) asks the next backend after an error; `stop`
-    /// ends the chain with that error.
-    #[serde(default)]
-    on_error: ActionRaw,
-    /// Consecutive outages after which the backend is skipped and probed in
-    /// the background (default 3).
-    #[serde(default = "default_failures_to_trip")]
-    failures_to_trip: u32,
-    /// Longest delay between two probes of a skipped backend (default
-    /// `"60s"`).
-    #[serde(default = "default_max_retry_interval", with = "humantime_serde")]
-    max_retry_interval: Duration,
-}
-
-const COMMON_KEYS: &[&str] = &[
-    "name",
-    "type",
-    "timeout",
-    "on_not_found",
-    "on_error",
-    "failures_to_trip",
-    "max_retry_interval",
-];
-
-fn default_failures_to_trip() -> u32 {
-    3
-}
-
-fn default_max_retry_interval() -> Duration {
-    Duration::from_secs(60)
-}
-
-#[derive(Debug, Default, Deserialize, Clone, Copy)]
+/// `on_not_found` / `on_error` as written.
+#[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
 enum ActionRaw {
-    #[default]
     Continue,
     Stop,
 }
@@ -80,10 +32,6 @@ impl From<ActionRaw> for Action {
             ActionRaw::Stop => Action::Stop,
         }
     }
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(2)
 }
 
 /// One validated `[[backend]]`.
@@ -105,6 +53,9 @@ pub struct BackendEntry {
 
 macro_rules! backend_kinds {
     ($( $feature:literal => $variant:ident($($ty:tt)+) ),+ $(,)?) => {
+        /// Every backend type keygate knows, compiled in or not.
+        pub const BACKEND_TYPES: &[&str] = &[$( $feature ),+];
+
         /// The backend types compiled into this build, each with its config.
         #[derive(Clone, Debug)]
         #[non_exhaustive]
@@ -182,83 +133,74 @@ fn parse_spec<S: BackendSpec>(
     prefix: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<S> {
-    match Value::from(rest).deserialize::<S>() {
-        Ok(mut spec) => {
-            spec.resolve_paths(base);
-            Some(spec)
-        }
-        Err(e) => {
-            problems.extend(figment_problems(prefix, e));
-            None
-        }
-    }
+    let mut spec: S = deserialize_all(rest, prefix, problems)?;
+    spec.resolve_paths(base);
+    Some(spec)
 }
 
 impl BackendEntry {
-    /// Parses and validates `backend[index]`, adding every problem found.
+    /// Reads and validates `backend[index]`, adding every problem found.
+    /// Returns the entry's name whenever it has one, valid or not, so
+    /// duplicate names are reported even for entries with other problems.
     pub(crate) fn parse(
         index: usize,
         value: Value,
         base: &Path,
         problems: &mut Vec<Problem>,
-    ) -> Option<Self> {
+    ) -> (Option<String>, Option<Self>) {
         let prefix = format!("backend[{index}]");
-        let Some(table) = value.into_dict() else {
-            problems.push(Problem {
-                path: prefix,
-                message: "must be a table".into(),
-            });
-            return None;
-        };
-        let (common, rest): (Dict, Dict) = table
-            .into_iter()
-            .partition(|(k, _)| COMMON_KEYS.contains(&k.as_str()));
-        let common = match Value::from(common).deserialize::<CommonRaw>() {
-            Ok(c) => c,
-            Err(e) => {
-                problems.extend(figment_problems(&prefix, e));
-                return None;
-            }
-        };
-        let before = problems.len();
-        let mut scope = Problems::new(prefix.clone(), problems);
-        if common.name.is_empty()
-            || !common
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            scope.push("name", "must be non-empty letters, digits, '-', '_' or '.'");
+        let mut s = Section::new(prefix.clone(), Some(value), problems);
+        let name: Option<String> = s.required("name");
+        let kind: Option<String> = s.required("type");
+        let d = BreakerSettings::default();
+        let timeout = s.duration("timeout", DEFAULT_TIMEOUT);
+        let on_not_found = s.field("on_not_found", ActionRaw::Continue);
+        let on_error = s.field("on_error", ActionRaw::Continue);
+        let failures_to_trip: u32 = s.field("failures_to_trip", d.failures_to_trip);
+        let max_retry_interval = s.duration("max_retry_interval", d.max_retry_interval);
+        if name.as_ref().is_some_and(|n| {
+            n.is_empty()
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        }) {
+            s.problem("name", "must be non-empty letters, digits, '-', '_' or '.'");
         }
-        if common.timeout.is_zero() || common.timeout >= Duration::from_secs(60) {
-            scope.push(
+        if timeout.is_zero() || timeout >= Duration::from_secs(60) {
+            s.problem(
                 "timeout",
                 "must be more than 0 and less than 60s (Wazuh's own timeout)",
             );
         }
-        if common.failures_to_trip == 0 {
-            scope.push("failures_to_trip", "must be at least 1");
+        if failures_to_trip == 0 {
+            s.problem("failures_to_trip", "must be at least 1");
         }
-        if common.max_retry_interval < Duration::from_secs(1) {
-            scope.push("max_retry_interval", "must be at least 1s");
+        if max_retry_interval < Duration::from_secs(1) {
+            s.problem("max_retry_interval", "must be at least 1s");
         }
-        let kind = BackendKind::parse(&common.kind, rest, base, &prefix, problems)?;
-        kind.validate(&mut Problems::new(prefix, problems));
-        if problems.len() > before {
-            return None;
+        // The type's own keys: everything not read above.
+        let rest = s.take_rest();
+        let kind = kind.and_then(|k| BackendKind::parse(&k, rest, base, &prefix, s.problems()));
+        if let Some(kind) = &kind {
+            kind.validate(&mut s.scope());
         }
-        Some(Self {
-            name: common.name,
-            timeout: common.timeout,
-            on_not_found: common.on_not_found.into(),
-            on_error: common.on_error.into(),
-            breaker: BreakerSettings {
-                failures_to_trip: common.failures_to_trip,
-                max_retry_interval: common.max_retry_interval,
-                ..BreakerSettings::default()
-            },
-            kind,
-        })
+        let ok = s.finish();
+        let entry = match (name.clone(), kind) {
+            (Some(name), Some(kind)) if ok => Some(Self {
+                name,
+                timeout,
+                on_not_found: on_not_found.into(),
+                on_error: on_error.into(),
+                breaker: BreakerSettings {
+                    failures_to_trip,
+                    max_retry_interval,
+                    ..d
+                },
+                kind,
+            }),
+            _ => None,
+        };
+        (name, entry)
     }
 
     /// Builds the backend inside its timeout layer (without the breaker).

@@ -1,28 +1,40 @@
 //! keygate's configuration: TOML plus `KEYGATE_` environment overrides,
 //! loaded in two steps.
 //!
-//! 1. figment reads the file and the environment into raw sections, each
-//!    with `deny_unknown_fields`; every section is extracted on its own, so
-//!    a mistake in one does not hide mistakes in the others.
-//! 2. Validation turns the raw sections into [`Config`] and reports every
-//!    problem at once, each with its key path (`backend[1].query_by_id`).
+//! 1. figment reads the file and the environment into one table
+//!    (`load`, `env`).
+//! 2. Every table is read key by key through one `Section` reader, which
+//!    records a bad value as a problem with its key path and goes on with
+//!    the default, then reports the keys nobody read; so every problem of
+//!    every table is reported at once (`backend[1].query_by_id: ...`). One
+//!    module per table (`server`, `log`, `cache`, `backends`): a new key is
+//!    one line there, a new table one module and one line in `load`.
 //!
 //! [`Config::build_stack`] then turns the backend list into the runtime
 //! stack: each backend wrapped in its timeout, all of them in a chain. That
 //! function is the one place the stack is assembled.
 
 mod backends;
+mod cache;
+mod env;
 mod load;
+mod log;
+mod section;
+mod server;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use backends::{BackendEntry, BackendKind, BACKEND_TYPES};
+pub use env::ENV_PREFIX;
 pub use keygate_backends::Problem;
 use keygate_core::chain::{Action, ChainPolicy};
 use keygate_core::{Breaker, CacheLayer, CacheSettings, Chain, KeyBackend};
-pub use load::{control_socket_of, load, load_str, ConfigError, ENV_PREFIX};
+pub use load::{control_socket_of, load, load_str, ConfigError};
+pub use server::{control_socket_for, WAZUH_SOCKET};
 
 /// The default config file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/keygate/keygate.toml";

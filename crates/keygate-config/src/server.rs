@@ -1,0 +1,88 @@
+//! `[server]`: the socket front end Wazuh connects to and the admin socket.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::section::Section;
+use crate::ServerConfig;
+
+/// Where the shipped Wazuh snippets (ossec.conf `<socket>`, the systemd
+/// unit) expect the socket: the default of `[server] socket`.
+pub const WAZUH_SOCKET: &str = "/run/keygate/keygate.sock";
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let socket = PathBuf::from(WAZUH_SOCKET);
+        Self {
+            control_socket: control_socket_for(&socket),
+            socket,
+            socket_mode: 0o660,
+            max_connections: 1024,
+            read_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The control socket's default: the main socket's path plus `.ctl`. The
+/// one place that derives it.
+pub fn control_socket_for(socket: &Path) -> PathBuf {
+    let mut s = socket.as_os_str().to_owned();
+    s.push(".ctl");
+    PathBuf::from(s)
+}
+
+/// Reads `[server]`; relative paths are resolved against `base`.
+pub(crate) fn read(mut s: Section<'_>, base: &Path) -> Option<ServerConfig> {
+    let d = ServerConfig::default();
+    let mut socket: PathBuf = s.field("socket", d.socket);
+    let socket_mode: String = s.field("socket_mode", format!("{:04o}", d.socket_mode));
+    let max_connections: usize = s.field("max_connections", d.max_connections);
+    let read_timeout = s.duration("read_timeout", d.read_timeout);
+    let request_timeout = s.duration("request_timeout", d.request_timeout);
+    let control_socket: Option<PathBuf> = s.optional("control_socket");
+
+    if socket.as_os_str().is_empty() {
+        s.problem("socket", "must not be empty");
+    }
+    let mode = u32::from_str_radix(socket_mode.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777);
+    if mode.is_none() {
+        s.problem(
+            "socket_mode",
+            "must be octal permission bits such as \"0660\"",
+        );
+    }
+    if !(1..=65_536).contains(&max_connections) {
+        s.problem("max_connections", "must be between 1 and 65536");
+    }
+    if read_timeout.is_zero() || read_timeout >= Duration::from_secs(60) {
+        s.problem("read_timeout", "must be more than 0 and less than 60s");
+    }
+    if request_timeout.is_zero() || request_timeout >= Duration::from_secs(60) {
+        s.problem(
+            "request_timeout",
+            "must be more than 0 and less than 60s, Wazuh's default client timeout",
+        );
+    }
+    if !s.finish() {
+        return None;
+    }
+    keygate_backends::resolve(base, &mut socket);
+    let control_socket = match control_socket {
+        Some(mut c) => {
+            keygate_backends::resolve(base, &mut c);
+            c
+        }
+        None => control_socket_for(&socket),
+    };
+    Some(ServerConfig {
+        socket,
+        socket_mode: mode.unwrap_or(d.socket_mode),
+        max_connections,
+        read_timeout,
+        request_timeout,
+        control_socket,
+    })
+}

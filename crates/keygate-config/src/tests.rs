@@ -1,0 +1,292 @@
+//! The loader's promises: defaults, key paths, every problem at once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::{load, load_str};
+
+fn problems(text: &str) -> Vec<String> {
+    load_str(text, Path::new("/etc/keygate"))
+        .unwrap_err()
+        .problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
+}
+
+const MINIMAL: &str = "[[backend]]\nname = \"keys\"\ntype = \"file\"\npath = \"client.keys\"\n";
+
+#[test]
+fn minimal_config_gets_defaults_and_resolves_relative_paths() {
+    let c = load_str(MINIMAL, Path::new("/etc/keygate")).unwrap();
+    assert_eq!(c.server.socket, PathBuf::from("/run/keygate/keygate.sock"));
+    assert_eq!(c.server.socket_mode, 0o660);
+    assert_eq!(c.server.max_connections, 1024);
+    assert_eq!(c.server.read_timeout, Duration::from_secs(5));
+    assert_eq!(c.server.request_timeout, Duration::from_secs(10));
+    assert_eq!(c.log.level, "info");
+    assert_eq!(c.backends[0].timeout, Duration::from_secs(2));
+    assert_eq!(
+        c.server.control_socket,
+        PathBuf::from("/run/keygate/keygate.sock.ctl")
+    );
+    let cache = c.cache.clone().unwrap();
+    assert_eq!(
+        (cache.capacity, cache.ttl, cache.negative_ttl),
+        (100_000, Duration::from_secs(300), Duration::from_secs(30))
+    );
+    assert_eq!(
+        (cache.stale_ttl, cache.refresh_ahead),
+        (Duration::from_secs(86_400), 0.75)
+    );
+    assert_eq!(c.backends[0].breaker.failures_to_trip, 3);
+    assert_eq!(
+        c.backends[0].breaker.max_retry_interval,
+        Duration::from_secs(60)
+    );
+    match &c.backends[0].kind {
+        crate::BackendKind::File(f) => {
+            assert_eq!(f.path, PathBuf::from("/etc/keygate/client.keys"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key_path() {
+    let text = r#"
+[server]
+socket_mode = "999"
+request_timeout = "60s"
+max_conections = 5
+
+[log]
+level = "loud"
+
+[[backend]]
+name = "keys"
+type = "file"
+path = "client.keys"
+fromat = "csv"
+
+[[backend]]
+name = "db"
+type = "sqlite"
+path = "a.db"
+query_by_id = "SELECT id, name, ip, key FROM agent"
+query_by_ip = "SELECT id, name, ip, key FROM agent WHERE ip = ?"
+timeout = "fast"
+
+[[backend]]
+name = "x"
+type = "oracle"
+"#;
+    let p = problems(text);
+    let joined = p.join("\n");
+    for want in [
+        "server.max_conections: unknown key",
+        "log.level: must be one of",
+        "backend[0].fromat: unknown key",
+        "backend[1].timeout:",
+        "backend[2].type: unknown backend type 'oracle'",
+    ] {
+        assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+    }
+}
+
+#[test]
+fn semantic_problems_are_all_listed() {
+    let text = r#"
+[server]
+socket_mode = "999"
+request_timeout = "60s"
+
+[[backend]]
+name = "db"
+type = "sqlite"
+path = "a.db"
+query_by_id = "SELECT id, name, ip, key FROM agent"
+query_by_ip = "SELECT id, name, ip, key FROM agent WHERE ip = ? OR ip = ?"
+"#;
+    let joined = problems(text).join("\n");
+    for want in [
+        "server.socket_mode: must be octal",
+        "server.request_timeout: must be more than 0 and less than 60s",
+        "backend[0].query_by_id: must have exactly one bind parameter (?), found 0",
+        "backend[0].query_by_ip: must have exactly one bind parameter (?), found 2",
+    ] {
+        assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+    }
+}
+
+#[test]
+fn missing_required_keys_and_duplicate_names_are_reported() {
+    let text = "[[backend]]\nname = \"a\"\ntype = \"file\"\n[[backend]]\ntype = \"file\"\npath = \"x\"\n[[backend]]\nname = \"c\"\ntype = \"file\"\npath = \"x\"\n[[backend]]\nname = \"c\"\ntype = \"file\"\npath = \"y\"\n";
+    let joined = problems(text).join("\n");
+    for want in [
+        "backend[0].path: missing required key",
+        "backend[1].name: missing required key",
+        "name 'c' is used twice",
+    ] {
+        assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+    }
+}
+
+#[test]
+fn cache_section_is_validated_and_can_be_disabled() {
+    let off = load_str(
+        &format!("[cache]\nenabled = false\n{MINIMAL}"),
+        Path::new("/"),
+    )
+    .unwrap();
+    assert!(off.cache.is_none());
+    let joined = problems(&format!(
+        "[cache]\ncapacity = 0\nrefresh_ahead = 1.5\nttl = \"0s\"\n{MINIMAL}"
+    ))
+    .join("\n");
+    for want in ["cache.capacity", "cache.refresh_ahead", "cache.ttl"] {
+        assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+    }
+}
+
+#[test]
+fn no_backend_is_a_problem() {
+    assert!(problems("[server]\n")
+        .join("\n")
+        .contains("backend: at least one [[backend]] is needed"));
+    assert!(problems("[srever]\n").join("\n").contains("srever"));
+}
+
+#[test]
+fn missing_file_is_reported() {
+    let e = load(Path::new("/nonexistent/keygate.toml")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("cannot read /nonexistent/keygate.toml"),
+        "{e}"
+    );
+}
+
+/// Fails unless every `want` is among the problems of `text`, each once.
+fn assert_all(text: &str, want: &[&str]) {
+    let got = problems(text);
+    let joined = got.join("\n");
+    for w in want {
+        let n = got.iter().filter(|p| p.starts_with(w)).count();
+        assert_eq!(n, 1, "want {w:?} exactly once in:\n{joined}");
+    }
+}
+
+/// Two bad values in one table are two problems (serde alone stops at the
+/// first).
+#[test]
+fn two_bad_values_in_server_are_both_reported() {
+    assert_all(
+        &format!("[server]\nread_timeout = \"x\"\nrequest_timeout = \"y\"\nmax_connections = \"many\"\n{MINIMAL}"),
+        &[
+            "server.read_timeout:",
+            "server.request_timeout:",
+            "server.max_connections:",
+        ],
+    );
+}
+
+/// Both chain actions of one backend are checked.
+#[test]
+fn two_bad_chain_actions_are_both_reported() {
+    assert_all(
+        &format!("{MINIMAL}on_not_found = \"halt\"\non_error = \"explode\"\n"),
+        &["backend[0].on_not_found:", "backend[0].on_error:"],
+    );
+}
+
+/// A backend with an unknown key still takes part in the duplicate-name
+/// check.
+#[test]
+fn duplicate_name_is_reported_even_when_the_entry_has_an_unknown_key() {
+    assert_all(
+        &format!("{MINIMAL}{MINIMAL}colour = \"blue\"\n"),
+        &[
+            "backend[1].colour: unknown key",
+            "backend[1].name: backend name 'keys' is used twice",
+        ],
+    );
+}
+
+/// A backend type's own keys: every bad value and unknown key, together
+/// with the shared keys' problems.
+#[test]
+fn every_problem_of_a_backend_types_own_keys_is_reported() {
+    assert_all(
+        "[[backend]]\nname = \"k\"\ntype = \"file\"\npath = 7\nformat = \"xml\"\nreload_interval = \"soon\"\nfromat = \"csv\"\ntimeout = \"quick\"\n",
+        &[
+            "backend[0].path:",
+            "backend[0].format:",
+            "backend[0].reload_interval:",
+            "backend[0].fromat: unknown key",
+            "backend[0].timeout:",
+        ],
+    );
+    assert_all(
+        "[[backend]]\nname = \"r\"\ntype = \"redis\"\nurl = \"redis://127.0.0.1/0\"\nkey_by_id = 5\n[backend.fields]\nkey = 1\nkee = \"x\"\n",
+        &[
+            "backend[0].key_by_id:",
+            "backend[0].fields.key:",
+            "backend[0].fields.kee: unknown key",
+        ],
+    );
+    assert_all(
+        "[[backend]]\nname = \"m\"\ntype = \"mysql\"\nurls = [\"mysql://a@b/c\", 5]\npool_size = \"big\"\nquery_by_id = \"SELECT 1\"\nquery_by_ip = \"SELECT 1\"\n",
+        &["backend[0].urls[1]:", "backend[0].pool_size:"],
+    );
+}
+
+/// Every table is read even when others fail, and so are unknown tables.
+#[test]
+fn problems_of_every_table_are_reported_together() {
+    assert_all(
+        "srever = 1\n[server]\nsocket_mode = 660\n[log]\nlevel = 3\nfile = 4\n[cache]\ncapacity = \"lots\"\nttl = \"never\"\n[[backend]]\nname = 1\ntype = \"file\"\npath = \"x\"\n",
+        &[
+            "srever: unknown key",
+            "server.socket_mode:",
+            "log.level:",
+            "log.file:",
+            "cache.capacity:",
+            "cache.ttl:",
+            "backend[0].name:",
+        ],
+    );
+}
+
+/// A table written as a plain value is one problem, not a crash or silence.
+#[test]
+fn a_section_that_is_not_a_table_is_reported() {
+    assert_all(
+        &format!("server = 5\n{MINIMAL}"),
+        &["server: must be a table"],
+    );
+}
+
+/// The control socket is derived from the resolved socket once, not
+/// resolved a second time (`config/config/keygate.sock.ctl`).
+#[test]
+fn default_control_socket_sits_beside_a_relative_socket() {
+    let c = load_str(
+        &format!("[server]\nsocket = \"keygate.sock\"\n{MINIMAL}"),
+        Path::new("config"),
+    )
+    .unwrap();
+    assert_eq!(c.server.socket, PathBuf::from("config/keygate.sock"));
+    assert_eq!(
+        c.server.control_socket,
+        PathBuf::from("config/keygate.sock.ctl")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rel = dir.path().join("keygate.toml");
+    std::fs::write(&rel, format!("[server]\nsocket = \"k.sock\"\n{MINIMAL}")).unwrap();
+    assert_eq!(
+        crate::control_socket_of(&rel),
+        crate::load(&rel).unwrap().server.control_socket
+    );
+}
