@@ -1,12 +1,10 @@
 //! The control socket and its CLI: cache stats and flush, backends, reload.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
-use common::{bin, Daemon};
+use keygate_testkit::daemon::{bin, Daemon};
 
 fn keys_backend(path: &std::path::Path) -> String {
     format!(

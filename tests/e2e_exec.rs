@@ -2,11 +2,10 @@
 //! stderr on one pipe, output thrown away unless the exit code is 0.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::process::Command;
 
-use common::{exec, exec_cmd, repo, Daemon};
+use keygate_testkit::daemon::{self, exec, exec_cmd, Daemon};
+use keygate_testkit::repo_root as repo;
 
 fn default_config() -> std::path::PathBuf {
     repo().join("config/keygate.toml")
@@ -156,7 +155,7 @@ fn bare_invocation_runs_the_daemon() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(common::bin())
+    let mut child = Command::new(daemon::bin())
         .arg("--config")
         .arg(&cfg)
         .stderr(std::process::Stdio::null())
@@ -167,10 +166,10 @@ fn bare_invocation_runs_the_daemon() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let v: serde_json::Value =
-        serde_json::from_slice(&common::wazuh_request(&sock, b"id:001")).unwrap();
+        serde_json::from_slice(&daemon::wazuh_request(&sock, b"id:001")).unwrap();
     assert_eq!(v["error"], 0);
     // And exec mode through the same config goes through this daemon.
-    let mut cmd = Command::new(common::bin());
+    let mut cmd = Command::new(daemon::bin());
     cmd.arg("--config").arg(&cfg).args(["id", "005"]);
     assert_eq!(exec_cmd(cmd).json()["data"]["name"], "mail-01");
     let _ = Command::new("kill").arg(child.id().to_string()).status();

@@ -2,14 +2,13 @@
 //! binary serving the demo data of the default config.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, repo, Daemon};
+use keygate_testkit::daemon::{self, bin, Daemon};
+use keygate_testkit::repo_root as repo;
 
 fn demo_backends() -> String {
     let demo = repo().join("config/demo");
@@ -267,7 +266,7 @@ fn concurrent_clients_all_answered() {
                 for _ in 0..20 {
                     let req = if i % 2 == 0 { "id:001" } else { "id:101" };
                     let v: serde_json::Value =
-                        serde_json::from_slice(&common::wazuh_request(&s, req.as_bytes())).unwrap();
+                        serde_json::from_slice(&daemon::wazuh_request(&s, req.as_bytes())).unwrap();
                     assert_eq!(v["error"], 0);
                 }
             })

@@ -5,16 +5,11 @@
 #![cfg(feature = "ldap")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-#[path = "../crates/keygate-backends/tests/support/servers.rs"]
-mod servers;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, Daemon};
-use servers::{Slapd, LDAP_BIND_DN};
+use keygate_testkit::daemon::{bin, Daemon};
+use keygate_testkit::slapd::{Slapd, LDAP_BIND_DN};
 
 /// Gives agent 001 another key on `server` (as the directory's root).
 fn change_key(server: &Slapd, key: &str) {

@@ -3,15 +3,12 @@
 //! fixtures, asked exactly as Wazuh asks.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-#[path = "../crates/keygate-backends/tests/support/servers.rs"]
-mod servers;
-
 use std::time::{Duration, Instant};
 
-use common::Daemon;
-use servers::{free_port, RedisServer, Slapd, LDAP_BIND_DN, LDAP_PASSWORD, REDIS_PASSWORD};
+use keygate_testkit::daemon::Daemon;
+use keygate_testkit::free_port;
+use keygate_testkit::redis::{RedisServer, REDIS_PASSWORD};
+use keygate_testkit::slapd::{Slapd, LDAP_BIND_DN, LDAP_PASSWORD};
 
 fn redis_backend(server: &RedisServer) -> String {
     format!(

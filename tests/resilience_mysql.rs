@@ -5,15 +5,11 @@
 #![cfg(feature = "mysql")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-#[path = "../crates/keygate-backends/tests/sql_support/mod.rs"]
-mod sql_support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, Daemon};
-use sql_support::{load_fixtures, run_sql, with_database, Kind, PrivateMariadb};
+use keygate_testkit::daemon::{bin, Daemon};
+use keygate_testkit::sql::{load_fixtures, run_sql, with_database, Kind, PrivateMariadb};
 
 fn backend(url: &str) -> String {
     format!(

@@ -5,16 +5,11 @@
 #![cfg(feature = "redis")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-#[path = "../crates/keygate-backends/tests/support/servers.rs"]
-mod servers;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, Daemon};
-use servers::RedisServer;
+use keygate_testkit::daemon::{bin, Daemon};
+use keygate_testkit::redis::{RedisServer, REDIS_PASSWORD};
 
 #[test]
 fn redis_outage_serves_stale_answers_2_for_the_rest_and_recovers() {
@@ -72,7 +67,7 @@ fn redis_outage_serves_stale_answers_2_for_the_rest_and_recovers() {
         .unwrap();
     assert!(stale >= 3, "{stats}");
     assert!(
-        !d.log().contains(servers::REDIS_PASSWORD),
+        !d.log().contains(REDIS_PASSWORD),
         "the password must never be logged"
     );
 

@@ -4,15 +4,11 @@
 #![cfg(all(feature = "mysql", feature = "postgres"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-#[path = "../crates/keygate-backends/tests/sql_support/mod.rs"]
-mod sql_support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, Daemon};
-use sql_support::{Kind, PrivateMariadb, PrivatePostgres, TestDb};
+use keygate_testkit::daemon::{self, bin, Daemon};
+use keygate_testkit::sql::{self, Kind, PrivateMariadb, PrivatePostgres, TestDb};
 
 fn mysql_backend(name: &str, url: &str, extra: &str) -> String {
     format!(
@@ -142,7 +138,7 @@ fn burst_of_50_clients_has_no_errors() {
                     let n = i * 197;
                     let req = format!("id:{n:03}");
                     let v: serde_json::Value =
-                        serde_json::from_slice(&common::wazuh_request(&socket, req.as_bytes()))
+                        serde_json::from_slice(&daemon::wazuh_request(&socket, req.as_bytes()))
                             .unwrap();
                     assert_eq!(v["error"], 0, "{req}: {v}");
                     assert_eq!(v["data"]["name"], format!("agent-{n:05}"), "{req}");
@@ -164,7 +160,7 @@ fn wrong_password_is_2_and_never_shown() {
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("mysql.pass");
     std::fs::write(&pw, format!("{secret}\n")).unwrap();
-    let url = sql_support::with_password(my.url(), "Url-Secret-e2e-0b9");
+    let url = sql::with_password(my.url(), "Url-Secret-e2e-0b9");
     let d = daemon(&mysql_backend(
         "inventory",
         &url,
@@ -269,7 +265,7 @@ fn urls_fail_over_to_the_second_host_and_back() {
     let second = PrivateMariadb::start();
     let db1 = TestDb::create(Kind::Mysql, &first.url());
     let db2 = TestDb::create(Kind::Mysql, &second.url());
-    sql_support::run_sql(
+    sql::run_sql(
         Kind::Mysql,
         db2.url(),
         "UPDATE agent SET name = 'on-second' WHERE id = '042'",

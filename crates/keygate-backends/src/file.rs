@@ -466,11 +466,8 @@ impl KeyBackend for FileBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keygate_core::{ErrorCode, Request};
-
-    fn q(s: &str) -> Query {
-        Request::parse(s.as_bytes()).unwrap()
-    }
+    use keygate_core::ErrorCode;
+    use keygate_testkit::q;
 
     const KEYS: &str = "\
 001 web-01 10.0.0.1 a1b2c3

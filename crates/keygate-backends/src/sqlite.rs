@@ -157,12 +157,9 @@ impl KeyBackend for SqliteBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keygate_core::{ErrorCode, Request};
+    use keygate_core::ErrorCode;
+    use keygate_testkit::q;
     use sqlx::Connection;
-
-    fn q(s: &str) -> Query {
-        Request::parse(s.as_bytes()).unwrap()
-    }
 
     async fn fixture(dir: &Path) -> PathBuf {
         let path = dir.join("agents.db");

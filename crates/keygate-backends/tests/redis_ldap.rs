@@ -1,11 +1,8 @@
 //! The Redis and LDAP backends against real, private servers (started by
-//! `support/servers.rs` from the `docker/` fixtures): lookups, every bad
+//! keygate-testkit from the `docker/` fixtures): lookups, every bad
 //! entry answering 5, outages answering 2, recovery after a restart on the
 //! same port, and a concurrent burst.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-#[path = "support/servers.rs"]
-mod servers;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,12 +10,10 @@ use std::time::{Duration, Instant};
 use keygate_backends::ldap::LdapConfig;
 use keygate_backends::redis::RedisConfig;
 use keygate_backends::{BackendSpec, Problems};
-use keygate_core::{AgentRecord, BackendError, ErrorCode, KeyBackend, Request};
-use servers::{RedisServer, Slapd, LDAP_BIND_DN, LDAP_PASSWORD, REDIS_PASSWORD};
-
-fn q(s: &str) -> Request {
-    Request::parse(s.as_bytes()).unwrap()
-}
+use keygate_core::{AgentRecord, BackendError, ErrorCode, KeyBackend};
+use keygate_testkit::redis::{RedisServer, REDIS_PASSWORD};
+use keygate_testkit::slapd::{self, Slapd, LDAP_BIND_DN, LDAP_PASSWORD};
+use keygate_testkit::{free_port, q};
 
 async fn found(b: &dyn KeyBackend, req: &str) -> AgentRecord {
     match b.lookup(&q(req)).await {
@@ -465,7 +460,7 @@ async fn ldap_wrong_password_is_reported_without_the_password() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldap_first_url_dead_the_second_answers() {
     let server = Slapd::start();
-    let dead = format!("ldap://127.0.0.1:{}", servers::free_port());
+    let dead = format!("ldap://127.0.0.1:{}", free_port());
     let b = ldap_config(vec![dead, server.url()], &server)
         .build("dir")
         .await
@@ -533,7 +528,7 @@ async fn ldap_starttls_and_ldaps_verify_the_server_against_ca_file() {
 async fn ldap_tls_refuses_an_untrusted_certificate() {
     let server = Slapd::start_with_tls();
     let other = tempfile::tempdir().unwrap();
-    servers::make_certificates(other.path());
+    slapd::make_certificates(other.path());
     for ca_file in [None, Some(other.path().join("ca.pem"))] {
         for (url, starttls) in [(server.url(), true), (server.ldaps_url(), false)] {
             let mut c = ldap_config(vec![url.clone()], &server);

@@ -6,8 +6,6 @@
 #![cfg(all(feature = "mysql", feature = "postgres"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod sql_support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +13,9 @@ use keygate_backends::mysql::MysqlConfig;
 use keygate_backends::postgres::PostgresConfig;
 use keygate_backends::sql::{Dialect, ServerConfig, TlsMode};
 use keygate_backends::BackendSpec;
-use keygate_core::{AgentRecord, BackendError, ErrorCode, KeyBackend, Request};
-use sql_support::{Kind, PrivateMariadb, PrivatePostgres, TestDb};
+use keygate_core::{AgentRecord, BackendError, ErrorCode, KeyBackend};
+use keygate_testkit::q;
+use keygate_testkit::sql::{self, Kind, PrivateMariadb, PrivatePostgres, TestDb};
 
 const WAZUH_BY_ID: &str = "SELECT id,name,ip,agent_key FROM agent WHERE id = ?";
 const WAZUH_BY_IP: &str = "SELECT id,name,ip,agent_key FROM agent WHERE ip = ?";
@@ -67,7 +66,7 @@ async fn build(spec: &impl BackendSpec) -> Arc<dyn KeyBackend> {
 }
 
 async fn find(b: &Arc<dyn KeyBackend>, req: &str) -> Result<Option<AgentRecord>, BackendError> {
-    b.lookup(&Request::parse(req.as_bytes()).unwrap()).await
+    b.lookup(&q(req)).await
 }
 
 async fn found(b: &Arc<dyn KeyBackend>, req: &str) -> AgentRecord {
@@ -94,7 +93,7 @@ fn fixture_key(kind: Kind, url: &str, n: u32) -> String {
             format!("SELECT encode(sha256('key-{n}'), 'hex')"),
         ),
     };
-    sql_support::block_on(move || async move {
+    sql::block_on(move || async move {
         match kind {
             Kind::Mysql => {
                 let mut c = sqlx::MySqlConnection::connect(&url).await.unwrap();
@@ -162,7 +161,7 @@ async fn check_burst(b: &Arc<dyn KeyBackend>) {
                     format!("ip:10.0.{}.{}", n / 256, n % 256)
                 };
                 let r = b
-                    .lookup(&Request::parse(req.as_bytes()).unwrap())
+                    .lookup(&q(&req))
                     .await
                     .unwrap_or_else(|e| panic!("{req}: {e}"))
                     .unwrap_or_else(|| panic!("{req}: not found"));
@@ -225,7 +224,7 @@ async fn mysql_wrong_password_is_2_and_the_message_hides_it() {
     let db = TestDb::mysql();
     let secret = "Wr0ng-Secret-9f3b";
     let in_url = mysql(
-        &sql_support::with_password(db.url(), secret),
+        &sql::with_password(db.url(), secret),
         WAZUH_BY_ID,
         WAZUH_BY_IP,
     );
@@ -322,7 +321,7 @@ async fn mysql_urls_fail_over_in_order_and_fail_back() {
     let second = PrivateMariadb::start();
     let db1 = TestDb::create(Kind::Mysql, &first.url());
     let db2 = TestDb::create(Kind::Mysql, &second.url());
-    sql_support::run_sql(
+    sql::run_sql(
         Kind::Mysql,
         db2.url(),
         "UPDATE agent SET name = 'on-second' WHERE id = '042'",
@@ -445,7 +444,7 @@ async fn postgres_wrong_password_is_2_and_the_message_hides_it() {
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pg.pass");
     std::fs::write(&pw, format!("{secret}\n")).unwrap();
-    let in_url = pg_wazuh(&sql_support::with_password(&server.url(), secret));
+    let in_url = pg_wazuh(&sql::with_password(&server.url(), secret));
     let mut in_file = pg_wazuh(&server.url_without_password());
     in_file.password_file = Some(pw.clone());
     for spec in [in_url, in_file] {
@@ -467,8 +466,8 @@ async fn postgres_wrong_password_is_2_and_the_message_hides_it() {
         );
     }
     // The password file wins over a (wrong) password in the URL.
-    std::fs::write(&pw, format!("{}\n", sql_support::PRIVATE_PG_PASSWORD)).unwrap();
-    let mut right = pg_wazuh(&sql_support::with_password(&server.url(), secret));
+    std::fs::write(&pw, format!("{}\n", sql::PRIVATE_PG_PASSWORD)).unwrap();
+    let mut right = pg_wazuh(&sql::with_password(&server.url(), secret));
     right.password_file = Some(pw);
     let b = build(&right).await;
     // No agent table on this server: it connects, then fails to prepare.

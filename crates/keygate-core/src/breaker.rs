@@ -341,21 +341,11 @@ impl KeyBackend for Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Fake;
-    use crate::{ErrorCode, Request};
-
-    fn q(s: &str) -> Query {
-        Request::parse(s.as_bytes()).unwrap()
-    }
+    use crate::testing::{q, settle, Fake};
+    use crate::ErrorCode;
 
     fn breaker(fake: &Fake) -> Breaker {
         Breaker::new(Arc::new(fake.clone()), BreakerSettings::default())
-    }
-
-    async fn settle() {
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
     }
 
     /// Moves the clock in steps of at most 100 ms, letting the probe run

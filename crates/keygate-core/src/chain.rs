@@ -114,12 +114,8 @@ impl KeyBackend for Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Fake;
-    use crate::{ErrorCode, Request};
-
-    fn q(s: &str) -> Query {
-        Request::parse(s.as_bytes()).unwrap()
-    }
+    use crate::testing::{q, Fake};
+    use crate::ErrorCode;
 
     fn chain(links: Vec<(Fake, ChainPolicy)>) -> Chain {
         Chain::new(

@@ -31,5 +31,8 @@ pub use reply::{ErrorCode, Reply};
 pub use request::{Query, Request, RequestError};
 pub use timeout::TimeoutLayer;
 
-#[doc(hidden)]
+/// Test support: the fake backend and small helpers. Compiled for this
+/// crate's own tests and, through the `testing` feature, for
+/// keygate-testkit only (which re-exports it); never in release builds.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -1,5 +1,9 @@
 //! A scriptable in-memory backend for tests of layers (this crate's and
-//! downstream ones): fixed records, injected latency and injected outages.
+//! downstream ones): fixed records, injected latency and injected outages;
+//! and the two helpers every layer test needs ([`q`], [`settle`]).
+//!
+//! Downstream crates reach this through keygate-testkit, which enables the
+//! `testing` feature; it is not part of a release build.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -7,7 +11,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{AgentRecord, BackendError, KeyBackend, Query};
+use crate::{AgentRecord, BackendError, KeyBackend, Query, Request};
+
+/// Parses a request written as Wazuh sends it (`"id:001"`, `"ip:10.0.0.1"`).
+/// Panics on an invalid one: tests write valid requests.
+#[allow(clippy::panic)]
+pub fn q(s: &str) -> Query {
+    Request::parse(s.as_bytes()).unwrap_or_else(|e| panic!("test request {s:?}: {e}"))
+}
+
+/// Lets spawned tasks (background refreshes, probes) run to their next
+/// await point, under a paused clock too, without advancing time.
+pub async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
 
 /// A fake backend. Clones share their counters and switches.
 #[derive(Clone)]

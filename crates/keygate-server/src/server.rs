@@ -120,7 +120,7 @@ async fn handle(mut stream: UnixStream, serving: &Serving, read_timeout: Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keygate_core::testing::Fake;
+    use keygate_testkit::Fake;
     use std::path::PathBuf;
 
     async fn start(

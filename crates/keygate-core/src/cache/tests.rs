@@ -8,12 +8,8 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::*;
-use crate::testing::Fake;
-use crate::{AgentRecord, ErrorCode, Request};
-
-fn q(s: &str) -> Query {
-    Request::parse(s.as_bytes()).unwrap()
-}
+use crate::testing::{q, settle, Fake};
+use crate::{AgentRecord, ErrorCode};
 
 /// Settings without jitter or refresh-ahead, so deadlines are exact.
 fn exact() -> CacheSettings {
@@ -33,14 +29,6 @@ fn layer(fake: &Fake, settings: CacheSettings) -> CacheLayer {
 
 async fn advance(secs: u64) {
     tokio::time::advance(Duration::from_secs(secs)).await;
-}
-
-/// Lets spawned lookups run to completion (time is paused, so this
-/// does not move the clock past any deadline that matters).
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! End-to-end harness: starts the real `keygate` binary on a config in a
-//! temp dir and talks to it the way Wazuh does.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+//! The end-to-end harness: starts the real `keygate` binary on a config in
+//! a temp dir and talks to it the way Wazuh does (one request per
+//! connection on the socket; exec mode with stdout and stderr on one pipe).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -8,14 +8,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// The binary under test.
+/// The binary under test. Cargo tells the root package's integration tests
+/// where it is (`CARGO_BIN_EXE_keygate`, set when it runs them); a test
+/// binary started by hand finds it beside its own directory
+/// (`target/<profile>/keygate` for `target/<profile>/deps/<test>`).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_keygate"))
-}
-
-/// The repository root (fixtures live under `docker/` and `config/`).
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    if let Some(path) = std::env::var_os("CARGO_BIN_EXE_keygate") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("keygate"))
+        .unwrap_or_default();
+    assert!(
+        path.is_file(),
+        "the keygate binary is not at {}: run the test through `cargo test` in the repository root",
+        path.display()
+    );
+    path
 }
 
 /// A running daemon; stopped (SIGTERM, then SIGKILL) when dropped.

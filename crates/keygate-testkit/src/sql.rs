@@ -1,6 +1,5 @@
-//! Test support for the MySQL/MariaDB and PostgreSQL backends, shared by
-//! `crates/keygate-backends/tests/sql_servers.rs` and the end-to-end
-//! `tests/sql_backends.rs` (included there with `#[path]`).
+//! Databases and SQL servers for tests of the MySQL/MariaDB and PostgreSQL
+//! backends:
 //!
 //! - [`TestDb`]: a database of its own (unique name) on a shared server,
 //!   loaded from the `docker/initdb/<kind>/*.sql` fixtures that
@@ -12,22 +11,16 @@
 //! Everything here is synchronous: database work runs on a helper thread
 //! with its own runtime, so both `#[test]` and `#[tokio::test]` can use it.
 //! A missing server fails the test loudly; nothing is skipped.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    dead_code,
-    unreachable_pub
-)]
 
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
+
+use crate::{fixture, free_port};
 
 /// The shared MariaDB/MySQL server (`KEYGATE_TEST_MYSQL_URL`).
 pub fn mysql_url() -> String {
@@ -101,23 +94,9 @@ pub fn with_password(url: &str, password: &str) -> String {
     format!("{}{user}:{password}{}", &url[..scheme_end], &rest[at..])
 }
 
-/// The repository root (holds `docker/initdb`).
-pub fn repo_root() -> PathBuf {
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        if dir.join("docker/initdb").is_dir() {
-            return dir;
-        }
-        assert!(
-            dir.pop(),
-            "docker/initdb not found above CARGO_MANIFEST_DIR"
-        );
-    }
-}
-
 /// The fixture files compose loads for `kind`, in order.
 pub fn fixture_files(kind: Kind) -> Vec<PathBuf> {
-    let dir = repo_root().join("docker/initdb").join(kind.dir());
+    let dir = fixture("docker/initdb").join(kind.dir());
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -225,15 +204,6 @@ impl Drop for TestDb {
         let (kind, url) = (self.kind, self.admin_url.clone());
         let _ = block_on(move || async move { execute(kind, &url, &sql).await });
     }
-}
-
-/// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Waits until `sql` succeeds on `url`, up to `limit`.

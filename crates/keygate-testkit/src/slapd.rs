@@ -1,181 +1,16 @@
-//! Private Redis and OpenLDAP servers for tests: each test starts its own
-//! `redis-server` / `slapd` on a free loopback port, loaded from the same
-//! fixture files `docker/compose.yaml` uses, and kills it on drop (also when
-//! the test panics). The shared Redis on 6379 is never touched.
-//!
-//! Missing binaries fail the test loudly: `tests/setup.sh` installs them
-//! (Debian's `redis-server`, `slapd`, `ldap-utils`).
-//!
-//! Used by `crates/keygate-backends/tests/redis_ldap.rs` and, through a
-//! `#[path]` module, by the root `tests/redis_ldap.rs`.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! A private OpenLDAP `slapd` for one test, on a free loopback port, with
+//! `docker/ldap/agents.ldif` loaded by `slapadd` (optionally with TLS from
+//! a throwaway CA); killed on drop.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-/// Password the test Redis requires (`requirepass`).
-pub const REDIS_PASSWORD: &str = "redis-test-password";
-/// DN and password of the LDAP fixture's service account.
+use crate::{find_binary, fixture, free_port, kill, wait_for_port};
+
+/// DN of the LDAP fixture's service account.
 pub const LDAP_BIND_DN: &str = "cn=keygate,ou=services,dc=example,dc=org";
+/// Password of the LDAP fixture's service account.
 pub const LDAP_PASSWORD: &str = "keygate-test-password";
-
-/// The repository's root (the directory holding `docker/`).
-pub fn repo_root() -> PathBuf {
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        if dir.join("docker/ldap/agents.ldif").exists() {
-            return dir;
-        }
-        assert!(dir.pop(), "cannot find docker/ above CARGO_MANIFEST_DIR");
-    }
-}
-
-/// A loopback port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn find_binary(candidates: &[&str]) -> PathBuf {
-    for c in candidates {
-        let p = Path::new(c);
-        if p.is_absolute() && p.exists() {
-            return p.to_owned();
-        }
-        if !p.is_absolute() {
-            if let Ok(path) = std::env::var("PATH") {
-                for dir in std::env::split_paths(&path) {
-                    if dir.join(c).exists() {
-                        return dir.join(c);
-                    }
-                }
-            }
-        }
-    }
-    panic!(
-        "none of {candidates:?} is installed: run `bash tests/setup.sh` (installs Debian's redis-server, slapd and ldap-utils)"
-    );
-}
-
-fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "{what} exited with {status} before listening on {port}: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{what} did not listen on 127.0.0.1:{port} within 15s");
-}
-
-fn kill(child: &mut Option<Child>) {
-    if let Some(mut c) = child.take() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-}
-
-/// A private `redis-server` with the fixture loaded and a password set.
-pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    /// Starts a server on a free port and loads `docker/redis/agents.redis`.
-    pub fn start() -> Self {
-        let mut s = Self {
-            child: None,
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-        };
-        s.restart();
-        s
-    }
-
-    /// `redis://127.0.0.1:PORT/0` (no password: tests use password_file).
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// A file holding the password, for `password_file`.
-    pub fn password_file(&self) -> PathBuf {
-        let p = self.dir.path().join("redis.pass");
-        std::fs::write(&p, format!("{REDIS_PASSWORD}\n")).unwrap();
-        p
-    }
-
-    /// Kills the server (its data is in memory only and goes with it).
-    pub fn stop(&mut self) {
-        kill(&mut self.child);
-    }
-
-    /// Starts the server again on the same port and reloads the fixture.
-    pub fn restart(&mut self) {
-        self.stop();
-        let bin = find_binary(&["redis-server", "/usr/bin/redis-server"]);
-        let log = self.dir.path().join("redis.log");
-        let mut child = Command::new(bin)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--requirepass", REDIS_PASSWORD])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .arg("--logfile")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start redis-server");
-        wait_for_port(self.port, &mut child, "redis-server", &log);
-        self.child = Some(child);
-        self.load(&repo_root().join("docker/redis/agents.redis"));
-    }
-
-    /// Runs a command file through `redis-cli`, failing on any error reply.
-    pub fn load(&self, file: &Path) {
-        let cli = find_binary(&["redis-cli", "/usr/bin/redis-cli"]);
-        let out = Command::new(cli)
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-a", REDIS_PASSWORD, "--no-auth-warning"])
-            .stdin(std::fs::File::open(file).unwrap())
-            .output()
-            .expect("cannot run redis-cli");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success()
-                && !text
-                    .lines()
-                    .any(|l| l.starts_with("ERR") || l.starts_with("WRONG")),
-            "loading {} failed: {text}{}",
-            file.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// A private `slapd` with `docker/ldap/agents.ldif` loaded by `slapadd`.
 pub struct Slapd {
@@ -202,8 +37,7 @@ impl Slapd {
 
     fn start_inner(tls: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let root = repo_root();
-        let template = std::fs::read_to_string(root.join("docker/ldap/slapd.conf.in")).unwrap();
+        let template = std::fs::read_to_string(fixture("docker/ldap/slapd.conf.in")).unwrap();
         let mut conf = template.replace("@DIR@", dir.path().to_str().unwrap());
         if tls {
             make_certificates(dir.path());
@@ -224,7 +58,7 @@ impl Slapd {
             .arg("-f")
             .arg(dir.path().join("slapd.conf"))
             .arg("-l")
-            .arg(root.join("docker/ldap/agents.ldif"))
+            .arg(fixture("docker/ldap/agents.ldif"))
             .output()
             .expect("cannot run slapadd");
         assert!(
@@ -260,6 +94,7 @@ impl Slapd {
         format!("ldap://127.0.0.1:{}", self.port)
     }
 
+    /// The ldap:// port.
     pub fn port(&self) -> u16 {
         self.port
     }
