@@ -13,16 +13,33 @@
 mod check;
 mod control;
 mod exec;
+mod generate;
 mod logging;
 mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::LazyLock;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Exit code for configuration errors (sysexits' EX_CONFIG).
 pub const EX_CONFIG: u8 = 78;
+
+/// `keygate --version`: the version, then the backend types compiled in
+/// (the cargo features, as keygate-config lists them).
+static LONG_VERSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{}\nbackends: {}",
+        env!("CARGO_PKG_VERSION"),
+        keygate_config::COMPILED_BACKEND_TYPES.join(", ")
+    )
+});
+
+/// The CLI as parsed, and as the man pages and completions describe it.
+pub fn command() -> clap::Command {
+    Cli::command().long_version(LONG_VERSION.as_str())
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "keygate", version, about = "Wazuh agent key request gateway")]
@@ -67,6 +84,14 @@ enum Command {
         #[arg(hide = true, allow_hyphen_values = true, trailing_var_arg = true)]
         extra: Vec<String>,
     },
+    /// Write the man pages or the shell completions into DIR (packaging).
+    #[command(hide = true)]
+    Generate {
+        /// What to write.
+        what: generate::Generated,
+        /// The directory (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,7 +110,10 @@ fn main() -> ExitCode {
     // In exec mode stdout and stderr are one pipe to Wazuh: nothing may go to
     // stderr, and even bad arguments get a JSON answer with exit code 0.
     let exec_kind = exec::exec_kind(&args);
-    let cli = match Cli::try_parse_from(&args) {
+    let parsed = command()
+        .try_get_matches_from(&args)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             if let Some(kind) = exec_kind {
@@ -109,5 +137,6 @@ fn main() -> ExitCode {
         }
         Some(Command::Id { value, extra }) => exec::main(&cli.config, "id", value, extra),
         Some(Command::Ip { value, extra }) => exec::main(&cli.config, "ip", value, extra),
+        Some(Command::Generate { what, dir }) => generate::main(what, &dir),
     }
 }

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use backends::{BackendEntry, BackendKind, BACKEND_TYPES};
+pub use backends::{BackendEntry, BackendKind, BACKEND_TYPES, COMPILED_BACKEND_TYPES};
 pub use env::ENV_PREFIX;
 pub use keygate_backends::Problem;
 use keygate_core::chain::{Action, ChainPolicy};
