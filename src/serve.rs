@@ -186,6 +186,10 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
 
     let reloader = tokio::spawn(reload_on_sighup(daemon.clone()));
     let control = tokio::spawn(crate::control::serve(control_listener, daemon.clone()));
+    // Type=notify: bound and listening, so connections queue for the accept loop below.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "Cannot tell systemd that keygate is ready.");
+    }
     server::run(
         listener,
         daemon.serving.clone(),
