@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings up everything keygate's test suite needs, on a Debian-based machine:
 # installs Debian's slapd/ldap-utils (and the database servers) when missing,
-# and starts MariaDB, PostgreSQL and Redis when they are not running.
+# the packaging tools (systemd-analyze, docker-compose, cargo-deb), and starts
+# MariaDB, PostgreSQL and Redis when they are not running.
 # Servers elsewhere: set KEYGATE_TEST_MYSQL_URL / KEYGATE_TEST_POSTGRES_URL /
 # KEYGATE_TEST_REDIS_URL and this script leaves local servers alone.
 # Fails loudly: a test that needs a server must never skip silently.
@@ -57,7 +58,20 @@ if [ -z "${KEYGATE_TEST_POSTGRES_URL:-}" ]; then
     ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
     command -v psql >/dev/null || need+=(postgresql-client)
 fi
+# tests/packaging.rs: `systemd-analyze verify|security` (Debian's systemd
+# package; no running systemd needed), a compose parser (the docker compose
+# plugin if present, else Debian's docker-compose), dpkg-deb.
+command -v systemd-analyze >/dev/null || need+=(systemd)
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v dpkg-deb >/dev/null || need+=(dpkg)
 if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
+
+# cargo-deb builds the Debian package in tests/packaging.rs (a few minutes
+# to compile on 2 cores, once per machine).
+if ! cargo deb --version >/dev/null 2>&1; then
+    log "installing cargo-deb (cargo install cargo-deb --locked)"
+    cargo install cargo-deb --locked --quiet || die "cargo install cargo-deb failed"
+fi
 
 # --- MariaDB --------------------------------------------------------------
 if [ -z "${KEYGATE_TEST_MYSQL_URL:-}" ]; then
@@ -105,5 +119,7 @@ if [ -z "${KEYGATE_TEST_REDIS_URL:-}" ]; then
     log "Redis is up on 127.0.0.1:6379"
 fi
 
+command -v systemd-analyze >/dev/null || die "systemd-analyze is not installed"
+command -v cargo-deb >/dev/null || die "cargo-deb is not installed"
 [ -x /usr/sbin/slapd ] || die "slapd is not installed"
 log "slapd is installed ($(/usr/sbin/slapd -VV 2>&1 | head -1 | sed 's/^@(#) //'))"

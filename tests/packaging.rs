@@ -1,0 +1,573 @@
+//! What an operator installs: `keygate --version`, the systemd unit (checked
+//! by systemd's own tools), the Debian package (built with cargo-deb, read
+//! back with dpkg-deb), docker/compose.yaml (parsed by a real compose
+//! implementation) and the Wazuh examples the README quotes.
+//!
+//! The tools are installed by tests/setup.sh; a missing one fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::ErrorKind;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_keygate"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a command to completion; a missing tool fails loudly.
+fn run(cmd: &mut Command) -> Output {
+    match cmd.stdin(Stdio::null()).output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == ErrorKind::NotFound => panic!(
+            "{:?} is not installed: run `bash tests/setup.sh`",
+            cmd.get_program()
+        ),
+        Err(e) => panic!("cannot run {cmd:?}: {e}"),
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn read(path: impl AsRef<Path>) -> String {
+    let path = path.as_ref();
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+// --- keygate --version ------------------------------------------------------
+
+/// `keygate --version` prints the version, then exactly the backend types
+/// this build's cargo features compiled in.
+#[test]
+fn version_lists_the_backends_compiled_in() {
+    let out = run(Command::new(bin()).arg("--version"));
+    assert!(out.status.success(), "{out:?}");
+    let stdout = text(&out.stdout);
+    let features = [
+        ("file", cfg!(feature = "file")),
+        ("sqlite", cfg!(feature = "sqlite")),
+        ("mysql", cfg!(feature = "mysql")),
+        ("postgres", cfg!(feature = "postgres")),
+        ("redis", cfg!(feature = "redis")),
+        ("ldap", cfg!(feature = "ldap")),
+    ];
+    let compiled: Vec<&str> = features
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| *name)
+        .collect();
+    assert_eq!(
+        stdout,
+        format!(
+            "keygate {}\nbackends: {}\n",
+            env!("CARGO_PKG_VERSION"),
+            compiled.join(", ")
+        )
+    );
+    // Every type the config knows is in that list when all features are on.
+    if compiled.len() == features.len() {
+        assert_eq!(compiled, keygate_config::BACKEND_TYPES);
+    }
+}
+
+// --- systemd ----------------------------------------------------------------
+
+const UNIT: &str = "config/systemd/keygate.service";
+
+/// A root directory for `systemd-analyze --root`: the host's units (targets
+/// the unit names), /bin/kill (ExecReload), the unit under test and the
+/// keygate binary at /usr/bin/keygate (ExecStart).
+fn unit_root(unit: &Path) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let units = root.path().join("usr/lib/systemd/system");
+    std::fs::create_dir_all(&units).unwrap();
+    for entry in std::fs::read_dir("/usr/lib/systemd/system").unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), units.join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::copy(unit, units.join("keygate.service")).unwrap();
+    std::fs::create_dir_all(root.path().join("usr/bin")).unwrap();
+    std::fs::copy(bin(), root.path().join("usr/bin/keygate")).unwrap();
+    std::fs::create_dir_all(root.path().join("bin")).unwrap();
+    std::fs::copy("/bin/kill", root.path().join("bin/kill")).unwrap();
+    root
+}
+
+/// `systemd-analyze verify` accepts the shipped unit without a single
+/// warning. It runs here without a running systemd: `--root` makes it resolve
+/// the unit's commands and dependencies inside a prepared tree (the host has
+/// no /usr/bin/keygate), `--man=no` skips checking Documentation=man:keygate(1)
+/// with the host's man. It exits 0 on unknown keys and bad values, printing a
+/// warning, so any output fails the test.
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify() {
+    let root = unit_root(&repo().join(UNIT));
+    let out = run(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg("--man=no")
+        .arg(format!("--root={}", root.path().display()))
+        .arg("keygate.service"));
+    assert!(
+        out.status.success() && out.stderr.is_empty() && out.stdout.is_empty(),
+        "systemd-analyze verify: {}\n{}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// The verify check above does catch a broken unit (an unknown key).
+#[test]
+fn systemd_analyze_verify_reports_an_unknown_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("keygate.service");
+    std::fs::write(
+        &broken,
+        read(repo().join(UNIT)).replace("[Service]\n", "[Service]\nProtectEverything=yes\n"),
+    )
+    .unwrap();
+    let root = unit_root(&broken);
+    let out = run(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg("--man=no")
+        .arg(format!("--root={}", root.path().display()))
+        .arg("keygate.service"));
+    assert!(
+        text(&out.stderr).contains("Unknown key 'ProtectEverything'"),
+        "{out:?}"
+    );
+}
+
+/// The overall exposure `systemd-analyze security` reports, offline (the
+/// unit file itself, no running systemd needed).
+fn exposure(unit: &Path) -> f64 {
+    let out = run(Command::new("systemd-analyze")
+        .arg("security")
+        .arg("--offline=yes")
+        .arg("--no-pager")
+        .arg(unit));
+    let stdout = text(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure level for keygate.service:"))
+        .unwrap_or_else(|| panic!("no overall exposure in:\n{stdout}{}", text(&out.stderr)));
+    let value = line.split(':').nth(1).unwrap().split_whitespace().next();
+    value
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the exposure in {line:?}"))
+}
+
+/// The hardening holds: an overall exposure of 2.0 or less.
+#[test]
+fn systemd_unit_exposure_is_at_most_2() {
+    let level = exposure(&repo().join(UNIT));
+    assert!(level <= 2.0, "overall exposure {level} > 2.0");
+}
+
+/// The exposure measure is sensitive: the unit without its hardening lines
+/// rates far worse, so the test above cannot pass by accident.
+#[test]
+fn unhardened_unit_rates_worse() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("keygate.service");
+    let unit_text = read(repo().join(UNIT));
+    let start = unit_text.find("NoNewPrivileges=").unwrap();
+    let end = unit_text.find("[Install]").unwrap();
+    std::fs::write(
+        &unit,
+        format!("{}{}", &unit_text[..start], &unit_text[end..]),
+    )
+    .unwrap();
+    let level = exposure(&unit);
+    assert!(level > 5.0, "unhardened unit rated {level}");
+}
+
+/// `keygate serve` tells systemd READY=1 (Type=notify) once the socket is
+/// served: the first request after the notification is answered.
+#[test]
+fn serve_notifies_systemd_when_the_socket_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = UnixDatagram::bind(dir.path().join("notify.sock")).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let socket = dir.path().join("keygate.sock");
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nsocket = \"{}\"\n\n[[backend]]\nname = \"demo\"\ntype = \"file\"\npath = \"{}\"\n",
+            socket.display(),
+            repo().join("config/demo/client.keys").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("NOTIFY_SOCKET", dir.path().join("notify.sock"))
+        .env_remove("KEYGATE_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let received = notify.recv(&mut buf);
+    let reply = received.as_ref().ok().map(|_| {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b"id:001").unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    });
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    let n = received.unwrap_or_else(|e| panic!("no notification from keygate: {e}"));
+    let message = text(&buf[..n]);
+    assert_eq!(
+        message.lines().collect::<Vec<_>>(),
+        ["READY=1"],
+        "{message:?}"
+    );
+    let reply = reply.unwrap();
+    assert!(
+        reply.starts_with(r#"{"error":0,"data":{"id":"001""#),
+        "{reply}"
+    );
+    assert!(status.success(), "{status}");
+}
+
+// --- the Debian package -----------------------------------------------------
+
+/// Builds the package with packaging/build-deb.sh from the binary this test
+/// run already built (no second build: the script's --no-build, with a
+/// target dir of its own holding that binary as release/keygate).
+fn build_deb(target: &Path) -> PathBuf {
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    std::fs::copy(bin(), target.join("release/keygate")).unwrap();
+    let deb = target.join("keygate.deb");
+    let out = run(Command::new("bash")
+        .arg(repo().join("packaging/build-deb.sh"))
+        .arg("--no-build")
+        .arg("--fast")
+        .arg("--output")
+        .arg(&deb)
+        .env("CARGO_TARGET_DIR", target));
+    assert!(
+        out.status.success(),
+        "build-deb.sh failed: {}\n{}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    deb
+}
+
+/// The package holds the binary, the unit, the production config as a
+/// conffile, the examples, man pages and completions, and maintainer scripts
+/// that create the keygate user and wire up systemd.
+#[test]
+fn debian_package_contents() {
+    let target = tempfile::tempdir().unwrap();
+    let deb = build_deb(target.path());
+
+    let listing = run(Command::new("dpkg-deb").arg("--contents").arg(&deb));
+    assert!(listing.status.success(), "{listing:?}");
+    let listing = text(&listing.stdout);
+    let mode_of = |path: &str| -> String {
+        let line = listing
+            .lines()
+            .find(|l| l.ends_with(&format!(" ./{path}")))
+            .unwrap_or_else(|| panic!("{path} is not in the package:\n{listing}"));
+        line.split_whitespace().next().unwrap().to_owned()
+    };
+    assert_eq!(mode_of("usr/bin/keygate"), "-rwxr-xr-x");
+    assert_eq!(mode_of("etc/keygate/keygate.toml"), "-rw-r-----");
+    for path in [
+        "usr/lib/systemd/system/keygate.service",
+        "usr/share/doc/keygate/examples/mysql.toml",
+        "usr/share/doc/keygate/examples/postgres.toml",
+        "usr/share/doc/keygate/examples/sqlite.toml",
+        "usr/share/doc/keygate/examples/redis.toml",
+        "usr/share/doc/keygate/examples/ldap.toml",
+        "usr/share/doc/keygate/examples/keygate.annotated.toml",
+        "usr/share/doc/keygate/examples/demo/client.keys",
+        "usr/share/doc/keygate/wazuh/ossec-4.4.conf",
+        "usr/share/doc/keygate/wazuh/ossec-3.8-4.3.conf",
+        "usr/share/doc/keygate/copyright",
+        "usr/share/man/man1/keygate.1.gz",
+        "usr/share/man/man1/keygate-check.1.gz",
+        "usr/share/man/man1/keygate-serve.1.gz",
+        "usr/share/bash-completion/completions/keygate",
+        "usr/share/zsh/vendor-completions/_keygate",
+        "usr/share/fish/vendor_completions.d/keygate.fish",
+    ] {
+        assert_eq!(mode_of(path), "-rw-r--r--", "{path}");
+    }
+
+    let control = run(Command::new("dpkg-deb").arg("--field").arg(&deb));
+    let control = text(&control.stdout);
+    assert!(control.contains("Package: keygate\n"), "{control}");
+    assert!(
+        control.contains(&format!("Version: {}-1\n", env!("CARGO_PKG_VERSION"))),
+        "{control}"
+    );
+    let depends = control
+        .lines()
+        .find(|l| l.starts_with("Depends:"))
+        .unwrap_or_else(|| panic!("no Depends in {control}"));
+    assert!(
+        depends.contains("adduser") && depends.contains("libc6"),
+        "{depends}"
+    );
+
+    // The files are the ones in the repository, and the binary is this one.
+    let root = target.path().join("root");
+    let x = run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+    assert!(x.status.success(), "{x:?}");
+    assert_eq!(
+        read(root.join("usr/lib/systemd/system/keygate.service")),
+        read(repo().join(UNIT))
+    );
+    assert_eq!(
+        read(root.join("etc/keygate/keygate.toml")),
+        read(repo().join("config/keygate.production.toml"))
+    );
+    let version = run(Command::new(root.join("usr/bin/keygate")).arg("--version"));
+    assert!(
+        text(&version.stdout).starts_with(&format!("keygate {}\n", env!("CARGO_PKG_VERSION"))),
+        "{version:?}"
+    );
+    // The installed config is valid and serves the socket the unit expects.
+    let config = keygate_config::load(&root.join("etc/keygate/keygate.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.server.socket, Path::new("/run/keygate/keygate.sock"));
+    // The man page is the CLI's: it documents the subcommands.
+    let man = run(Command::new("zcat").arg(root.join("usr/share/man/man1/keygate.1.gz")));
+    let man = text(&man.stdout);
+    assert!(
+        man.contains(".TH keygate 1") && man.contains("keygate\\-check(1)"),
+        "{man}"
+    );
+
+    let control_dir = target.path().join("control");
+    let e = run(Command::new("dpkg-deb")
+        .arg("-e")
+        .arg(&deb)
+        .arg(&control_dir));
+    assert!(e.status.success(), "{e:?}");
+    assert_eq!(
+        read(control_dir.join("conffiles")),
+        "/etc/keygate/keygate.toml\n"
+    );
+    let postinst = read(control_dir.join("postinst"));
+    assert!(
+        postinst.contains("adduser --system --group") && postinst.contains(" keygate\n"),
+        "postinst does not create the keygate user:\n{postinst}"
+    );
+    assert!(postinst.contains("daemon-reload"), "{postinst}");
+    assert!(!postinst.contains("#DEBHELPER#"), "{postinst}");
+    // Not enabled or started on install: the operator configures first.
+    assert!(!postinst.contains("deb-systemd-invoke start"), "{postinst}");
+    let postrm = read(control_dir.join("postrm"));
+    assert!(
+        postrm.contains("purge)") && postrm.contains("rm -rf /var/log/keygate"),
+        "{postrm}"
+    );
+    let prerm = read(control_dir.join("prerm"));
+    assert!(prerm.contains("keygate.service"), "{prerm}");
+    for script in ["postinst", "postrm", "prerm"] {
+        let sh = run(Command::new("sh").arg("-n").arg(control_dir.join(script)));
+        assert!(sh.status.success(), "{script}: {sh:?}");
+    }
+}
+
+// --- docker -----------------------------------------------------------------
+
+/// `docker compose` (the plugin) where it is installed, else Debian's
+/// `docker-compose`: both parse and validate the file without an engine.
+fn compose(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let plugin = Command::new("docker")
+        .args(["compose", "version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut cmd = if plugin {
+        let mut c = Command::new("docker");
+        c.arg("compose");
+        c
+    } else {
+        Command::new("docker-compose")
+    };
+    cmd.arg("--file")
+        .arg(repo().join("docker/compose.yaml"))
+        .args(args)
+        .env_remove("KEYGATE_BACKEND");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
+}
+
+/// compose.yaml parses; it runs keygate beside MariaDB, PostgreSQL, Redis and
+/// OpenLDAP, each seeded from the fixture files the tests load; the socket
+/// directory is a shared volume; every KEYGATE_BACKEND choice names a valid
+/// keygate config.
+#[test]
+fn compose_file_parses_and_uses_the_test_fixtures() {
+    let out = compose(&["config"], &[]);
+    assert!(
+        out.status.success(),
+        "compose config: {}\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    let resolved = text(&out.stdout);
+    let services = compose(&["config", "--services"], &[]);
+    let services = text(&services.stdout);
+    for service in [
+        "keygate",
+        "mariadb",
+        "postgres",
+        "redis",
+        "redis-fixture",
+        "ldap",
+    ] {
+        assert!(
+            services.lines().any(|s| s == service),
+            "{service} missing:\n{services}"
+        );
+    }
+    let docker = repo().join("docker");
+    for fixture in [
+        "initdb/mysql",
+        "initdb/postgres",
+        "redis",
+        "keygate",
+        "ldap/keygate.pass",
+    ] {
+        let mount = format!("{}:", docker.join(fixture).display());
+        assert!(
+            resolved.contains(&mount),
+            "{mount} is not mounted:\n{resolved}"
+        );
+    }
+    // The LDAP image loads the same slapd.conf.in and agents.ldif.
+    let ldap = read(docker.join("ldap/Dockerfile"));
+    assert!(ldap.contains("COPY slapd.conf.in agents.ldif"), "{ldap}");
+    assert!(
+        resolved.contains("keygate-run:/run/keygate"),
+        "the socket volume is not shared:\n{resolved}"
+    );
+    for backend in ["all", "mariadb", "postgres", "redis", "ldap"] {
+        let out = compose(&["config"], &[("KEYGATE_BACKEND", backend)]);
+        let resolved = text(&out.stdout);
+        let wanted = format!("KEYGATE_CONFIG: /etc/keygate/compose/{backend}.toml");
+        assert!(resolved.contains(&wanted), "{wanted}:\n{resolved}");
+        let config = keygate_config::load(&docker.join(format!("keygate/{backend}.toml")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.server.socket, Path::new("/run/keygate/keygate.sock"));
+    }
+}
+
+/// The compose parser used above rejects a broken file, so the test above
+/// proves something.
+#[test]
+fn compose_parser_rejects_a_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("compose.yaml");
+    std::fs::write(
+        &broken,
+        "services:\n  keygate:\n    image: 42\n    depends_on: 7\n",
+    )
+    .unwrap();
+    let plugin = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let out = if plugin {
+        run(Command::new("docker")
+            .args(["compose", "--file"])
+            .arg(&broken)
+            .arg("config"))
+    } else {
+        run(Command::new("docker-compose")
+            .arg("--file")
+            .arg(&broken)
+            .arg("config"))
+    };
+    assert!(!out.status.success(), "{out:?}");
+}
+
+/// The image is built in two stages, runs as a non-root user and checks
+/// itself with `keygate check`.
+#[test]
+fn dockerfile_is_multi_stage_non_root_with_a_check_healthcheck() {
+    let dockerfile = read(repo().join("docker/Dockerfile"));
+    let lines: Vec<&str> = dockerfile.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.iter().filter(|l| l.starts_with("FROM ")).count(), 2);
+    let user = lines.iter().rev().find(|l| l.starts_with("USER ")).unwrap();
+    let name = user["USER ".len()..].split(':').next().unwrap().trim();
+    assert!(name != "root" && name != "0", "{user}");
+    let health = dockerfile.find("HEALTHCHECK").unwrap();
+    assert!(
+        dockerfile[health..].contains(r#"CMD ["/usr/bin/keygate", "check"]"#),
+        "{dockerfile}"
+    );
+    // What the image copies must exist.
+    for src in ["config/keygate.toml", "config/demo/"] {
+        assert!(repo().join(src).exists(), "{src}");
+    }
+}
+
+// --- Wazuh ------------------------------------------------------------------
+
+/// The element of a config/wazuh example (what follows its leading comment).
+fn wazuh_block(file: &str) -> String {
+    let text = read(repo().join("config/wazuh").join(file));
+    let end = text.find("-->").unwrap() + 3;
+    text[end..].trim().to_owned()
+}
+
+/// README quotes the shipped ossec.conf examples verbatim, and the 4.4+ one
+/// has no force_insert (deprecated there; <force> decides).
+#[test]
+fn readme_quotes_the_wazuh_examples() {
+    let readme = read(repo().join("README.md"));
+    let new = wazuh_block("ossec-4.4.conf");
+    let old = wazuh_block("ossec-3.8-4.3.conf");
+    assert!(
+        new.starts_with("<auth>") && new.contains("<key_request>"),
+        "{new}"
+    );
+    assert!(
+        old.starts_with("<wodle name=\"agent-key-polling\">"),
+        "{old}"
+    );
+    assert!(!new.contains("force_insert"), "{new}");
+    assert!(new.contains("<force>"), "{new}");
+    for block in [&new, &old] {
+        assert!(
+            readme.contains(&format!("```xml\n{block}\n```")),
+            "README.md does not quote:\n{block}"
+        );
+        assert!(block.contains("<socket>/run/keygate/keygate.sock</socket>"));
+    }
+}
