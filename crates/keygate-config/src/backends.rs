@@ -56,8 +56,7 @@ macro_rules! backend_kinds {
         /// Every backend type keygate knows, compiled in or not.
         pub const BACKEND_TYPES: &[&str] = &[$( $feature ),+];
         /// The backend types compiled into this build (its cargo features),
-        /// in [`BACKEND_TYPES`] order; `keygate --version` prints
-        /// them.
+        /// in [`BACKEND_TYPES`] order; `keygate --version` prints them.
         pub const COMPILED_BACKEND_TYPES: &[&str] = &[$( #[cfg(feature = $feature)] $feature, )+];
 
         /// The backend types compiled into this build, each with its config.
