@@ -1,11 +1,13 @@
-//! `keygate check`: validate the config (every problem, with its key path),
-//! build the backends and probe each one; print a table; exit non-zero on any
-//! problem.
+//! `keygate check`: validate the config and build the backends (every
+//! problem once, with its key path; "valid" only when both worked), warn
+//! about what will not work with the shipped Wazuh snippets, probe each
+//! backend; print a table; exit non-zero on any problem.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use crate::out::outln;
 use crate::EX_CONFIG;
 
 /// Runs the check; returns its exit code.
@@ -13,32 +15,40 @@ pub fn main(config_path: &Path) -> ExitCode {
     let config = match keygate_config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
-            println!("{e}");
+            outln!("{e}");
             return ExitCode::from(EX_CONFIG);
         }
     };
-    println!(
-        "config {}: valid, {} backend(s)",
-        config_path.display(),
-        config.backends.len()
-    );
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     else {
-        println!("cannot start the runtime");
+        outln!("cannot start the runtime");
         return ExitCode::FAILURE;
     };
     runtime.block_on(async {
+        // Building reads password and CA files: a config is valid only
+        // once that worked, so "valid" is printed after it, never before
+        // a problem.
         let stack = match config.build_stack(None).await {
             Ok(s) => s,
             Err(problems) => {
-                for p in problems {
-                    println!("{p}");
-                }
+                let e = keygate_config::ConfigError {
+                    source_path: Some(config_path.to_owned()),
+                    problems,
+                };
+                outln!("{e}");
                 return ExitCode::from(EX_CONFIG);
             }
         };
+        outln!(
+            "config {}: valid, {} backend(s)",
+            config_path.display(),
+            config.backends.len()
+        );
+        for warning in config.warnings() {
+            outln!("warning: {warning}");
+        }
         let mut rows = vec![[
             "BACKEND".to_owned(),
             "TYPE".into(),
@@ -62,7 +72,7 @@ pub fn main(config_path: &Path) -> ExitCode {
         }
         print_table(&rows);
         if failed > 0 {
-            println!("{failed} backend(s) failed");
+            outln!("{failed} backend(s) failed");
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS
@@ -83,6 +93,6 @@ fn print_table(rows: &[[String; 5]]) {
             .zip(widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end());
     }
 }

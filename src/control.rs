@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
+use crate::out::{errln, outln};
 use crate::serve::Daemon;
 
 /// Serves admin commands until the task is aborted.
@@ -114,7 +115,7 @@ pub fn client(config_path: &Path, command: &str) -> ExitCode {
         .enable_all()
         .build()
     else {
-        eprintln!("keygate: cannot start the runtime");
+        errln!("keygate: cannot start the runtime");
         return ExitCode::FAILURE;
     };
     let raw = match runtime.block_on(keygate_server::client::ask(
@@ -124,7 +125,7 @@ pub fn client(config_path: &Path, command: &str) -> ExitCode {
     )) {
         Ok(raw) => raw,
         Err(e) => {
-            eprintln!(
+            errln!(
                 "keygate: cannot reach the daemon's control socket {}: {e}",
                 socket.display()
             );
@@ -132,34 +133,40 @@ pub fn client(config_path: &Path, command: &str) -> ExitCode {
         }
     };
     let Ok(v) = serde_json::from_slice::<Value>(&raw) else {
-        eprintln!("keygate: unreadable answer from the daemon");
+        errln!("keygate: unreadable answer from the daemon");
         return ExitCode::FAILURE;
     };
     if v["ok"] != json!(true) {
         for e in v["errors"].as_array().into_iter().flatten() {
-            eprintln!("{}", e.as_str().unwrap_or_default());
+            errln!("{}", e.as_str().unwrap_or_default());
         }
         return ExitCode::FAILURE;
     }
     if let Some(m) = v["message"].as_str() {
-        println!("{m}");
+        outln!("{m}");
     }
     if let Some(stats) = v["stats"].as_object() {
         for (k, n) in stats {
-            println!("{k:<16} {n}");
+            outln!("{k:<16} {n}");
         }
     }
     if let Some(list) = v["backends"].as_array() {
-        println!(
+        outln!(
             "{:<20} {:<8} {:>9} {:>8} {:>9} {:>9}  {:<40}  LAST ERROR",
-            "BACKEND", "STATE", "LOOKUPS", "SKIPPED", "P50", "P99", "HOST"
+            "BACKEND",
+            "STATE",
+            "LOOKUPS",
+            "SKIPPED",
+            "P50",
+            "P99",
+            "HOST"
         );
         for b in list {
             let ms = |x: &Value| {
                 x.as_f64()
                     .map_or_else(|| "-".to_owned(), |m| format!("{m:.2}ms"))
             };
-            println!(
+            outln!(
                 "{:<20} {:<8} {:>9} {:>8} {:>9} {:>9}  {:<40}  {}",
                 b["name"].as_str().unwrap_or_default(),
                 b["state"].as_str().unwrap_or_default(),

@@ -15,6 +15,7 @@ mod control;
 mod exec;
 mod generate;
 mod logging;
+mod out;
 mod serve;
 
 use std::path::PathBuf;

@@ -46,3 +46,28 @@ fn default_config_points_at_the_demo_data() {
     assert_eq!(c.backends.len(), 2);
     assert!(c.server.socket.ends_with("config/keygate.sock"));
 }
+
+/// The production config (installed as /etc/keygate/keygate.toml) uses
+/// only absolute paths, so copying it anywhere changes nothing, and its
+/// socket is the one the shipped Wazuh snippets name: `check` has no warning
+/// for it. The demo config, whose socket sits beside it, gets one.
+#[test]
+fn production_config_is_absolute_and_where_wazuh_looks() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("config/keygate.production.toml")).unwrap();
+    // Loaded as if from two different directories: identical results.
+    let a = keygate_config::load_str(&text, Path::new("/etc/keygate")).unwrap();
+    let b = keygate_config::load_str(&text, Path::new("/somewhere/else")).unwrap();
+    assert_eq!(a.server, b.server);
+    assert_eq!(a.log, b.log);
+    assert_eq!(a.server.socket, Path::new(keygate_config::WAZUH_SOCKET));
+    assert_eq!(a.server.socket, Path::new("/run/keygate/keygate.sock"));
+    assert!(a.warnings().is_empty(), "{:?}", a.warnings());
+    for (x, y) in a.backends.iter().zip(&b.backends) {
+        assert_eq!(format!("{:?}", x.kind), format!("{:?}", y.kind));
+    }
+    let demo = keygate_config::load(&root.join("config/keygate.toml")).unwrap();
+    let warnings = demo.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].path, "server.socket");
+}

@@ -150,6 +150,12 @@ impl Config {
         })
     }
 
+    /// Valid settings that will probably not work as meant (`keygate
+    /// check` prints them; they never make a config invalid).
+    pub fn warnings(&self) -> Vec<Problem> {
+        self.server.warnings()
+    }
+
     /// Whether `other` has the same backends (names and types, in order):
     /// if so, a reload keeps the cache's entries.
     pub fn same_backends(&self, other: &Config) -> bool {

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use keygate_backends::Problem;
+
 use crate::section::Section;
 use crate::ServerConfig;
 
@@ -30,6 +32,27 @@ pub fn control_socket_for(socket: &Path) -> PathBuf {
     let mut s = socket.as_os_str().to_owned();
     s.push(".ctl");
     PathBuf::from(s)
+}
+
+impl ServerConfig {
+    /// What is valid but will not work as the operator probably expects:
+    /// a socket away from where the shipped Wazuh snippets point (Wazuh
+    /// 4.4+ then silently falls back to exec for every request).
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut warnings = Vec::new();
+        if self.socket != Path::new(WAZUH_SOCKET) {
+            warnings.push(Problem {
+                path: "server.socket".into(),
+                message: format!(
+                    "is {}, but the Wazuh snippets shipped with keygate (ossec.conf <socket>, \
+                     the systemd unit) use {WAZUH_SOCKET}; point ossec.conf's <socket> here or \
+                     Wazuh 4.4+ falls back to exec for every request",
+                    self.socket.display()
+                ),
+            });
+        }
+        warnings
+    }
 }
 
 /// Reads `[server]`; relative paths are resolved against `base`.

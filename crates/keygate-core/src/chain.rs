@@ -155,6 +155,31 @@ mod tests {
         assert!(e.to_string().contains("backend 'b'"), "{e}");
     }
 
+    /// When nothing is found, errors outrank not-found and each other:
+    /// 5 (bad record) over 6 (internal) over 2 (outage) over 4.
+    #[tokio::test]
+    async fn nothing_found_ranks_5_over_6_over_2_over_4() {
+        let internal = || {
+            let f = Fake::empty("internal");
+            f.fail_with(Some(BackendError::Internal("login refused".into())));
+            f
+        };
+        let c = chain(vec![
+            (Fake::empty("a"), ChainPolicy::default()),
+            (internal(), ChainPolicy::default()),
+            (Fake::down("b"), ChainPolicy::default()),
+        ]);
+        let e = c.lookup(&q("id:001")).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Internal);
+        let c = chain(vec![
+            (Fake::liar("liar", "002", "other"), ChainPolicy::default()),
+            (internal(), ChainPolicy::default()),
+            (Fake::empty("a"), ChainPolicy::default()),
+        ]);
+        let e = c.lookup(&q("id:001")).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidRecord);
+    }
+
     #[tokio::test]
     async fn a_record_for_another_agent_is_refused_and_the_chain_goes_on() {
         let c = chain(vec![

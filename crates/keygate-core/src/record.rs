@@ -474,7 +474,9 @@ mod tests {
     fn record_must_match_the_request() {
         let r = AgentRecord::parse("001", "a", "10.0.0.0/24", "k").unwrap();
         assert!(r.check_matches(&Request::parse(b"id:001").unwrap()).is_ok());
-        assert!(r.check_matches(&Request::parse(b"id:1").unwrap()).is_err());
+        assert!(r
+            .check_matches(&Request::parse(b"id:0001").unwrap())
+            .is_err());
         assert!(r
             .check_matches(&Request::parse(b"id:002").unwrap())
             .is_err());

@@ -20,7 +20,8 @@ pub const MAX_QUERY_ID_LEN: usize = 8;
 /// parsed, so they cannot carry SQL, LDAP filter or Redis syntax.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Request {
-    /// `id:001`: 1 to 8 ASCII digits, kept as sent (leading zeros matter).
+    /// `id:001`: 3 to 8 ASCII digits, not `000`, kept as sent (leading
+    /// zeros matter).
     Id(QueryId),
     /// `ip:10.0.0.1`: an IPv4 or IPv6 host address, without a prefix.
     Ip(IpAddr),
@@ -29,21 +30,32 @@ pub enum Request {
 /// What backends are asked: the same thing as a parsed [`Request`].
 pub type Query = Request;
 
-/// The digits of an `id:` request, 1 to 8 of them.
+/// The digits of an `id:` request: 3 to 8 of them and not `000`, the rule
+/// every stored agent id follows, so an id no record can have is refused
+/// as a bad request (3) before any backend is asked.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct QueryId(String);
 
+/// Fewest digits of an agent id (Wazuh writes ids as `001` at least).
+pub const MIN_QUERY_ID_LEN: usize = 3;
+
 impl QueryId {
-    /// Parses 1 to 8 ASCII digits.
+    /// Parses 3 to 8 ASCII digits other than `000`.
     pub fn parse(s: &str) -> Result<Self, RequestError> {
         if s.is_empty() {
             return Err(RequestError::Incomplete("id"));
         }
+        if !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(RequestError::Bad("agent id must be digits only"));
+        }
         if s.len() > MAX_QUERY_ID_LEN {
             return Err(RequestError::Bad("agent id is longer than 8 digits"));
         }
-        if !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(RequestError::Bad("agent id must be digits only"));
+        if s.len() < MIN_QUERY_ID_LEN {
+            return Err(RequestError::Bad("agent id is shorter than 3 digits"));
+        }
+        if s.bytes().all(|b| b == b'0') {
+            return Err(RequestError::Bad("agent id 000 is the manager itself"));
         }
         Ok(Self(s.to_owned()))
     }
@@ -257,6 +269,25 @@ mod tests {
             b"id:001:002",
         ] {
             assert_eq!(code(raw), ErrorCode::BadRequest, "{raw:?}");
+        }
+    }
+
+    /// Ids no agent can have (fewer than 3 digits, all zeros, more than 8)
+    /// are bad requests (3), not lookups that answer 4 or 5.
+    #[test]
+    fn out_of_range_ids_are_code_3() {
+        for raw in [
+            &b"id:1"[..],
+            b"id:12",
+            b"id:000",
+            b"id:0000",
+            b"id:00000000",
+            b"id:123456789",
+        ] {
+            assert_eq!(code(raw), ErrorCode::BadRequest, "{raw:?}");
+        }
+        for ok in [&b"id:001"[..], b"id:100", b"id:0001", b"id:12345678"] {
+            assert!(Request::parse(ok).is_ok(), "{ok:?}");
         }
     }
 
