@@ -358,13 +358,18 @@ fn debian_package_contents() {
     let config = keygate_config::load(&root.join("etc/keygate/keygate.toml"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.server.socket, Path::new("/run/keygate/keygate.sock"));
-    // The man page is the CLI's: it documents the subcommands.
+    // The man page is the CLI's (it documents the subcommands), with the
+    // files and exit codes an operator looks for.
     let man = run(Command::new("zcat").arg(root.join("usr/share/man/man1/keygate.1.gz")));
     let man = text(&man.stdout);
     assert!(
         man.contains(".TH keygate 1") && man.contains("keygate\\-check(1)"),
         "{man}"
     );
+    for section in [".SH FILES", ".SH \"EXIT STATUS\"", ".SH \"SEE ALSO\""] {
+        assert!(man.contains(section), "{section} missing:\n{man}");
+    }
+    assert!(man.contains("/etc/keygate/keygate.toml"), "{man}");
 
     let control_dir = target.path().join("control");
     let e = run(Command::new("dpkg-deb")

@@ -64,6 +64,7 @@ fi
 command -v systemd-analyze >/dev/null || need+=(systemd)
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
+[ -x /bin/kill ] || need+=(procps)   # the unit's ExecReload, checked by verify
 if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
 
 # cargo-deb builds the Debian package in tests/packaging.rs (a few minutes
