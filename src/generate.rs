@@ -47,6 +47,7 @@ const MAN_SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("0", "Success. The exec mode (id, ip) always exits 0 and reports errors in its JSON reply, as Wazuh requires."),
             ("1", "A backend failed (check), the socket is in use (serve), or the daemon refused a reload."),
             ("2", "Bad command-line arguments."),
+            ("69", "No daemon answers on the control socket (reload, cache, backends)."),
             ("78", "The config is invalid; every problem is printed with its key path."),
         ],
     ),
