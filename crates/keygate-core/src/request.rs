@@ -168,8 +168,11 @@ fn parse_ip(value: &str) -> Result<IpAddr, RequestError> {
     {
         return Err(RequestError::Bad("invalid IP address"));
     }
+    // An IPv4-mapped address (`::ffff:10.0.0.1`, as a dual-stack socket
+    // reports an IPv4 peer) is the IPv4 host: every backend is asked for it.
     value
         .parse::<IpAddr>()
+        .map(crate::record::canonical)
         .map_err(|_| RequestError::Bad("invalid IP address"))
 }
 
@@ -319,6 +322,21 @@ mod tests {
         let mut id = b"id:".to_vec();
         id.extend(std::iter::repeat_n(b'0', 200));
         assert_eq!(Request::parse(&id), Err(RequestError::TooLong));
+    }
+
+    /// `ip:::ffff:192.168.1.100` asks every backend for `192.168.1.100`.
+    #[test]
+    fn ipv4_mapped_addresses_are_asked_as_ipv4() {
+        let r = Request::parse(b"ip:::ffff:192.168.1.100").unwrap();
+        assert_eq!(r, Request::Ip("192.168.1.100".parse().unwrap()));
+        assert_eq!(r.value(), "192.168.1.100");
+        let r = Request::from_parts("ip", "::FFFF:c0a8:164").unwrap();
+        assert_eq!(r.value(), "192.168.1.100");
+        // Only the mapped form: IPv4-compatible and NAT64 addresses stay IPv6.
+        assert_eq!(
+            Request::parse(b"ip:::c0a8:164").unwrap().value(),
+            "::c0a8:164"
+        );
     }
 
     #[test]
