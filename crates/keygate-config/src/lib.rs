@@ -19,6 +19,8 @@ mod cache;
 mod env;
 mod load;
 mod log;
+#[cfg(test)]
+mod readme_tests;
 mod section;
 mod server;
 #[cfg(test)]

@@ -31,7 +31,8 @@ use serde::de::DeserializeOwned;
 pub(crate) struct Section<'p> {
     path: String,
     table: Dict,
-    known: Vec<&'static str>,
+    /// Every key read, with the default it takes when absent (as text).
+    known: Vec<(&'static str, Option<String>)>,
     problems: &'p mut Vec<Problem>,
     before: usize,
 }
@@ -79,18 +80,25 @@ impl<'p> Section<'p> {
         key: &'static str,
         default: T,
     ) -> T {
-        self.optional(key).unwrap_or(default)
+        self.known.push((key, Some(format!("{default:?}"))));
+        self.take(key).unwrap_or(default)
     }
 
     /// A duration written as people write them (`"800ms"`, `"5m"`).
     pub(crate) fn duration(&mut self, key: &'static str, default: Duration) -> Duration {
-        self.optional::<humantime_serde::Serde<Duration>>(key)
+        let text = humantime::format_duration(default).to_string();
+        self.known.push((key, Some(text)));
+        self.take::<humantime_serde::Serde<Duration>>(key)
             .map_or(default, humantime_serde::Serde::into_inner)
     }
 
     /// `key`'s value if it is given and valid; a bad value is a problem.
     pub(crate) fn optional<T: DeserializeOwned>(&mut self, key: &'static str) -> Option<T> {
-        self.known.push(key);
+        self.known.push((key, None));
+        self.take(key)
+    }
+
+    fn take<T: DeserializeOwned>(&mut self, key: &'static str) -> Option<T> {
         let value = self.table.remove(key)?;
         match value.deserialize::<T>() {
             Ok(v) => Some(v),
@@ -140,11 +148,36 @@ impl<'p> Section<'p> {
         for key in self.table.keys() {
             self.problems.push(Problem {
                 path: format!("{}.{key}", self.path),
-                message: format!("unknown key; expected one of: {}", self.known.join(", ")),
+                message: format!(
+                    "unknown key; expected one of: {}",
+                    self.known
+                        .iter()
+                        .map(|(k, _)| *k)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             });
         }
+        #[cfg(test)]
+        READ.with(|r| {
+            let table = self.path.split('[').next().unwrap_or_default().to_owned();
+            r.borrow_mut().extend(
+                self.known
+                    .iter()
+                    .map(|(k, d)| (table.clone(), *k, d.clone())),
+            );
+        });
         self.problems.len() == self.before
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Every key a finished section read on this thread: table (`server`,
+    /// `backend`), key, default as text. What the README test compares
+    /// with the configuration reference.
+    pub(crate) static READ: std::cell::RefCell<Vec<(String, &'static str, Option<String>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Deserializes `table` into `T`, reporting every bad or unknown key rather

@@ -1,0 +1,326 @@
+//! Every example config in `config/examples/` answers lookups correctly
+//! against its kind of server holding the data its header comment
+//! describes (the `# Data` block, read from the example itself).
+//!
+//! Only what differs from site to site is replaced, through `KEYGATE_`
+//! environment overrides as an operator would: server URLs, password and
+//! CA files, TLS mode, file paths, the socket (so no running daemon is
+//! asked) and the log file. Queries, key patterns, field names, filters,
+//! attributes, formats and the chain are the example's own. Each lookup
+//! goes through `keygate check` (every backend probed) and exec mode.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use keygate_testkit::redis::RedisServer;
+use keygate_testkit::slapd::Slapd;
+use keygate_testkit::sql::{self, Kind, TestDb};
+use keygate_testkit::{daemon::bin, repo_root};
+
+const KEY_001: &str = "0b9d9f06cc8cf44765a12c0aa01a6e2217130979f4dfeda24e22b0af7e8d237e";
+const KEY_010: &str = "abbac1bcd1f31ca84918948f5e33b85c26133b5062e03933b554cdffbf9d9c14";
+
+/// The examples this file tests; a new example without a test fails
+/// [`every_example_has_a_test`].
+const TESTED: &[&str] = &[
+    "file.toml",
+    "sqlite.toml",
+    "mysql.toml",
+    "postgres.toml",
+    "redis.toml",
+    "ldap.toml",
+];
+
+fn example(name: &str) -> PathBuf {
+    repo_root().join("config/examples").join(name)
+}
+
+/// The example's `# Data` block: the comment lines indented under it,
+/// without the `#   ` prefix.
+fn data_block(name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(example(name)).unwrap();
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("# Data"));
+    assert!(lines.next().is_some(), "{name} has no '# Data' comment");
+    lines
+        .skip_while(|l| !l.starts_with("#   "))
+        .take_while(|l| l.starts_with("#   "))
+        .map(|l| l["#   ".len()..].to_owned())
+        .collect()
+}
+
+/// Lines of one file in a data block that lists several files (`name:`
+/// then its lines indented by two spaces).
+fn data_file(block: &[String], file: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in block {
+        if let Some(content) = line.strip_prefix("  ") {
+            if inside {
+                out.push_str(content);
+                out.push('\n');
+            }
+        } else {
+            inside = line == &format!("{file}:");
+        }
+    }
+    assert!(!out.is_empty(), "no {file}: in the data block");
+    out
+}
+
+/// One example run with its site details replaced.
+struct Run {
+    name: &'static str,
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Run {
+    fn new(name: &'static str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let env = vec![
+            (
+                "KEYGATE_SERVER__SOCKET".to_owned(),
+                dir.path().join("absent.sock").display().to_string(),
+            ),
+            (
+                "KEYGATE_LOG__FILE".to_owned(),
+                dir.path().join("keygate.log").display().to_string(),
+            ),
+        ];
+        Self { name, dir, env }
+    }
+
+    fn set(&mut self, var: &str, value: impl std::fmt::Display) -> &mut Self {
+        self.env.push((var.to_owned(), value.to_string()));
+        self
+    }
+
+    /// A file in the temp dir.
+    fn file(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    fn keygate(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config").arg(example(self.name)).args(args);
+        cmd.env_remove("KEYGATE_CONFIG");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// `keygate check` passes, then each `(request, name, ip, key)` is
+    /// answered with exactly that record.
+    fn expect(&self, answers: &[(&str, &str, &str, &str, &str)]) {
+        let check = self.keygate(&["check"]);
+        let text = String::from_utf8_lossy(&check.stdout);
+        assert!(
+            check.status.success(),
+            "{}: keygate check:\n{text}",
+            self.name
+        );
+        assert!(text.contains("valid,"), "{text}");
+        for (request, id, name, ip, key) in answers {
+            let (kind, value) = request.split_once(':').unwrap();
+            let out = self.keygate(&[kind, value]);
+            let reply: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{}: {e}: {:?}", self.name, out));
+            assert_eq!(
+                reply,
+                serde_json::json!({"error": 0, "data": {"id": id, "name": name, "ip": ip, "key": key}}),
+                "{}: {request}",
+                self.name
+            );
+        }
+    }
+}
+
+#[test]
+fn every_example_has_a_test() {
+    let mut found: Vec<String> = std::fs::read_dir(repo_root().join("config/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    found.sort();
+    let mut tested: Vec<&str> = TESTED.to_vec();
+    tested.sort();
+    assert_eq!(found, tested);
+}
+
+/// file.toml: a CSV export, then a client.keys (CIDR agent by address).
+#[test]
+fn file_example_answers() {
+    let block = data_block("file.toml");
+    let mut run = Run::new("file.toml");
+    let csv = run.file("agents.csv", &data_file(&block, "agents.csv"));
+    let keys = run.file("client.keys", &data_file(&block, "client.keys"));
+    run.set("KEYGATE_BACKEND__0__PATH", csv.display())
+        .set("KEYGATE_BACKEND__1__PATH", keys.display());
+    run.expect(&[
+        ("id:001", "001", "web-01", "10.0.0.1", KEY_001),
+        ("ip:10.1.0.7", "010", "branch-net", "10.1.0.0/24", KEY_010),
+    ]);
+}
+
+/// sqlite.toml: the database its comment creates.
+#[test]
+fn sqlite_example_answers() {
+    let mut run = Run::new("sqlite.toml");
+    let db = run.dir.path().join("agents.db");
+    let statements = data_block("sqlite.toml").join("\n");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    sql::block_on(move || async move {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(&statements).execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+    });
+    let keys = run.file("client.keys", "");
+    run.set("KEYGATE_BACKEND__INVENTORY__PATH", db.display())
+        .set("KEYGATE_BACKEND__1__PATH", keys.display());
+    run.expect(&[
+        ("id:001", "001", "web-01", "10.0.0.1", KEY_001),
+        ("ip:10.0.0.1", "001", "web-01", "10.0.0.1", KEY_001),
+    ]);
+}
+
+/// mysql.toml: a fresh database on the shared server with the example's
+/// table, read by a user of its own with a password (the example's
+/// `password_file`), over both of the example's hosts.
+#[test]
+fn mysql_example_answers() {
+    let db = TestDb::mysql();
+    let user = format!("kgex_{}", std::process::id());
+    let password = "example-password";
+    let mut setup = vec!["DROP TABLE agent".to_owned()];
+    setup.extend(
+        data_block("mysql.toml")
+            .iter()
+            .map(|l| l.trim_end_matches(';').to_owned()),
+    );
+    for host in ["%", "localhost", "127.0.0.1"] {
+        setup.push(format!(
+            "CREATE USER IF NOT EXISTS '{user}'@'{host}' IDENTIFIED BY '{password}'"
+        ));
+        setup.push(format!(
+            "GRANT SELECT ON `{}`.* TO '{user}'@'{host}'",
+            db.name()
+        ));
+    }
+    sql::run_sql(Kind::Mysql, db.url(), &setup.join(";\n"));
+    let url =
+        sql::with_database(&sql::mysql_url(), db.name()).replace("root@", &format!("{user}@"));
+    let mut run = Run::new("mysql.toml");
+    let pass = run.file("mysql.pass", &format!("{password}\n"));
+    let keys = run.file("client.keys", "");
+    run.set(
+        "KEYGATE_BACKEND__INVENTORY__URLS",
+        format!("[\"{url}\", \"{url}\"]"),
+    )
+    .set("KEYGATE_BACKEND__INVENTORY__PASSWORD_FILE", pass.display())
+    // The shared test server has no certificate.
+    .set("KEYGATE_BACKEND__INVENTORY__TLS", "prefer")
+    .set(
+        "KEYGATE_BACKEND__INVENTORY__CA_FILE",
+        "/etc/ssl/certs/ca-certificates.crt",
+    )
+    .set("KEYGATE_BACKEND__1__PATH", keys.display());
+    let result = std::panic::catch_unwind(|| {
+        run.expect(&[
+            ("id:001", "001", "web-01", "10.0.0.1", KEY_001),
+            ("ip:10.0.0.1", "001", "web-01", "10.0.0.1", KEY_001),
+        ])
+    });
+    let drop_users: Vec<String> = ["%", "localhost", "127.0.0.1"]
+        .iter()
+        .map(|h| format!("DROP USER IF EXISTS '{user}'@'{h}'"))
+        .collect();
+    sql::run_sql(Kind::Mysql, db.url(), &drop_users.join(";\n"));
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// postgres.toml: a fresh database on the shared server (trust
+/// authentication, so any password is accepted) with the example's table.
+#[test]
+fn postgres_example_answers() {
+    let db = TestDb::postgres();
+    sql::run_sql(
+        Kind::Postgres,
+        db.url(),
+        &data_block("postgres.toml").join("\n"),
+    );
+    let mut run = Run::new("postgres.toml");
+    let pass = run.file("pg.pass", "unused-with-trust\n");
+    run.set("KEYGATE_BACKEND__CMDB__URL", db.url())
+        .set("KEYGATE_BACKEND__CMDB__PASSWORD_FILE", pass.display())
+        // The shared test server has no certificate.
+        .set("KEYGATE_BACKEND__CMDB__TLS", "prefer");
+    run.expect(&[
+        ("id:001", "001", "web-01", "10.0.0.1", KEY_001),
+        ("ip:10.1.0.7", "010", "branch-net", "10.1.0.0/24", KEY_010),
+    ]);
+}
+
+/// redis.toml: a private redis-server holding the example's hashes (the
+/// fixture's entries for the same keys are deleted first, so the renamed
+/// field is what answers).
+#[test]
+fn redis_example_answers() {
+    let server = RedisServer::start();
+    let mut run = Run::new("redis.toml");
+    let mut commands = vec![
+        "DEL wazuh:agent:001".to_owned(),
+        "DEL wazuh:agent-ip:10.0.0.1".to_owned(),
+    ];
+    commands.extend(data_block("redis.toml"));
+    let file = run.file("data.redis", &(commands.join("\n") + "\n"));
+    server.load(&file);
+    let keys = run.file("client.keys", "");
+    run.set("KEYGATE_BACKEND__CACHE-TIER__URL", server.url())
+        .set(
+            "KEYGATE_BACKEND__CACHE-TIER__PASSWORD_FILE",
+            server.password_file().display(),
+        )
+        .set("KEYGATE_BACKEND__1__PATH", keys.display());
+    run.expect(&[
+        ("id:001", "001", "web-01", "10.0.0.1", KEY_001),
+        ("ip:10.0.0.1", "001", "web-01", "10.0.0.1", KEY_001),
+    ]);
+}
+
+/// ldap.toml: a private slapd with TLS (the example's ldaps:// URL first,
+/// its CA file) holding the fixture, which contains the example's entry.
+#[test]
+fn ldap_example_answers() {
+    let block = data_block("ldap.toml").join("\n");
+    let ldif = std::fs::read_to_string(repo_root().join("docker/ldap/agents.ldif")).unwrap();
+    assert!(
+        ldif.contains(&block),
+        "the entry ldap.toml describes is not in docker/ldap/agents.ldif:\n{block}"
+    );
+    let slapd = Slapd::start_with_tls();
+    let mut run = Run::new("ldap.toml");
+    run.set(
+        "KEYGATE_BACKEND__DIRECTORY__URLS",
+        format!("[\"{}\", \"{}\"]", slapd.ldaps_url(), slapd.url()),
+    )
+    .set(
+        "KEYGATE_BACKEND__DIRECTORY__CA_FILE",
+        slapd.ca_file().display(),
+    )
+    .set(
+        "KEYGATE_BACKEND__DIRECTORY__PASSWORD_FILE",
+        slapd.password_file().display(),
+    );
+    run.expect(&[
+        ("id:001", "001", "web-01", "10.0.0.1", KEY_001),
+        ("ip:10.0.0.1", "001", "web-01", "10.0.0.1", KEY_001),
+    ]);
+}
