@@ -141,6 +141,16 @@ fn parse_spec<S: BackendSpec>(
     Some(spec)
 }
 
+/// The key of `backend[i]` a problem path is about: `urls` for
+/// `backend[0].urls[1]`, `fields` for `backend[0].fields.key`.
+fn top_key<'a>(path: &'a str, prefix: &str) -> &'a str {
+    let rest = path
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('.'))
+        .unwrap_or(path);
+    rest.split(['.', '[']).next().unwrap_or(rest)
+}
+
 impl BackendEntry {
     /// Reads and validates `backend[index]`, adding every problem found.
     /// Returns the entry's name whenever it has one, valid or not, so
@@ -183,9 +193,27 @@ impl BackendEntry {
         }
         // The type's own keys: everything not read above.
         let rest = s.take_rest();
+        let written: Vec<String> = rest.keys().cloned().collect();
+        let before = s.problems().len();
         let kind = kind.and_then(|k| BackendKind::parse(&k, rest, base, &prefix, s.problems()));
         if let Some(kind) = &kind {
-            kind.validate(&mut s.scope());
+            let mut found = Vec::new();
+            kind.validate(&mut Problems::new(prefix.clone(), &mut found));
+            let unreadable: Vec<String> = s.problems()[before..]
+                .iter()
+                .map(|p| top_key(&p.path, &prefix).to_owned())
+                .collect();
+            if !unreadable.is_empty() {
+                // A key that could not be read took its default; what the
+                // validation then says about it, or about a key the file
+                // does not have (`url` when `urls` was unreadable), is a
+                // consequence of the problem already reported.
+                found.retain(|p| {
+                    let key = top_key(&p.path, &prefix);
+                    written.iter().any(|w| w == key) && !unreadable.iter().any(|u| u == key)
+                });
+            }
+            s.problems().extend(found);
         }
         let ok = s.finish();
         let entry = match (name.clone(), kind) {

@@ -183,7 +183,10 @@ thread_local! {
 /// Deserializes `table` into `T`, reporting every bad or unknown key rather
 /// than the first: serde stops at the first error, so the offending key is
 /// recorded, removed, and the rest read again, until it parses or only keys
-/// already reported are missing. `None` when there was any problem.
+/// already reported are missing. Without its bad keys the table may still
+/// parse (they had defaults): then the value is returned, so the caller can
+/// still check the rest of it, while the problems recorded make the
+/// section invalid. `None` when it cannot be read at all.
 pub(crate) fn deserialize_all<T: DeserializeOwned>(
     mut table: Dict,
     prefix: &str,
@@ -194,8 +197,7 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(
     // Every round removes a key, so this ends; the bound is a safeguard.
     for _ in 0..=count_keys(&table) {
         let error = match Value::from(table.clone()).deserialize::<T>() {
-            Ok(v) if removed.is_empty() => return Some(v),
-            Ok(_) => return None,
+            Ok(v) => return Some(v),
             Err(e) => e,
         };
         let mut progressed = false;

@@ -240,6 +240,15 @@ fn every_problem_of_a_backend_types_own_keys_is_reported() {
         "[[backend]]\nname = \"m\"\ntype = \"mysql\"\nurls = [\"mysql://a@b/c\", 5]\npool_size = \"big\"\nquery_by_id = \"SELECT 1\"\nquery_by_ip = \"SELECT 1\"\n",
         &["backend[0].urls[1]:", "backend[0].pool_size:"],
     );
+    // A bad value with a default does not hide the checks of the rest.
+    assert_all(
+        "[[backend]]\nname = \"m\"\ntype = \"mysql\"\nurl = \"mysql://a@b/c\"\npool_size = \"big\"\nquery_by_id = \"SELECT 1\"\nquery_by_ip = \"SELECT 1 WHERE ? = ?\"\n",
+        &[
+            "backend[0].pool_size:",
+            "backend[0].query_by_id: must have exactly one bind parameter",
+            "backend[0].query_by_ip: must have exactly one bind parameter",
+        ],
+    );
 }
 
 /// Every table is read even when others fail, and so are unknown tables.
@@ -289,4 +298,17 @@ fn default_control_socket_sits_beside_a_relative_socket() {
         crate::control_socket_of(&rel),
         crate::load(&rel).unwrap().server.control_socket
     );
+}
+
+/// A key that could not be read is reported once: validation of the
+/// default standing in for it (`url` required when `urls` was unreadable)
+/// adds nothing.
+#[test]
+fn an_unreadable_key_is_not_reported_again_by_validation() {
+    let got = problems(
+        "[[backend]]\nname = \"m\"\ntype = \"mysql\"\nurls = [\"mysql://a@b/c\", 5]\nquery_by_id = \"SELECT 1 WHERE 1 = ?\"\nquery_by_ip = \"SELECT 1 WHERE 1 = ?\"\n[[backend]]\nname = \"r\"\ntype = \"redis\"\nurl = 5\n",
+    );
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(got[0].starts_with("backend[0].urls[1]:"), "{got:#?}");
+    assert!(got[1].starts_with("backend[1].url:"), "{got:#?}");
 }
