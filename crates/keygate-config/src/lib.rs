@@ -35,7 +35,7 @@ pub use env::ENV_PREFIX;
 pub use keygate_backends::Problem;
 use keygate_core::chain::{Action, ChainPolicy};
 use keygate_core::{Breaker, CacheLayer, CacheSettings, Chain, KeyBackend};
-pub use load::{control_socket_of, load, load_str, ConfigError};
+pub use load::{control_socket_of, load, load_str, sockets_of, ConfigError};
 pub use server::{control_socket_for, WAZUH_SOCKET};
 
 /// The default config file.

@@ -90,11 +90,19 @@ fn parse(text: &str) -> Result<Dict, Problem> {
     Ok(data.remove(&Profile::Default).unwrap_or_default())
 }
 
-/// The control socket named by the config at `path`, read leniently: only
-/// `[server] socket` and `control_socket` need to be valid, so `keygate
-/// reload` can reach the daemon (and show why a new config is refused)
-/// even when the rest of the file is broken.
+/// The control socket named by the config at `path`, read leniently (see
+/// [`sockets_of`]), so `keygate reload` can reach the daemon (and show why
+/// a new config is refused) even when the rest of the file is broken.
 pub fn control_socket_of(path: &Path) -> PathBuf {
+    sockets_of(path).1
+}
+
+/// The Wazuh socket and the control socket named by the config at `path`
+/// (environment overrides included), read leniently: only `[server]
+/// socket` and `control_socket` are looked at, and anything missing or
+/// unreadable takes its default. For reaching a running daemon before, or
+/// without, validating the whole file.
+pub fn sockets_of(path: &Path) -> (PathBuf, PathBuf) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut root = parse(&text).unwrap_or_default();
     if let Ok(over) = env::overrides() {
@@ -106,18 +114,20 @@ pub fn control_socket_of(path: &Path) -> PathBuf {
             .as_ref()
             .and_then(|s| s.get(key))
             .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
             .map(PathBuf::from)
     };
     let base = base_of(path);
     let mut socket = get("socket").unwrap_or_else(|| server::WAZUH_SOCKET.into());
     keygate_backends::resolve(&base, &mut socket);
-    match get("control_socket") {
+    let control = match get("control_socket") {
         Some(mut c) => {
             keygate_backends::resolve(&base, &mut c);
             c
         }
         None => server::control_socket_for(&socket),
-    }
+    };
+    (socket, control)
 }
 
 fn from_root(

@@ -298,6 +298,18 @@ fn default_control_socket_sits_beside_a_relative_socket() {
         crate::control_socket_of(&rel),
         crate::load(&rel).unwrap().server.control_socket
     );
+    // Read leniently: the rest of the file may be broken.
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "[server]\nsocket = \"k.sock\"\nread_timeout = \"x\"\n[[backend]]\ntype = 1\n",
+    )
+    .unwrap();
+    assert!(crate::load(&broken).is_err());
+    assert_eq!(
+        crate::sockets_of(&broken),
+        (dir.path().join("k.sock"), dir.path().join("k.sock.ctl"))
+    );
 }
 
 /// A key that could not be read is reported once: validation of the
