@@ -1,115 +1,35 @@
-//! The control socket: admin commands for a running daemon (`keygate cache
-//! flush|stats`, `keygate backends`, `keygate reload`). It is a separate
-//! socket with mode 0600; Wazuh's socket never accepts these commands.
+//! The admin commands' client side (`keygate reload`, `cache stats`, `cache
+//! flush [q]`, `backends`): send one typed request to the daemon's control
+//! socket and print the answer for a person (aligned tables) or, with
+//! `--json`, for a script. The daemon side is in `src/daemon.rs`; the
+//! protocol in `keygate_server::control`.
 //!
-//! Protocol: the client sends one command line, the daemon answers with
-//! one JSON object and closes.
+//! Exit codes: 0 done; 1 the daemon refused or failed (problems on
+//! stderr); 69 (EX_UNAVAILABLE) no daemon answers on the control socket.
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use keygate_core::Request;
-use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixListener;
+use keygate_server::control::{self, BackendView, CacheStatsView, ControlRequest, ControlResponse};
 
 use crate::out::{errln, outln};
-use crate::serve::Daemon;
 
-/// Serves admin commands until the task is aborted.
-pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let daemon = daemon.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 1024];
-            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
-            {
-                Ok(Ok(n)) if n > 0 => n,
-                _ => return,
-            };
-            let command = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
-            let reply = execute(&daemon, &command).await;
-            let _ = stream.write_all(reply.to_string().as_bytes()).await;
-        });
-    }
+/// sysexits' EX_UNAVAILABLE: the daemon cannot be reached.
+const EX_UNAVAILABLE: u8 = 69;
+
+/// How the answer is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Aligned text for a person.
+    Text,
+    /// One JSON document for a script.
+    Json,
 }
 
-async fn execute(daemon: &Daemon, command: &str) -> Value {
-    let words: Vec<&str> = command.split_whitespace().collect();
-    let admin = daemon.admin.load_full();
-    match words.as_slice() {
-        ["reload"] => match daemon.reload().await {
-            Ok(message) => json!({"ok": true, "message": message}),
-            Err(problems) => json!({"ok": false, "errors": problems}),
-        },
-        ["cache", "stats"] => match &admin.cache {
-            Some(cache) => {
-                cache.run_pending_tasks().await;
-                let s = cache.stats();
-                json!({"ok": true, "stats": {
-                    "entries": s.entries, "hits": s.hits, "negative_hits": s.negative_hits,
-                    "misses": s.misses, "stale_served": s.stale_served,
-                    "coalesced_waits": s.coalesced_waits, "refreshes": s.refreshes,
-                }})
-            }
-            None => {
-                json!({"ok": false, "errors": ["the cache is disabled ([cache] enabled = false)"]})
-            }
-        },
-        ["cache", "flush"] => match &admin.cache {
-            Some(cache) => {
-                cache.flush_all().await;
-                tracing::info!("Cache flushed.");
-                json!({"ok": true, "message": "flushed every entry"})
-            }
-            None => {
-                json!({"ok": false, "errors": ["the cache is disabled ([cache] enabled = false)"]})
-            }
-        },
-        ["cache", "flush", query] => match (&admin.cache, Request::parse(query.as_bytes())) {
-            (None, _) => {
-                json!({"ok": false, "errors": ["the cache is disabled ([cache] enabled = false)"]})
-            }
-            (_, Err(e)) => json!({"ok": false, "errors": [format!("{query}: {e}")]}),
-            (Some(cache), Ok(q)) => {
-                let found = cache.flush(&q).await;
-                tracing::info!(query = %q, found, "Cache entry flushed.");
-                json!({"ok": true, "message": if found { format!("flushed {q}") } else { format!("{q} was not cached") }})
-            }
-        },
-        ["backends"] => {
-            let list: Vec<Value> = admin
-                .breakers
-                .iter()
-                .map(|b| {
-                    let s = b.snapshot();
-                    json!({
-                        "name": s.name, "state": s.state.as_str(), "last_error": s.last_error,
-                        "host": s.current_host,
-                        "lookups": s.lookups, "skipped": s.skipped,
-                        "consecutive_failures": s.consecutive_failures,
-                        "p50_ms": s.p50.map(|d| d.as_secs_f64() * 1000.0),
-                        "p99_ms": s.p99.map(|d| d.as_secs_f64() * 1000.0),
-                    })
-                })
-                .collect();
-            json!({"ok": true, "backends": list})
-        }
-        _ => json!({"ok": false, "errors": [format!(
-            "unknown command {command:?}; expected: reload | cache stats | cache flush [id:N|ip:A] | backends"
-        )]}),
-    }
-}
-
-/// The CLI side: sends `command` to the daemon named by the config and
-/// prints the answer for a person. Exit code 1 when the daemon refuses.
-pub fn client(config_path: &Path, command: &str) -> ExitCode {
+/// Sends `request` to the daemon named by the config at `config_path` and
+/// prints the answer; returns the exit code.
+pub fn client(config_path: &Path, request: ControlRequest, output: Output) -> ExitCode {
     let socket = keygate_config::control_socket_of(config_path);
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -118,66 +38,181 @@ pub fn client(config_path: &Path, command: &str) -> ExitCode {
         errln!("keygate: cannot start the runtime");
         return ExitCode::FAILURE;
     };
-    let raw = match runtime.block_on(keygate_server::client::ask(
-        &socket,
-        command.as_bytes(),
-        Duration::from_secs(60),
-    )) {
-        Ok(raw) => raw,
+    let answer = runtime.block_on(control::ask(&socket, &request, Duration::from_secs(60)));
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(e @ control::ControlError::Unreachable { .. }) => {
+            errln!("keygate: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
         Err(e) => {
-            errln!(
-                "keygate: cannot reach the daemon's control socket {}: {e}",
-                socket.display()
-            );
-            return ExitCode::from(69);
+            errln!("keygate: {e}");
+            return ExitCode::FAILURE;
         }
     };
-    let Ok(v) = serde_json::from_slice::<Value>(&raw) else {
-        errln!("keygate: unreadable answer from the daemon");
-        return ExitCode::FAILURE;
+    let printed = match (answer, output) {
+        (ControlResponse::Failed { errors }, _) => {
+            for e in errors {
+                errln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+        (ControlResponse::Done { message }, Output::Text) => format!("{message}\n"),
+        (ControlResponse::Done { message }, Output::Json) => {
+            json(&serde_json::json!({ "message": message }))
+        }
+        (ControlResponse::CacheStats { stats }, Output::Text) => stats_table(&stats),
+        (ControlResponse::CacheStats { stats }, Output::Json) => json(&stats),
+        (ControlResponse::Backends { backends }, Output::Text) => backends_table(&backends),
+        (ControlResponse::Backends { backends }, Output::Json) => json(&backends),
     };
-    if v["ok"] != json!(true) {
-        for e in v["errors"].as_array().into_iter().flatten() {
-            errln!("{}", e.as_str().unwrap_or_default());
-        }
-        return ExitCode::FAILURE;
-    }
-    if let Some(m) = v["message"].as_str() {
-        outln!("{m}");
-    }
-    if let Some(stats) = v["stats"].as_object() {
-        for (k, n) in stats {
-            outln!("{k:<16} {n}");
-        }
-    }
-    if let Some(list) = v["backends"].as_array() {
-        outln!(
-            "{:<20} {:<8} {:>9} {:>8} {:>9} {:>9}  {:<40}  LAST ERROR",
-            "BACKEND",
-            "STATE",
-            "LOOKUPS",
-            "SKIPPED",
-            "P50",
-            "P99",
-            "HOST"
-        );
-        for b in list {
-            let ms = |x: &Value| {
-                x.as_f64()
-                    .map_or_else(|| "-".to_owned(), |m| format!("{m:.2}ms"))
-            };
-            outln!(
-                "{:<20} {:<8} {:>9} {:>8} {:>9} {:>9}  {:<40}  {}",
-                b["name"].as_str().unwrap_or_default(),
-                b["state"].as_str().unwrap_or_default(),
-                b["lookups"],
-                b["skipped"],
-                ms(&b["p50_ms"]),
-                ms(&b["p99_ms"]),
-                b["host"].as_str().unwrap_or("-"),
-                b["last_error"].as_str().unwrap_or("")
-            );
-        }
-    }
+    outln!("{}", printed.trim_end_matches('\n'));
     ExitCode::SUCCESS
+}
+
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).map_or_else(|e| format!("{{\"error\":\"{e}\"}}\n"), |s| s + "\n")
+}
+
+/// `entries  3` lines, names and numbers each in their own column.
+fn stats_table(s: &CacheStatsView) -> String {
+    let rows = [
+        ("entries", s.entries),
+        ("hits", s.hits),
+        ("negative_hits", s.negative_hits),
+        ("misses", s.misses),
+        ("stale_served", s.stale_served),
+        ("coalesced_waits", s.coalesced_waits),
+        ("refreshes", s.refreshes),
+    ];
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(k, v)| vec![(*k).to_owned(), v.to_string()])
+        .collect();
+    table(&[("COUNTER", Align::Left), ("VALUE", Align::Right)], &rows)
+}
+
+fn backends_table(list: &[BackendView]) -> String {
+    let ms = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |m| format!("{m:.2}ms"));
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|b| {
+            vec![
+                b.name.clone(),
+                b.state.clone(),
+                b.lookups.to_string(),
+                b.skipped.to_string(),
+                ms(b.p50_ms),
+                ms(b.p99_ms),
+                b.host.clone().unwrap_or_else(|| "-".into()),
+                b.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("BACKEND", Align::Left),
+            ("STATE", Align::Left),
+            ("LOOKUPS", Align::Right),
+            ("SKIPPED", Align::Right),
+            ("P50", Align::Right),
+            ("P99", Align::Right),
+            ("HOST", Align::Left),
+            ("LAST ERROR", Align::Left),
+        ],
+        &rows,
+    )
+}
+
+#[derive(Clone, Copy)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// Columns as wide as their widest cell, two spaces apart; the last column
+/// is not padded.
+fn table(headers: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, (h, _))| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .chain([h.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut out = String::new();
+        for (i, (cell, ((_, align), width))) in
+            cells.iter().zip(headers.iter().zip(&widths)).enumerate()
+        {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            match (align, i == last) {
+                (Align::Left, true) => out.push_str(cell),
+                (Align::Left, false) => out.push_str(&format!("{cell:<width$}")),
+                (Align::Right, _) => out.push_str(&format!("{cell:>width$}")),
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(headers.iter().map(|(h, _)| *h).collect());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every column starts at the same place on every line, and a number
+    /// never touches its neighbour (LOOKUPS and SKIPPED used to run
+    /// together).
+    #[test]
+    fn backends_table_is_aligned() {
+        let b = |name: &str, lookups, skipped| BackendView {
+            name: name.into(),
+            state: "up".into(),
+            lookups,
+            skipped,
+            consecutive_failures: 0,
+            p50_ms: Some(1.5),
+            p99_ms: None,
+            host: Some("host 1 of 2: db1:3306".into()),
+            last_error: None,
+        };
+        let out = backends_table(&[b("a", 123_456_789, 12_345_678), b("inventory-long", 4, 0)]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[1].contains("123456789  12345678"), "{out}");
+        for col in ["STATE", "P50", "HOST"] {
+            let at = lines[0].find(col).unwrap();
+            let end = at + col.len();
+            for l in &lines[1..] {
+                let c = l.as_bytes()[if col == "P50" { end - 1 } else { at }];
+                assert_ne!(c, b' ', "column {col} misaligned in:\n{out}");
+            }
+        }
+        assert!(lines[2].starts_with("inventory-long  up "), "{out}");
+    }
+
+    #[test]
+    fn stats_table_aligns_names_and_values() {
+        let out = stats_table(&CacheStatsView {
+            entries: 3,
+            hits: 1_000_000,
+            ..Default::default()
+        });
+        let ends: Vec<usize> = out.lines().map(str::len).collect();
+        assert!(ends.windows(2).all(|w| w[0] == w[1]), "{out}");
+        assert!(out.contains("\nhits             1000000\n"), "{out}");
+    }
 }

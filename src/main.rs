@@ -12,17 +12,19 @@
 
 mod check;
 mod control;
+mod daemon;
 mod exec;
 mod generate;
 mod logging;
 mod out;
-mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::LazyLock;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use control::Output;
+use keygate_server::control::ControlRequest;
 
 /// Exit code for configuration errors (sysexits' EX_CONFIG).
 pub const EX_CONFIG: u8 = 78;
@@ -66,9 +68,13 @@ enum Command {
     /// The running daemon's cache.
     #[command(subcommand)]
     Cache(CacheCommand),
-    /// Per backend: state (up, tripped, probing), last error, lookups,
-    /// p50/p99 latency.
-    Backends,
+    /// Per backend: state (up, tripped, probing), lookups, p50/p99
+    /// latency, host in use, last error.
+    Backends {
+        /// Print JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Exec mode: look up an agent by id and print one JSON reply.
     Id {
         /// The agent id (digits).
@@ -103,7 +109,11 @@ enum CacheCommand {
         query: Option<String>,
     },
     /// Entries, hits, misses, negative hits, stale served, coalesced waits.
-    Stats,
+    Stats {
+        /// Print JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -125,19 +135,30 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        None | Some(Command::Serve) => serve::main(&cli.config),
+        None | Some(Command::Serve) => daemon::main(&cli.config),
         Some(Command::Check) => check::main(&cli.config),
-        Some(Command::Reload) => control::client(&cli.config, "reload"),
-        Some(Command::Backends) => control::client(&cli.config, "backends"),
-        Some(Command::Cache(CacheCommand::Stats)) => control::client(&cli.config, "cache stats"),
-        Some(Command::Cache(CacheCommand::Flush { query: None })) => {
-            control::client(&cli.config, "cache flush")
+        Some(Command::Reload) => control::client(&cli.config, ControlRequest::Reload, Output::Text),
+        Some(Command::Backends { json }) => {
+            control::client(&cli.config, ControlRequest::Backends, output(json))
         }
-        Some(Command::Cache(CacheCommand::Flush { query: Some(q) })) => {
-            control::client(&cli.config, &format!("cache flush {q}"))
+        Some(Command::Cache(CacheCommand::Stats { json })) => {
+            control::client(&cli.config, ControlRequest::CacheStats, output(json))
         }
+        Some(Command::Cache(CacheCommand::Flush { query })) => control::client(
+            &cli.config,
+            ControlRequest::CacheFlush { query },
+            Output::Text,
+        ),
         Some(Command::Id { value, extra }) => exec::main(&cli.config, "id", value, extra),
         Some(Command::Ip { value, extra }) => exec::main(&cli.config, "ip", value, extra),
         Some(Command::Generate { what, dir }) => generate::main(what, &dir),
+    }
+}
+
+fn output(json: bool) -> Output {
+    if json {
+        Output::Json
+    } else {
+        Output::Text
     }
 }

@@ -34,7 +34,7 @@ pub use backends::{BackendEntry, BackendKind, BACKEND_TYPES, COMPILED_BACKEND_TY
 pub use env::ENV_PREFIX;
 pub use keygate_backends::Problem;
 use keygate_core::chain::{Action, ChainPolicy};
-use keygate_core::{Breaker, CacheLayer, CacheSettings, Chain, KeyBackend};
+use keygate_core::{Breaker, CacheLayer, CacheSettings, Chain, KeyBackend, LatencyLayer};
 pub use load::{control_socket_of, load, load_str, sockets_of, ConfigError};
 pub use server::{control_socket_for, WAZUH_SOCKET};
 
@@ -63,14 +63,25 @@ pub struct ServerConfig {
     pub socket: PathBuf,
     /// Permission bits of the socket file.
     pub socket_mode: u32,
-    /// Most connections served at once; more wait in the kernel's backlog.
+    /// Most connections open at once, idle ones included; one more is
+    /// closed at once and counted.
     pub max_connections: usize,
+    /// Most lookups answered at once; more wait for a slot within
+    /// `request_timeout`.
+    pub max_lookups: usize,
     /// How long a connection may take to send its request.
     pub read_timeout: Duration,
     /// Deadline for answering one request through the whole chain.
     pub request_timeout: Duration,
     /// Admin socket (`keygate cache ...`, `backends`, `reload`), mode 0600.
     pub control_socket: PathBuf,
+    /// Group of the socket file, by name or number; `None`: the daemon's.
+    pub socket_group: Option<String>,
+    /// User ids allowed to ask (SO_PEERCRED), on top of the file's mode;
+    /// empty with `allowed_gids` empty: any peer the mode admits.
+    pub allowed_uids: Vec<u32>,
+    /// Group ids allowed to ask (the peer's effective gid).
+    pub allowed_gids: Vec<u32>,
 }
 
 /// `[log]`.
@@ -84,7 +95,7 @@ pub struct LogConfig {
 }
 
 /// The assembled backend stack:
-/// `Cache(Chain[Breaker(Timeout(backend)), ...])`.
+/// `Cache(Chain[Breaker(Latency(Timeout(backend))), ...])`.
 pub struct Stack {
     /// What the front ends ask: the cache (if enabled) around the chain.
     pub root: Arc<dyn KeyBackend>,
@@ -93,6 +104,9 @@ pub struct Stack {
     pub backends: Vec<(String, &'static str, Arc<dyn KeyBackend>)>,
     /// Each backend's breaker, in chain order (`keygate backends`).
     pub breakers: Vec<Arc<Breaker>>,
+    /// Each backend's latency statistics, in chain order (`keygate
+    /// backends`, metrics).
+    pub latencies: Vec<Arc<LatencyLayer>>,
     /// The cache layer, if enabled.
     pub cache: Option<Arc<CacheLayer>>,
 }
@@ -113,17 +127,20 @@ impl Config {
         let mut problems = Vec::new();
         let mut backends = Vec::new();
         let mut breakers = Vec::new();
+        let mut latencies = Vec::new();
         let mut links = Vec::new();
         for (i, entry) in self.backends.iter().enumerate() {
             match entry.build().await {
                 Ok(backend) => {
-                    let breaker = Arc::new(Breaker::new(backend.clone(), entry.breaker.clone()));
+                    let latency = Arc::new(LatencyLayer::new(backend.clone()));
+                    let breaker = Arc::new(Breaker::new(latency.clone(), entry.breaker.clone()));
                     let policy = ChainPolicy {
                         on_not_found: entry.on_not_found,
                         on_error: entry.on_error,
                     };
                     links.push((breaker.clone() as Arc<dyn KeyBackend>, policy));
                     breakers.push(breaker);
+                    latencies.push(latency);
                     backends.push((entry.name.clone(), entry.kind.type_name(), backend));
                 }
                 Err(e) => problems.push(Problem {
@@ -148,6 +165,7 @@ impl Config {
             root,
             backends,
             breakers,
+            latencies,
             cache,
         })
     }

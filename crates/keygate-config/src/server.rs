@@ -19,7 +19,11 @@ impl Default for ServerConfig {
             control_socket: control_socket_for(&socket),
             socket,
             socket_mode: 0o660,
-            max_connections: 1024,
+            max_connections: 4096,
+            max_lookups: 256,
+            socket_group: None,
+            allowed_uids: Vec::new(),
+            allowed_gids: Vec::new(),
             read_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
         }
@@ -61,6 +65,10 @@ pub(crate) fn read(mut s: Section<'_>, base: &Path) -> Option<ServerConfig> {
     let mut socket: PathBuf = s.field("socket", d.socket);
     let socket_mode: String = s.field("socket_mode", format!("{:04o}", d.socket_mode));
     let max_connections: usize = s.field("max_connections", d.max_connections);
+    let max_lookups: usize = s.field("max_lookups", d.max_lookups);
+    let socket_group: Option<String> = s.optional("socket_group");
+    let allowed_uids: Option<Vec<u32>> = s.optional("allowed_uids");
+    let allowed_gids: Option<Vec<u32>> = s.optional("allowed_gids");
     let read_timeout = s.duration("read_timeout", d.read_timeout);
     let request_timeout = s.duration("request_timeout", d.request_timeout);
     let control_socket: Option<PathBuf> = s.optional("control_socket");
@@ -79,6 +87,23 @@ pub(crate) fn read(mut s: Section<'_>, base: &Path) -> Option<ServerConfig> {
     }
     if !(1..=65_536).contains(&max_connections) {
         s.problem("max_connections", "must be between 1 and 65536");
+    }
+    if !(1..=65_536).contains(&max_lookups) {
+        s.problem("max_lookups", "must be between 1 and 65536");
+    }
+    if socket_group.as_deref() == Some("") {
+        s.problem("socket_group", "must be a group name or number");
+    }
+    for (key, list) in [
+        ("allowed_uids", &allowed_uids),
+        ("allowed_gids", &allowed_gids),
+    ] {
+        if list.as_ref().is_some_and(Vec::is_empty) {
+            s.problem(
+                key,
+                "must list at least one id (remove the key to allow any peer)",
+            );
+        }
     }
     if read_timeout.is_zero() || read_timeout >= Duration::from_secs(60) {
         s.problem("read_timeout", "must be more than 0 and less than 60s");
@@ -104,8 +129,12 @@ pub(crate) fn read(mut s: Section<'_>, base: &Path) -> Option<ServerConfig> {
         socket,
         socket_mode: mode.unwrap_or(d.socket_mode),
         max_connections,
+        max_lookups,
         read_timeout,
         request_timeout,
         control_socket,
+        socket_group,
+        allowed_uids: allowed_uids.unwrap_or_default(),
+        allowed_gids: allowed_gids.unwrap_or_default(),
     })
 }

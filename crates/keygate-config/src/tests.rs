@@ -22,7 +22,10 @@ fn minimal_config_gets_defaults_and_resolves_relative_paths() {
     let c = load_str(MINIMAL, Path::new("/etc/keygate")).unwrap();
     assert_eq!(c.server.socket, PathBuf::from("/run/keygate/keygate.sock"));
     assert_eq!(c.server.socket_mode, 0o660);
-    assert_eq!(c.server.max_connections, 1024);
+    assert_eq!(c.server.max_connections, 4096);
+    assert_eq!(c.server.max_lookups, 256);
+    assert!(c.server.allowed_uids.is_empty() && c.server.allowed_gids.is_empty());
+    assert_eq!(c.server.socket_group, None);
     assert_eq!(c.server.read_timeout, Duration::from_secs(5));
     assert_eq!(c.server.request_timeout, Duration::from_secs(10));
     assert_eq!(c.log.level, "info");
@@ -323,4 +326,32 @@ fn an_unreadable_key_is_not_reported_again_by_validation() {
     assert_eq!(got.len(), 2, "{got:#?}");
     assert!(got[0].starts_with("backend[0].urls[1]:"), "{got:#?}");
     assert!(got[1].starts_with("backend[1].url:"), "{got:#?}");
+}
+
+/// The access-control keys are read, and an empty list (which would admit
+/// nobody) is refused with its key path.
+#[test]
+fn access_control_keys_are_read_and_checked() {
+    let c = load_str(
+        &format!("[server]\nallowed_uids = [0, 1000]\nallowed_gids = [27]\nsocket_group = \"wazuh\"\nmax_lookups = 8\n{MINIMAL}"),
+        Path::new("/"),
+    )
+    .unwrap();
+    assert_eq!(c.server.allowed_uids, [0, 1000]);
+    assert_eq!(c.server.allowed_gids, [27]);
+    assert_eq!(c.server.socket_group.as_deref(), Some("wazuh"));
+    assert_eq!(c.server.max_lookups, 8);
+    let e = load_str(
+        &format!("[server]\nallowed_uids = []\nallowed_gids = [\"x\"]\nmax_lookups = 0\n{MINIMAL}"),
+        Path::new("/"),
+    )
+    .unwrap_err()
+    .to_string();
+    for want in [
+        "server.allowed_uids: must list",
+        "server.allowed_gids",
+        "server.max_lookups",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
 }

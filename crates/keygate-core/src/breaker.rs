@@ -17,7 +17,6 @@
 //! Put the breaker outside the backend's [`crate::TimeoutLayer`], so that
 //! timeouts count as outages and the probe's health check is bounded too.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
@@ -28,9 +27,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::{AgentRecord, BackendError, KeyBackend, Query};
-
-/// How many recent lookup latencies the percentiles are computed from.
-const LATENCY_WINDOW: usize = 1024;
 
 /// Each probe delay is drawn from `[interval * (1 - PROBE_JITTER), interval]`,
 /// so that several keygate instances do not probe a recovering server in
@@ -101,13 +97,6 @@ pub struct BreakerSnapshot {
     pub lookups: u64,
     /// Lookups answered at once because the breaker was open.
     pub skipped: u64,
-    /// Median latency of the recent lookups that reached the backend.
-    pub p50: Option<Duration>,
-    /// 99th percentile latency of the same lookups.
-    pub p99: Option<Duration>,
-    /// The host in use, for backends with several (see
-    /// [`KeyBackend::current_host`]).
-    pub current_host: Option<String>,
 }
 
 /// What the lookups and the probe task share.
@@ -115,7 +104,6 @@ struct Status {
     state: BreakerState,
     consecutive_failures: u32,
     last_error: Option<String>,
-    latencies: VecDeque<Duration>,
 }
 
 struct Shared {
@@ -148,7 +136,6 @@ impl Breaker {
                 state: BreakerState::Up,
                 consecutive_failures: 0,
                 last_error: None,
-                latencies: VecDeque::with_capacity(LATENCY_WINDOW),
             }),
             lookups: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
@@ -166,18 +153,14 @@ impl Breaker {
         self.shared.status().state
     }
 
-    /// The state and counters, for `keygate backends`.
+    /// The state and counters, for `keygate backends` (latency and the
+    /// host in use come from the layers inside, see
+    /// [`crate::LatencyLayer`]).
     pub fn snapshot(&self) -> BreakerSnapshot {
-        let (state, consecutive_failures, last_error, mut latencies) = {
+        let (state, consecutive_failures, last_error) = {
             let s = self.shared.status();
-            (
-                s.state,
-                s.consecutive_failures,
-                s.last_error.clone(),
-                s.latencies.iter().copied().collect::<Vec<_>>(),
-            )
+            (s.state, s.consecutive_failures, s.last_error.clone())
         };
-        latencies.sort_unstable();
         BreakerSnapshot {
             name: self.shared.name.clone(),
             state,
@@ -185,9 +168,6 @@ impl Breaker {
             last_error,
             lookups: self.shared.lookups.load(Ordering::Relaxed),
             skipped: self.shared.skipped.load(Ordering::Relaxed),
-            p50: percentile(&latencies, 50),
-            p99: percentile(&latencies, 99),
-            current_host: self.inner.current_host(),
         }
     }
 
@@ -266,15 +246,6 @@ async fn probe(
     }
 }
 
-/// The `pct`th percentile of sorted durations (nearest rank).
-fn percentile(sorted: &[Duration], pct: usize) -> Option<Duration> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (sorted.len() * pct).div_ceil(100).max(1);
-    sorted.get(rank - 1).copied()
-}
-
 #[async_trait]
 impl KeyBackend for Breaker {
     fn name(&self) -> &str {
@@ -294,14 +265,8 @@ impl KeyBackend for Breaker {
                 )));
             }
         }
-        let start = Instant::now();
         let result = self.inner.lookup(query).await;
-        let elapsed = start.elapsed();
         let mut status = self.shared.status();
-        if status.latencies.len() == LATENCY_WINDOW {
-            status.latencies.pop_front();
-        }
-        status.latencies.push_back(elapsed);
         match &result {
             // A lookup that started before the trip does not close the
             // breaker (the probe does); keep the count its message shows.
@@ -572,21 +537,14 @@ mod tests {
         assert_eq!(fake.health_calls(), 0);
     }
 
-    /// p50 and p99 come from the latencies of lookups that reached the
-    /// backend.
+    /// The snapshot names the backend and its state.
     #[tokio::test(start_paused = true)]
-    async fn snapshot_reports_latency_percentiles() {
+    async fn snapshot_names_the_backend_and_its_state() {
         let fake = Fake::with("db", "001", "a");
         let b = breaker(&fake);
-        assert_eq!(b.snapshot().p50, None);
-        for ms in 1..=100 {
-            fake.set_delay(Duration::from_millis(ms));
-            b.lookup(&q("id:001")).await.unwrap();
-        }
+        b.lookup(&q("id:001")).await.unwrap();
         let s = b.snapshot();
-        assert_eq!(s.p50, Some(Duration::from_millis(50)));
-        assert_eq!(s.p99, Some(Duration::from_millis(99)));
-        assert_eq!(s.lookups, 100);
+        assert_eq!(s.lookups, 1);
         assert_eq!(s.name, "db");
         assert_eq!(s.state.to_string(), "up");
     }

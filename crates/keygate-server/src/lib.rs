@@ -1,16 +1,28 @@
 //! keygate's front ends.
 //!
-//! - [`server`]: the Unix socket daemon, exactly as Wazuh's client talks to
-//!   it: one request per connection, the first read is the request, the
+//! - [`server`]: the one accept loop every socket goes through (open
+//!   connections bounded, accept errors backed off, shutdown drained), with
+//!   the peer's credentials handed to each connection's [`Handler`].
+//! - [`wazuh`]: the Wazuh socket's handler, exactly as Wazuh's client talks
+//!   to it: one request per connection, the first read is the request, the
 //!   reply goes out in one write, a connect-and-close is a health check.
-//! - [`client`]: the same conversation from the client side, as Wazuh does
-//!   it (one send without terminator, one recv, close). Exec mode uses it to
-//!   ask a running daemon; the load generator and the tests use it too.
-//! - [`socket`]: binding the socket file safely (stale file replaced, live
-//!   daemon refused, mode set) and removing it on shutdown.
+//!   Lookups in flight and allowed peers are bounded here.
+//! - [`control`]: the admin protocol (typed requests and responses) shared
+//!   by the daemon and the `keygate` admin commands.
+//! - [`client`]: the Wazuh conversation from the client side (one send
+//!   without terminator, one recv, close). Exec mode uses it to ask a
+//!   running daemon; the load generator and the tests use it too.
+//! - [`socket`]: binding the socket file safely (lock file, stale file
+//!   replaced, live daemon refused, mode and group set without following
+//!   links) and removing it on shutdown.
+//! - [`fdlimit`]: raising the open-file limit at start.
 
 pub mod client;
+pub mod control;
+pub mod fdlimit;
 pub mod server;
 pub mod socket;
+pub mod wazuh;
 
-pub use server::{run, Serving, Settings};
+pub use server::{run, Counters, Handler, Limits, Peer};
+pub use wazuh::{Access, Serving, Wazuh, WazuhSettings};

@@ -1,226 +1,281 @@
-//! The socket daemon's accept loop (after mini-redis's `server::run`): the
-//! caller hands in the bound listener, the stack to serve and a shutdown
-//! future; a semaphore bounds the connections served at once.
+//! The one accept loop every keygate socket goes through (after mini-redis's
+//! `server::run`): the caller hands in the bound listener, a [`Handler`] for
+//! each connection and a shutdown future.
+//!
+//! - Accepting never waits for anything but the kernel: a connection beyond
+//!   [`Limits::max_connections`] is closed at once and counted, so clients
+//!   that connect and say nothing can never keep Wazuh's request in the
+//!   backlog. What bounds the work done at once is up to the handler (the
+//!   Wazuh handler bounds lookups in flight separately).
+//! - An accept error (EMFILE when file descriptors run out) backs off
+//!   exponentially up to [`MAX_BACKOFF`] instead of spinning, and the delay
+//!   resets after the next successful accept.
+//! - At shutdown the loop stops accepting and waits up to
+//!   [`Limits::drain`] for the connections being served.
 
 use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use keygate_core::request::MAX_REQUEST_LEN;
-use keygate_core::{gateway, ErrorCode, KeyBackend, Reply, RequestError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
-/// What is being served; swapped whole on reload, so a request in flight
-/// finishes on the stack it started with.
-pub struct Serving {
-    /// The backend stack (chain, layers).
-    pub root: Arc<dyn KeyBackend>,
-    /// Deadline for one answer through the whole stack.
-    pub request_timeout: Duration,
+/// First delay after a failed accept; it doubles with each failure in a row.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+/// Longest delay between two accepts while they keep failing.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Who is on the other end of a connection (SO_PEERCRED), kept with every
+/// request for access control, logs and the audit trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer's effective user id.
+    pub uid: u32,
+    /// The peer's effective group id.
+    pub gid: u32,
+    /// The peer's process id, when the kernel reports one.
+    pub pid: Option<i32>,
 }
 
-/// Connection limits.
+impl Peer {
+    /// The credentials of the process that connected `stream`; `None` if the
+    /// kernel does not say (never on Linux).
+    pub fn of(stream: &UnixStream) -> Option<Self> {
+        let cred = stream.peer_cred().ok()?;
+        Some(Self {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid: cred.pid(),
+        })
+    }
+}
+
+/// What serves one accepted connection. The loop spawns one task per
+/// connection and calls this once in it.
+pub trait Handler: Send + Sync + 'static {
+    /// Serves `stream`, opened by `peer`, to the end.
+    fn handle(&self, stream: UnixStream, peer: Option<Peer>) -> impl Future<Output = ()> + Send;
+}
+
+/// A source of connections: the Unix listener, or a stand-in in tests.
+pub trait Accept: Send {
+    /// The next connection.
+    fn accept(&mut self) -> impl Future<Output = io::Result<UnixStream>> + Send;
+}
+
+impl Accept for UnixListener {
+    async fn accept(&mut self) -> io::Result<UnixStream> {
+        UnixListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+/// The loop's bounds.
 #[derive(Clone, Copy, Debug)]
-pub struct Settings {
-    /// Most connections served at once; more wait in the listen backlog.
+pub struct Limits {
+    /// Most connections open at once; one more is closed at once and
+    /// counted in [`Counters::refused_at_limit`].
     pub max_connections: usize,
-    /// How long a client has to send its request.
-    pub read_timeout: Duration,
+    /// How long shutdown waits for connections being served.
+    pub drain: Duration,
 }
 
-/// Serves `listener` until `shutdown` completes, then stops accepting and
-/// waits for requests in flight to finish (at most one read timeout plus
-/// one request timeout).
-pub async fn run(
-    listener: UnixListener,
-    serving: Arc<ArcSwap<Serving>>,
-    settings: Settings,
+/// Live counters of one served socket, shared with whoever reports them
+/// (metrics, `keygate backends`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    open: AtomicU64,
+    accepted: AtomicU64,
+    refused_at_limit: AtomicU64,
+    refused_peers: AtomicU64,
+    accept_errors: AtomicU64,
+}
+
+impl Counters {
+    /// Connections open now.
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+    /// Connections accepted and served since start.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+    /// Connections closed at once because `max_connections` were open.
+    pub fn refused_at_limit(&self) -> u64 {
+        self.refused_at_limit.load(Ordering::Relaxed)
+    }
+    /// Requests refused because the peer is not allowed.
+    pub fn refused_peers(&self) -> u64 {
+        self.refused_peers.load(Ordering::Relaxed)
+    }
+    /// Failed accepts (each followed by a back-off).
+    pub fn accept_errors(&self) -> u64 {
+        self.accept_errors.load(Ordering::Relaxed)
+    }
+    /// Counts a request refused because of who sent it.
+    pub fn count_refused_peer(&self) -> u64 {
+        self.refused_peers.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// Exponential back-off between failed accepts.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            next: FIRST_BACKOFF,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay to wait now; the following one is twice as long, up to
+    /// [`MAX_BACKOFF`].
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        delay
+    }
+
+    /// Back to the first delay (after a successful accept).
+    pub fn reset(&mut self) {
+        self.next = FIRST_BACKOFF;
+    }
+}
+
+/// Serves `listener` with `handler` until `shutdown` completes, then stops
+/// accepting and waits up to `limits.drain` for the connections open.
+pub async fn run<L: Accept, H: Handler>(
+    mut listener: L,
+    handler: Arc<H>,
+    limits: Limits,
+    counters: Arc<Counters>,
     shutdown: impl Future,
 ) {
-    let limit = settings.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    let permits = Arc::new(Semaphore::new(limit));
+    let limit = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let open = Arc::new(Semaphore::new(limit));
+    let mut backoff = Backoff::default();
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
+        let accepted = tokio::select! {
             _ = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
+            accepted = listener.accept() => accepted,
         };
-        let stream = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "Accept failed.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+        let stream = match accepted {
+            Ok(stream) => {
+                backoff.reset();
+                stream
+            }
+            Err(error) => {
+                let delay = backoff.next_delay();
+                let n = counters.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(%error, errors = n, retry_in_ms = delay.as_millis() as u64, "Accept failed; backing off.");
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(delay) => continue,
                 }
-            },
+            }
         };
-        let serving = serving.load_full();
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            let n = counters.refused_at_limit.fetch_add(1, Ordering::Relaxed) + 1;
+            // Log the 1st, 2nd, 4th, 8th... so a flood cannot flood the log.
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    max_connections = limit,
+                    refused = n,
+                    "Connection closed at once: max_connections are open."
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        counters.open.fetch_add(1, Ordering::Relaxed);
+        let peer = Peer::of(&stream);
+        let handler = handler.clone();
+        let counters = counters.clone();
         tokio::spawn(async move {
-            handle(stream, &serving, settings.read_timeout).await;
+            handler.handle(stream, peer).await;
+            counters.open.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
     drop(listener);
-    let drain = settings.read_timeout + serving.load().request_timeout;
     let all = u32::try_from(limit).unwrap_or(u32::MAX);
-    if tokio::time::timeout(drain, permits.acquire_many(all))
+    if tokio::time::timeout(limits.drain, open.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!(
-            drain_s = drain.as_secs(),
-            "Requests still in flight at shutdown were abandoned."
+            drain_s = limits.drain.as_secs(),
+            "Connections still open at shutdown were abandoned."
         );
-    }
-}
-
-/// One connection: the first read is the request; the reply is one write.
-async fn handle(mut stream: UnixStream, serving: &Serving, read_timeout: Duration) {
-    // Room for more than the longest valid request, so oversized input is
-    // seen as such rather than cut to something that parses.
-    let mut buf = [0u8; 4 * MAX_REQUEST_LEN];
-    let reply = match tokio::time::timeout(read_timeout, stream.read(&mut buf)).await {
-        // Connect and close: Wazuh 3.x's health check. Nothing to say.
-        Ok(Ok(0)) => return,
-        Ok(Ok(n)) if n > MAX_REQUEST_LEN => {
-            let e = RequestError::TooLong;
-            Reply::error(e.code(), e.to_string())
-        }
-        Ok(Ok(n)) => {
-            gateway::answer(serving.root.as_ref(), &buf[..n], serving.request_timeout).await
-        }
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "Read failed.");
-            return;
-        }
-        Err(_) => Reply::error(
-            ErrorCode::Incomplete,
-            format!(
-                "no request received within the read timeout of {}",
-                keygate_core::backend::humanize(read_timeout)
-            ),
-        ),
-    };
-    let bytes = reply.encode();
-    tracing::debug!(code = reply.code().as_u8(), "Answered.");
-    if let Err(error) = stream.write_all(&bytes).await {
-        tracing::debug!(%error, "Reply could not be written.");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keygate_testkit::Fake;
-    use std::path::PathBuf;
+    use std::sync::atomic::AtomicUsize;
 
-    async fn start(
-        backend: Fake,
-        settings: Settings,
-    ) -> (
-        tempfile::TempDir,
-        PathBuf,
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    ) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.sock");
-        let (listener, file) = crate::socket::bind(&path, 0o600).unwrap();
-        std::mem::forget(file);
-        let serving = Arc::new(ArcSwap::from_pointee(Serving {
-            root: Arc::new(backend),
-            request_timeout: Duration::from_secs(5),
-        }));
+    /// A listener whose accept always fails with EMFILE, counting attempts.
+    struct Exhausted(Arc<AtomicUsize>);
+
+    impl Accept for Exhausted {
+        async fn accept(&mut self) -> io::Result<UnixStream> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Err(io::Error::from_raw_os_error(24)) // EMFILE
+        }
+    }
+
+    struct Nothing;
+    impl Handler for Nothing {
+        async fn handle(&self, _stream: UnixStream, _peer: Option<Peer>) {}
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        let mut b = Backoff::default();
+        let delays: Vec<u64> = (0..10).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.next_delay(), FIRST_BACKOFF);
+    }
+
+    /// While accept keeps failing (EMFILE), the loop backs off instead of
+    /// retrying every few milliseconds: over 60 s of failures it tries 67
+    /// times (7 doubling steps, then once a second), not thousands; and it
+    /// still stops at shutdown.
+    #[tokio::test(start_paused = true)]
+    async fn failing_accepts_back_off_exponentially() {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let counters = Arc::new(Counters::default());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, serving, settings, async {
-            rx.await.ok();
-        }));
-        (dir, path, tx, task)
-    }
-
-    fn settings() -> Settings {
-        Settings {
-            max_connections: 4,
-            read_timeout: Duration::from_millis(300),
-        }
-    }
-
-    async fn ask(path: &std::path::Path, req: &[u8]) -> serde_json::Value {
-        let raw = crate::client::ask(path, req, Duration::from_secs(5))
-            .await
-            .unwrap();
-        serde_json::from_slice(&raw).unwrap()
-    }
-
-    #[tokio::test]
-    async fn answers_one_request_per_connection_without_terminator() {
-        let (_d, path, _tx, _t) = start(Fake::with("f", "001", "a"), settings()).await;
-        let v = ask(&path, b"id:001").await;
-        assert_eq!(v["error"], 0);
-        assert_eq!(v["data"]["id"], "001");
-        assert_eq!(ask(&path, b"id:002").await["error"], 4);
-        assert_eq!(ask(&path, b"bogus").await["error"], 3);
-    }
-
-    #[tokio::test]
-    async fn slow_client_gets_code_1_after_read_timeout_and_others_are_served() {
-        let (_d, path, _tx, _t) = start(Fake::with("f", "001", "a"), settings()).await;
-        let mut idle = UnixStream::connect(&path).await.unwrap();
-        assert_eq!(ask(&path, b"id:001").await["error"], 0);
-        let mut buf = vec![0u8; 1024];
-        let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
-        assert_eq!(v["error"], 1);
-    }
-
-    #[tokio::test]
-    async fn connection_limit_queues_but_serves_everyone() {
-        let slow = Fake::with("f", "001", "a").delayed(Duration::from_millis(50));
-        let (_d, path, _tx, _t) = start(
-            slow,
-            Settings {
-                max_connections: 2,
-                ..settings()
+        let task = tokio::spawn(run(
+            Exhausted(attempts.clone()),
+            Arc::new(Nothing),
+            Limits {
+                max_connections: 4,
+                drain: Duration::from_secs(1),
             },
-        )
-        .await;
-        let mut tasks = Vec::new();
-        for _ in 0..10 {
-            let p = path.clone();
-            tasks.push(tokio::spawn(async move {
-                ask(&p, b"id:001").await["error"].as_u64()
-            }));
-        }
-        for t in tasks {
-            assert_eq!(t.await.unwrap(), Some(0));
-        }
-    }
-
-    #[tokio::test]
-    async fn shutdown_lets_requests_in_flight_finish() {
-        let slow = Fake::with("f", "001", "a").delayed(Duration::from_millis(300));
-        let (_d, path, tx, task) = start(slow, settings()).await;
-        let p = path.clone();
-        let inflight = tokio::spawn(async move { ask(&p, b"id:001").await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+            counters.clone(),
+            async {
+                rx.await.ok();
+            },
+        ));
+        // 10+20+...+640 = 1270 ms for the first 8 attempts, then one a second.
+        tokio::time::sleep(Duration::from_millis(1275)).await;
+        assert_eq!(attempts.load(Ordering::Relaxed), 8);
+        tokio::time::sleep(Duration::from_millis(60_000 - 1275)).await;
+        let n = attempts.load(Ordering::Relaxed);
+        assert!((66..=68).contains(&n), "{n} accepts in 60 s");
+        assert_eq!(counters.accept_errors(), n as u64);
         tx.send(()).unwrap();
-        assert_eq!(inflight.await.unwrap()["error"], 0);
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(UnixStream::connect(&path).await.is_err());
+        task.await.unwrap();
     }
 }

@@ -1,0 +1,433 @@
+//! The Wazuh socket's [`Handler`]: one request per connection, exactly as
+//! Wazuh's client talks (the first read is the request, the reply is one
+//! write, a connect-and-close is a health check).
+//!
+//! Two bounds, kept apart on purpose: the accept loop bounds connections
+//! *open* (idle ones included), and this handler bounds *lookups in flight*
+//! with its own semaphore, taken only once a request has arrived. A client
+//! that connects and says nothing holds a connection slot for at most
+//! `read_timeout` and never a lookup slot, so it cannot delay an answer.
+//!
+//! [`Wazuh::answer`] is the one place a request becomes a reply, with the
+//! peer's credentials at hand (for the access check, logs and audit).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use keygate_core::request::MAX_REQUEST_LEN;
+use keygate_core::{gateway, ErrorCode, KeyBackend, Reply, RequestError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::Semaphore;
+
+use crate::server::{Counters, Handler, Peer};
+
+/// What is being served; swapped whole on reload, so a request in flight
+/// finishes on the stack it started with.
+pub struct Serving {
+    /// The backend stack (chain, layers).
+    pub root: Arc<dyn KeyBackend>,
+    /// Deadline for one answer through the whole stack, waiting for a
+    /// lookup slot included.
+    pub request_timeout: Duration,
+}
+
+/// Which peers may ask, by SO_PEERCRED, on top of the socket file's mode
+/// and group. Both lists empty: every peer the file's mode admits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    /// User ids allowed to ask.
+    pub uids: Vec<u32>,
+    /// Group ids (the peer's effective gid) allowed to ask.
+    pub gids: Vec<u32>,
+}
+
+impl Access {
+    /// Whether `peer` may ask: its uid or its gid is listed, or nothing is
+    /// listed. A peer whose credentials are unknown is refused when
+    /// anything is listed.
+    pub fn allows(&self, peer: Option<&Peer>) -> bool {
+        if self.uids.is_empty() && self.gids.is_empty() {
+            return true;
+        }
+        peer.is_some_and(|p| self.uids.contains(&p.uid) || self.gids.contains(&p.gid))
+    }
+}
+
+/// Settings of the Wazuh handler.
+#[derive(Clone, Debug)]
+pub struct WazuhSettings {
+    /// How long a client has to send its request.
+    pub read_timeout: Duration,
+    /// Most lookups answered at once; more wait (within the request
+    /// timeout) for a slot.
+    pub max_lookups: usize,
+    /// Who may ask.
+    pub access: Access,
+}
+
+/// The Wazuh socket's handler.
+pub struct Wazuh {
+    serving: Arc<ArcSwap<Serving>>,
+    read_timeout: Duration,
+    lookups: Semaphore,
+    access: Access,
+    counters: Arc<Counters>,
+}
+
+impl Wazuh {
+    /// A handler serving `serving`, counting refused peers in `counters`
+    /// (the same counters the accept loop keeps).
+    pub fn new(
+        serving: Arc<ArcSwap<Serving>>,
+        settings: WazuhSettings,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self {
+            serving,
+            read_timeout: settings.read_timeout,
+            lookups: Semaphore::new(settings.max_lookups.clamp(1, Semaphore::MAX_PERMITS)),
+            access: settings.access,
+            counters,
+        }
+    }
+
+    /// The reply to one request from `peer`.
+    pub async fn answer(&self, peer: Option<Peer>, request: &[u8]) -> Reply {
+        if !self.access.allows(peer.as_ref()) {
+            let refused = self.counters.count_refused_peer();
+            tracing::warn!(
+                uid = peer.map(|p| i64::from(p.uid)),
+                gid = peer.map(|p| i64::from(p.gid)),
+                pid = peer.and_then(|p| p.pid),
+                refused,
+                "Request refused: this peer is not in allowed_uids or allowed_gids."
+            );
+            return Reply::error(
+                ErrorCode::BadRequest,
+                "access denied: this client is not allowed to ask ([server] allowed_uids, allowed_gids)",
+            );
+        }
+        if request.len() > MAX_REQUEST_LEN {
+            let e = RequestError::TooLong;
+            return Reply::error(e.code(), e.to_string());
+        }
+        let serving = self.serving.load_full();
+        let start = tokio::time::Instant::now();
+        let Ok(Ok(_slot)) =
+            tokio::time::timeout(serving.request_timeout, self.lookups.acquire()).await
+        else {
+            return Reply::error(
+                ErrorCode::Unavailable,
+                format!(
+                    "too busy: no lookup slot within the request timeout of {} ([server] max_lookups)",
+                    keygate_core::backend::humanize(serving.request_timeout)
+                ),
+            );
+        };
+        let left = serving.request_timeout.saturating_sub(start.elapsed());
+        gateway::answer(serving.root.as_ref(), request, left).await
+    }
+}
+
+impl Handler for Wazuh {
+    async fn handle(&self, mut stream: UnixStream, peer: Option<Peer>) {
+        // Room for more than the longest valid request, so oversized input
+        // is seen as such rather than cut to something that parses.
+        let mut buf = [0u8; 4 * MAX_REQUEST_LEN];
+        let reply = match tokio::time::timeout(self.read_timeout, stream.read(&mut buf)).await {
+            // Connect and close: Wazuh 3.x's health check. Nothing to say.
+            Ok(Ok(0)) => return,
+            Ok(Ok(n)) => self.answer(peer, &buf[..n]).await,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "Read failed.");
+                return;
+            }
+            Err(_) => Reply::error(
+                ErrorCode::Incomplete,
+                format!(
+                    "no request received within the read timeout of {}",
+                    keygate_core::backend::humanize(self.read_timeout)
+                ),
+            ),
+        };
+        let bytes = reply.encode();
+        tracing::debug!(
+            code = reply.code().as_u8(),
+            uid = peer.map(|p| i64::from(p.uid)),
+            pid = peer.and_then(|p| p.pid),
+            "Answered."
+        );
+        if let Err(error) = stream.write_all(&bytes).await {
+            tracing::debug!(%error, "Reply could not be written.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{run, Limits};
+    use keygate_testkit::Fake;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    use std::path::{Path, PathBuf};
+
+    struct Running {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+        counters: Arc<Counters>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn settings() -> WazuhSettings {
+        WazuhSettings {
+            read_timeout: Duration::from_millis(300),
+            max_lookups: 4,
+            access: Access::default(),
+        }
+    }
+
+    async fn start(backend: Fake, max_connections: usize, settings: WazuhSettings) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("k.sock");
+        let (listener, file) =
+            crate::socket::bind(&path, &crate::socket::SocketOptions::mode(0o666)).unwrap();
+        std::mem::forget(file);
+        let serving = Arc::new(ArcSwap::from_pointee(Serving {
+            root: Arc::new(backend),
+            request_timeout: Duration::from_secs(5),
+        }));
+        let counters = Arc::new(Counters::default());
+        let handler = Arc::new(Wazuh::new(serving, settings, counters.clone()));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let limits = Limits {
+            max_connections,
+            drain: Duration::from_secs(5),
+        };
+        let task = tokio::spawn(run(listener, handler, limits, counters.clone(), async {
+            rx.await.ok();
+        }));
+        Running {
+            _dir: dir,
+            path,
+            counters,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn ask(path: &Path, req: &[u8]) -> serde_json::Value {
+        let raw = crate::client::ask(path, req, Duration::from_secs(5))
+            .await
+            .unwrap();
+        serde_json::from_slice(&raw).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_one_request_per_connection_without_terminator() {
+        let r = start(Fake::with("f", "001", "a"), 4, settings()).await;
+        let v = ask(&r.path, b"id:001").await;
+        assert_eq!(v["error"], 0);
+        assert_eq!(v["data"]["id"], "001");
+        assert_eq!(ask(&r.path, b"id:002").await["error"], 4);
+        assert_eq!(ask(&r.path, b"bogus").await["error"], 3);
+    }
+
+    #[tokio::test]
+    async fn slow_client_gets_code_1_after_read_timeout_and_others_are_served() {
+        let r = start(Fake::with("f", "001", "a"), 4, settings()).await;
+        let mut idle = UnixStream::connect(&r.path).await.unwrap();
+        assert_eq!(ask(&r.path, b"id:001").await["error"], 0);
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
+        assert_eq!(v["error"], 1);
+    }
+
+    /// Lookups in flight are bounded apart from connections: with one
+    /// lookup slot, ten concurrent requests are all answered, one at a time.
+    #[tokio::test]
+    async fn lookup_limit_queues_but_serves_everyone() {
+        let slow = Fake::with("f", "001", "a").delayed(Duration::from_millis(50));
+        let r = start(
+            slow.clone(),
+            64,
+            WazuhSettings {
+                max_lookups: 1,
+                ..settings()
+            },
+        )
+        .await;
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let p = r.path.clone();
+            tasks.push(tokio::spawn(async move {
+                ask(&p, b"id:001").await["error"].as_u64()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Some(0));
+        }
+        assert_eq!(slow.calls(), 10);
+    }
+
+    /// Idle connections at the open limit do not delay anyone: a connection
+    /// beyond `max_connections` is closed at once (no reply, no waiting for
+    /// the idle ones' read timeout) and counted; once a slot frees up a
+    /// real request is answered.
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_closed_at_once_and_counted() {
+        let r = start(
+            Fake::with("f", "001", "a"),
+            3,
+            WazuhSettings {
+                read_timeout: Duration::from_secs(30),
+                ..settings()
+            },
+        )
+        .await;
+        let mut idle = Vec::new();
+        for _ in 0..3 {
+            idle.push(UnixStream::connect(&r.path).await.unwrap());
+        }
+        while r.counters.open() < 3 {
+            tokio::task::yield_now().await;
+        }
+        let mut extra = UnixStream::connect(&r.path).await.unwrap();
+        let mut buf = [0u8; 64];
+        // Closed at once: EOF well before the 30 s read timeout.
+        let n = tokio::time::timeout(Duration::from_secs(10), extra.read(&mut buf))
+            .await
+            .expect("the connection beyond the limit was kept waiting")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        assert_eq!(r.counters.refused_at_limit(), 1);
+        drop(idle.pop());
+        while r.counters.open() > 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(ask(&r.path, b"id:001").await["error"], 0);
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_requests_in_flight_finish() {
+        let slow = Fake::with("f", "001", "a").delayed(Duration::from_millis(300));
+        let mut r = start(slow, 4, settings()).await;
+        let p = r.path.clone();
+        let inflight = tokio::spawn(async move { ask(&p, b"id:001").await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r.stop.take().unwrap().send(()).unwrap();
+        assert_eq!(inflight.await.unwrap()["error"], 0);
+        tokio::time::timeout(Duration::from_secs(5), &mut r.task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(UnixStream::connect(&r.path).await.is_err());
+    }
+
+    #[test]
+    fn access_lists_admit_by_uid_or_gid() {
+        let peer = |uid, gid| {
+            Some(Peer {
+                uid,
+                gid,
+                pid: Some(1),
+            })
+        };
+        assert!(Access::default().allows(None));
+        let a = Access {
+            uids: vec![1000],
+            gids: vec![27],
+        };
+        assert!(a.allows(peer(1000, 5).as_ref()));
+        assert!(a.allows(peer(5, 27).as_ref()));
+        assert!(!a.allows(peer(0, 0).as_ref()));
+        assert!(!a.allows(None));
+    }
+
+    /// The uid the allowed-peer test runs its client as.
+    const NOBODY: u32 = 65534;
+
+    /// Not a test on its own: the client half of
+    /// `only_allowed_uids_get_answers_root_is_refused`, which runs it in a
+    /// child process under another uid. Prints the reply.
+    #[test]
+    #[ignore = "run by only_allowed_uids_get_answers_root_is_refused as another uid"]
+    fn child_client() {
+        let path = std::env::var("KEYGATE_TEST_CHILD_SOCKET").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let raw = rt
+            .block_on(crate::client::ask(
+                Path::new(&path),
+                b"id:001",
+                Duration::from_secs(5),
+            ))
+            .unwrap();
+        println!("REPLY {}", String::from_utf8(raw).unwrap());
+    }
+
+    /// `allowed_uids = [65534]`: a client running as uid 65534 gets its
+    /// answer; root, whom the socket's mode admits, gets an error with no
+    /// data, is counted, and the backend is never asked.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn only_allowed_uids_get_answers_root_is_refused() {
+        assert_eq!(nix::unistd::geteuid().as_raw(), 0, "this test runs as root");
+        let fake = Fake::with("f", "001", "a");
+        let r = start(
+            fake.clone(),
+            4,
+            WazuhSettings {
+                access: Access {
+                    uids: vec![NOBODY],
+                    gids: vec![],
+                },
+                ..settings()
+            },
+        )
+        .await;
+        let v = ask(&r.path, b"id:001").await;
+        assert_eq!(v["error"], 3, "{v}");
+        assert!(v.get("data").is_none(), "{v}");
+        assert!(v["message"].as_str().unwrap().contains("access denied"));
+        assert_eq!(r.counters.refused_peers(), 1);
+        assert_eq!(fake.calls(), 0);
+
+        let path = r.path.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "wazuh::tests::child_client",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env("KEYGATE_TEST_CHILD_SOCKET", &path)
+                .uid(NOBODY)
+                .gid(NOBODY)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let reply = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("REPLY "))
+            .unwrap_or_else(|| panic!("no reply from the child: {out:?}"));
+        let v: serde_json::Value = serde_json::from_str(reply).unwrap();
+        assert_eq!(v["error"], 0, "{v}");
+        assert_eq!(v["data"]["id"], "001");
+        assert_eq!(r.counters.refused_peers(), 1);
+        assert_eq!(fake.calls(), 1);
+    }
+}

@@ -1,0 +1,379 @@
+//! The daemon: load and validate the config, build the stack, bind the
+//! sockets, serve until SIGTERM/SIGINT; SIGHUP or `keygate reload` re-read
+//! the config. Both sockets go through the same accept loop
+//! ([`keygate_server::run`]); the admin commands are executed here
+//! ([`Control`] for [`Daemon`]), and `src/control.rs` is only their client.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use keygate_config::{Config, Stack};
+use keygate_core::{Breaker, CacheLayer, KeyBackend, LatencyLayer, Request};
+use keygate_server::control::{
+    BackendView, CacheStatsView, Control, ControlHandler, ControlRequest, ControlResponse,
+};
+use keygate_server::socket::{self, SocketOptions};
+use keygate_server::{fdlimit, run, Access, Counters, Limits, Serving, Wazuh, WazuhSettings};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::EX_CONFIG;
+
+/// Connections the control socket accepts at once.
+const CONTROL_CONNECTIONS: usize = 16;
+
+/// What the admin commands act on; swapped together with the stack.
+pub struct Admin {
+    /// The cache, if enabled.
+    pub cache: Option<Arc<CacheLayer>>,
+    /// Each backend's breaker, in chain order.
+    pub breakers: Vec<Arc<Breaker>>,
+    /// Each backend's latency statistics, in chain order.
+    pub latencies: Vec<Arc<LatencyLayer>>,
+}
+
+impl Admin {
+    fn of(stack: &Stack) -> Self {
+        Self {
+            cache: stack.cache.clone(),
+            breakers: stack.breakers.clone(),
+            latencies: stack.latencies.clone(),
+        }
+    }
+}
+
+/// The running daemon's state.
+pub struct Daemon {
+    config_path: PathBuf,
+    /// The config in force; the lock also serialises reloads.
+    current: tokio::sync::Mutex<Config>,
+    /// What the Wazuh socket serves.
+    pub serving: Arc<ArcSwap<Serving>>,
+    /// What the admin commands see.
+    pub admin: ArcSwap<Admin>,
+    /// The Wazuh socket's connection counters (open, refused at the limit,
+    /// refused peers).
+    pub counters: Arc<Counters>,
+}
+
+impl Daemon {
+    fn new(config_path: &Path, config: Config, stack: Stack) -> Self {
+        let admin = Admin::of(&stack);
+        let serving = Serving {
+            root: stack.root,
+            request_timeout: config.server.request_timeout,
+        };
+        Self {
+            config_path: config_path.to_owned(),
+            current: tokio::sync::Mutex::new(config),
+            serving: Arc::new(ArcSwap::from_pointee(serving)),
+            admin: ArcSwap::from_pointee(admin),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    /// Re-reads the config. An invalid one changes nothing and returns
+    /// every problem; a valid one is swapped in whole, so requests in
+    /// flight finish on the stack they started with. Cache entries are kept
+    /// unless the backend list changed. Of `[server]`, only
+    /// `request_timeout` applies live.
+    pub async fn reload(&self) -> Result<String, Vec<String>> {
+        let mut current = self.current.lock().await;
+        tracing::info!(config = %self.config_path.display(), "Reloading the config.");
+        let refuse = |problems: Vec<String>| {
+            for p in &problems {
+                tracing::error!(problem = %p, "Reload refused; the running config stays.");
+            }
+            problems
+        };
+        let config = keygate_config::load(&self.config_path)
+            .map_err(|e| refuse(e.problems.iter().map(ToString::to_string).collect()))?;
+        let admin = self.admin.load();
+        let keep = if current.same_backends(&config) {
+            admin.cache.as_deref()
+        } else {
+            None
+        };
+        let stack = config
+            .build_stack(keep)
+            .await
+            .map_err(|problems| refuse(problems.iter().map(ToString::to_string).collect()))?;
+        let mut needs_restart = config.server.clone();
+        needs_restart.request_timeout = current.server.request_timeout;
+        if needs_restart != current.server {
+            tracing::warn!(
+                "[server] settings other than request_timeout take effect only after a restart."
+            );
+        }
+        let kept = keep.is_some() && stack.cache.is_some();
+        self.admin.store(Arc::new(Admin::of(&stack)));
+        self.serving.store(Arc::new(Serving {
+            root: stack.root,
+            request_timeout: config.server.request_timeout,
+        }));
+        let message = format!(
+            "reloaded {}: {} backend(s); cache entries {}",
+            self.config_path.display(),
+            config.backends.len(),
+            if kept { "kept" } else { "dropped" }
+        );
+        tracing::info!(
+            backends = config.backends.len(),
+            cache_kept = kept,
+            "Reloaded."
+        );
+        *current = config;
+        Ok(message)
+    }
+
+    fn backends(&self) -> Vec<BackendView> {
+        let admin = self.admin.load();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        admin
+            .breakers
+            .iter()
+            .zip(&admin.latencies)
+            .map(|(breaker, latency)| {
+                let s = breaker.snapshot();
+                let l = latency.stats();
+                BackendView {
+                    name: s.name,
+                    state: s.state.as_str().to_owned(),
+                    lookups: s.lookups,
+                    skipped: s.skipped,
+                    consecutive_failures: s.consecutive_failures,
+                    p50_ms: l.p50.map(ms),
+                    p99_ms: l.p99.map(ms),
+                    host: latency.current_host(),
+                    last_error: s.last_error,
+                }
+            })
+            .collect()
+    }
+}
+
+const CACHE_OFF: &str = "the cache is disabled ([cache] enabled = false)";
+
+impl Control for Daemon {
+    async fn execute(&self, request: ControlRequest) -> ControlResponse {
+        let failed = |e: String| ControlResponse::Failed { errors: vec![e] };
+        let cache = self.admin.load().cache.clone();
+        match request {
+            ControlRequest::Reload => match self.reload().await {
+                Ok(message) => ControlResponse::Done { message },
+                Err(errors) => ControlResponse::Failed { errors },
+            },
+            ControlRequest::Backends => ControlResponse::Backends {
+                backends: self.backends(),
+            },
+            ControlRequest::CacheStats => {
+                let Some(cache) = cache else {
+                    return failed(CACHE_OFF.into());
+                };
+                cache.run_pending_tasks().await;
+                let s = cache.stats();
+                ControlResponse::CacheStats {
+                    stats: CacheStatsView {
+                        entries: s.entries,
+                        hits: s.hits,
+                        negative_hits: s.negative_hits,
+                        misses: s.misses,
+                        stale_served: s.stale_served,
+                        coalesced_waits: s.coalesced_waits,
+                        refreshes: s.refreshes,
+                    },
+                }
+            }
+            ControlRequest::CacheFlush { query } => {
+                let Some(cache) = cache else {
+                    return failed(CACHE_OFF.into());
+                };
+                let Some(query) = query else {
+                    cache.flush_all().await;
+                    tracing::info!("Cache flushed.");
+                    return ControlResponse::Done {
+                        message: "flushed every entry".into(),
+                    };
+                };
+                match Request::parse(query.as_bytes()) {
+                    Err(e) => failed(format!("{query}: {e}")),
+                    Ok(q) => {
+                        let found = cache.flush(&q).await;
+                        tracing::info!(query = %q, found, "Cache entry flushed.");
+                        ControlResponse::Done {
+                            message: if found {
+                                format!("flushed {q}")
+                            } else {
+                                format!("{q} was not cached")
+                            },
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the daemon; returns its exit code.
+pub fn main(config_path: &Path) -> ExitCode {
+    let config = match keygate_config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("keygate: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let _guard = match crate::logging::init(&config.log, crate::logging::Fallback::Stderr) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("keygate: {e:#}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keygate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config, config_path))
+}
+
+/// Logs and prints why the daemon cannot start; exit code 1.
+fn cannot_start(what: &str, error: &dyn std::fmt::Display) -> ExitCode {
+    tracing::error!(error = %error, "Cannot bind the {what}.");
+    eprintln!("keygate: {error}");
+    ExitCode::FAILURE
+}
+
+async fn serve(config: Config, config_path: &Path) -> ExitCode {
+    let needed = (config.server.max_connections + CONTROL_CONNECTIONS) as u64 + fdlimit::RESERVED;
+    match fdlimit::raise(needed) {
+        (limit, None) => tracing::debug!(limit, "Open-file limit raised."),
+        (_, Some(warning)) => tracing::warn!(%warning, "Open-file limit too low."),
+    }
+    let stack = match config.build_stack(None).await {
+        Ok(s) => s,
+        Err(problems) => {
+            for p in &problems {
+                tracing::error!(problem = %p, "Backend cannot be built.");
+                eprintln!("keygate: {p}");
+            }
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let s = &config.server;
+    let options = SocketOptions {
+        mode: s.socket_mode,
+        group: s.socket_group.clone(),
+    };
+    let (listener, socket_file) = match socket::bind(&s.socket, &options) {
+        Ok(bound) => bound,
+        Err(e) => return cannot_start("socket", &e),
+    };
+    let (control_listener, control_file) =
+        match socket::bind(&s.control_socket, &SocketOptions::mode(0o600)) {
+            Ok(bound) => bound,
+            Err(e) => return cannot_start("control socket", &e),
+        };
+    let names: Vec<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
+    tracing::info!(
+        socket = %s.socket.display(),
+        control_socket = %s.control_socket.display(),
+        backends = ?names,
+        cache = config.cache.is_some(),
+        "Serving."
+    );
+    let wazuh_settings = WazuhSettings {
+        read_timeout: s.read_timeout,
+        max_lookups: s.max_lookups,
+        access: Access {
+            uids: s.allowed_uids.clone(),
+            gids: s.allowed_gids.clone(),
+        },
+    };
+    let limits = Limits {
+        max_connections: s.max_connections,
+        drain: s.read_timeout + s.request_timeout,
+    };
+    let control_limits = Limits {
+        max_connections: CONTROL_CONNECTIONS,
+        ..limits
+    };
+    let read_timeout = s.read_timeout;
+    let daemon = Arc::new(Daemon::new(config_path, config, stack));
+    let wazuh = Arc::new(Wazuh::new(
+        daemon.serving.clone(),
+        wazuh_settings,
+        daemon.counters.clone(),
+    ));
+    let control = Arc::new(ControlHandler::new(daemon.clone(), read_timeout));
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let reloader = tokio::spawn(reload_on_sighup(daemon.clone()));
+    // Type=notify: bound and listening, so connections queue for the accept
+    // loops below.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "Cannot tell systemd that keygate is ready.");
+    }
+    tokio::join!(
+        run(
+            listener,
+            wazuh,
+            limits,
+            daemon.counters.clone(),
+            until_stopped(stopped.clone())
+        ),
+        run(
+            control_listener,
+            control,
+            control_limits,
+            Arc::new(Counters::default()),
+            until_stopped(stopped)
+        ),
+        async {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        },
+    );
+    reloader.abort();
+    drop(socket_file);
+    drop(control_file);
+    tracing::info!("Stopped.");
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("Cannot install signal handlers; stop with SIGKILL.");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; finishing requests in flight."),
+        _ = int.recv() => tracing::info!("SIGINT received; finishing requests in flight."),
+    }
+}
+
+async fn reload_on_sighup(daemon: Arc<Daemon>) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("Cannot install the SIGHUP handler; use 'keygate reload'.");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let _ = daemon.reload().await;
+    }
+}
