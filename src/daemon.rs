@@ -270,6 +270,8 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    let shutdown = shutdown_signal();
+    let hup = signal(SignalKind::hangup());
     let s = &config.server;
     let options = SocketOptions {
         mode: s.socket_mode,
@@ -321,7 +323,7 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let reloader = tokio::spawn(reload_on_sighup(daemon.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(daemon.clone(), hup));
     // Type=notify: bound and listening, so connections queue for the accept
     // loops below.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
@@ -343,7 +345,7 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
             until_stopped(stopped)
         ),
         async {
-            shutdown_signal().await;
+            shutdown.await;
             let _ = stop.send(true);
         },
     );
@@ -354,26 +356,38 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (
+/// Completes at SIGTERM or SIGINT. The handlers are installed when this is
+/// called, before the sockets are bound, so a signal sent as soon as the
+/// socket answers is never the default "terminate at once".
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("Cannot install signal handlers; stop with SIGKILL.");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received; finishing requests in flight."),
-        _ = int.recv() => tracing::info!("SIGINT received; finishing requests in flight."),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = signals else {
+            tracing::error!("Cannot install signal handlers; stop with SIGKILL.");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; finishing requests in flight."),
+            _ = int.recv() => tracing::info!("SIGINT received; finishing requests in flight."),
+        }
     }
 }
 
-async fn reload_on_sighup(daemon: Arc<Daemon>) {
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("Cannot install the SIGHUP handler; use 'keygate reload'.");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        let _ = daemon.reload().await;
+/// Reloads at every SIGHUP (`hup`, installed before the sockets are bound).
+fn reload_on_sighup(
+    daemon: Arc<Daemon>,
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let Ok(mut hup) = hup else {
+            tracing::warn!("Cannot install the SIGHUP handler; use 'keygate reload'.");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let _ = daemon.reload().await;
+        }
     }
 }

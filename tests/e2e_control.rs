@@ -147,3 +147,54 @@ fn reload_command_valid_and_invalid() {
     assert_eq!(d.request("id:001")["error"], 0);
     assert!(d.log().contains("Reload refused"));
 }
+
+/// `--json` gives scripts the same facts as the tables: `backends --json`
+/// is an array of backends, `cache stats --json` an object of counters.
+#[test]
+fn backends_and_cache_stats_take_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("client.keys");
+    std::fs::write(&keys, "001 a 10.0.0.1 k1\n").unwrap();
+    let d = Daemon::start(&keys_backend(&keys));
+    assert_eq!(d.request("id:001")["error"], 0);
+    assert_eq!(d.request("id:001")["error"], 0);
+    let out = cli(&d, &["backends", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["name"], "keys");
+    assert_eq!(v[0]["state"], "up");
+    assert_eq!(v[0]["lookups"], 1);
+    assert!(v[0]["p50_ms"].as_f64().is_some(), "{v}");
+    let out = cli(&d, &["cache", "stats", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["hits"].as_u64(), v["entries"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    // The table puts every number in its own column.
+    let table = stdout(&cli(&d, &["backends"]));
+    let header = table.lines().next().unwrap();
+    assert!(header.contains("LOOKUPS  SKIPPED"), "{table}");
+}
+
+/// With no daemon, an admin command exits 69 (EX_UNAVAILABLE) and says
+/// which control socket it tried.
+#[test]
+fn admin_command_without_a_daemon_exits_69() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(&config, "[server]\nsocket = \"k.sock\"\n").unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("backends")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}", dir.path().join("k.sock.ctl").display())),
+        "{err}"
+    );
+}

@@ -28,7 +28,7 @@ use tokio::net::UnixListener;
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     /// Another process answers on this socket, or holds its lock.
-    #[error("another keygate is already serving {0} (it answers, or holds {0}.lock); refusing to replace its socket")]
+    #[error("another process is already answering on {0} (or holds its .lock); refusing to replace its socket")]
     InUse(PathBuf),
     /// The path exists and is not a socket; it is never deleted.
     #[error("{0} exists and is not a socket; refusing to replace it")]
@@ -44,6 +44,14 @@ pub enum BindError {
     /// The directory lets anyone replace the socket.
     #[error("{0} is writable by every user and not sticky: anyone could replace the socket; use a directory only keygate (and its group) can write, such as /run/keygate")]
     UnsafeDirectory(PathBuf),
+    /// The lock file cannot be opened or locked (another user's daemon?).
+    #[error("cannot take the lock {path} ({source}); is another user's keygate serving this socket? refusing to start")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// `socket_group` names no group.
     #[error("socket_group: no group named '{0}'")]
     NoSuchGroup(String),
@@ -215,14 +223,14 @@ fn lock(socket: &Path) -> Result<Flock<File>, BindError> {
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
         .open(&path)
-        .map_err(|source| BindError::Io {
+        .map_err(|source| BindError::Lock {
             path: path.clone(),
             source,
         })?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(lock),
         Err((_, Errno::EWOULDBLOCK)) => Err(BindError::InUse(socket.to_owned())),
-        Err((_, e)) => Err(BindError::Io {
+        Err((_, e)) => Err(BindError::Lock {
             path,
             source: e.into(),
         }),
@@ -341,7 +349,7 @@ mod tests {
         std::os::unix::fs::symlink(&target, lock_path(&sock)).unwrap();
         assert!(matches!(
             bind(&sock, &SocketOptions::mode(0o666)),
-            Err(BindError::Io { .. })
+            Err(BindError::Lock { .. })
         ));
         assert_eq!(mode_of(&target), 0o600);
     }
