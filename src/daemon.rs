@@ -377,17 +377,12 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 }
 
 /// Reloads at every SIGHUP (`hup`, installed before the sockets are bound).
-fn reload_on_sighup(
-    daemon: Arc<Daemon>,
-    hup: std::io::Result<tokio::signal::unix::Signal>,
-) -> impl std::future::Future<Output = ()> {
-    async move {
-        let Ok(mut hup) = hup else {
-            tracing::warn!("Cannot install the SIGHUP handler; use 'keygate reload'.");
-            return;
-        };
-        while hup.recv().await.is_some() {
-            let _ = daemon.reload().await;
-        }
+async fn reload_on_sighup(daemon: Arc<Daemon>, hup: std::io::Result<tokio::signal::unix::Signal>) {
+    let Ok(mut hup) = hup else {
+        tracing::warn!("Cannot install the SIGHUP handler; use 'keygate reload'.");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let _ = daemon.reload().await;
     }
 }
