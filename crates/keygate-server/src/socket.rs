@@ -383,6 +383,28 @@ mod tests {
         ));
     }
 
+    /// Right from `bind`, before any chmod, the file grants the group and
+    /// others nothing beyond the mode (and nothing to the group while its
+    /// group is still to be set). A plain bind under the usual umask 022
+    /// would give 0755 for that moment.
+    #[tokio::test]
+    async fn the_file_is_born_with_no_more_than_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, (mode, group_pending, most)) in [
+            (0o600, false, 0o000),
+            (0o660, true, 0o000),
+            (0o640, false, 0o040),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let path = dir.path().join(format!("{i}.sock"));
+            let _l = bind_with_mode(&path, mode, group_pending).unwrap();
+            let got = mode_of(&path) & 0o077;
+            assert_eq!(got & !most, 0, "{path:?}: {got:o} beyond {most:o}");
+        }
+    }
+
     /// A directory anyone can write to is refused unless it is sticky.
     #[tokio::test]
     async fn world_writable_directory_is_refused_unless_sticky() {
