@@ -83,6 +83,7 @@ impl Daemon {
         let mut current = self.current.lock().await;
         tracing::info!(config = %self.config_path.display(), "Reloading the config.");
         let refuse = |problems: Vec<String>| {
+            keygate_core::metrics::config_reload(false);
             for p in &problems {
                 tracing::error!(problem = %p, "Reload refused; the running config stays.");
             }
@@ -125,6 +126,7 @@ impl Daemon {
             "Reloaded."
         );
         *current = config;
+        keygate_core::metrics::config_reload(true);
         Ok(message)
     }
 
@@ -272,6 +274,13 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
     };
     let shutdown = shutdown_signal();
     let hup = signal(SignalKind::hangup());
+    tokio::spawn(crate::logging::reopen_on_sigusr1(signal(
+        SignalKind::user_defined1(),
+    )));
+    let metrics = match crate::metrics::bind(config.metrics) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
     let s = &config.server;
     let options = SocketOptions {
         mode: s.socket_mode,
@@ -312,6 +321,7 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
     };
     let read_timeout = s.read_timeout;
     let daemon = Arc::new(Daemon::new(config_path, config, stack));
+    metrics.map(|m| tokio::spawn(m.serve(daemon.clone())));
     let wazuh = Arc::new(Wazuh::new(
         daemon.serving.clone(),
         wazuh_settings,

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use keygate_core::{gateway, ErrorCode, Reply, Request};
+use keygate_core::{ErrorCode, Reply, Request};
 use keygate_server::client;
 
 /// If the arguments are an exec-mode call, its kind (`id` or `ip`): the
@@ -104,9 +104,7 @@ pub fn main(
     };
     // One lookup per process: a cache would only add work.
     config.cache = None;
-    let _guard = crate::logging::init(&config.log, crate::logging::Fallback::Nowhere)
-        .ok()
-        .flatten();
+    let _guard = crate::logging::init(&config.log, crate::logging::Fallback::Nowhere).ok();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -135,12 +133,9 @@ pub fn main(
             Err(error) => tracing::warn!(%error, "Daemon did not answer; looking up directly."),
         }
         match config.build_stack(None).await {
-            Ok(stack) => Err(gateway::answer_query(
-                stack.root.as_ref(),
-                &query,
-                config.server.request_timeout,
-            )
-            .await),
+            Ok(stack) => Err(keygate_core::audit::Asked::exec()
+                .answer_query(stack.root.as_ref(), &query, config.server.request_timeout)
+                .await),
             Err(problems) => Err(Reply::error(
                 ErrorCode::Internal,
                 format!(

@@ -16,6 +16,7 @@ mod daemon;
 mod exec;
 mod generate;
 mod logging;
+mod metrics;
 mod out;
 
 use std::path::PathBuf;

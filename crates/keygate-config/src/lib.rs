@@ -19,6 +19,7 @@ mod cache;
 mod env;
 mod load;
 mod log;
+mod observe;
 #[cfg(test)]
 mod readme_tests;
 mod section;
@@ -36,6 +37,7 @@ pub use keygate_backends::Problem;
 use keygate_core::chain::{Action, ChainPolicy};
 use keygate_core::{Breaker, CacheLayer, CacheSettings, Chain, KeyBackend, LatencyLayer};
 pub use load::{control_socket_of, load, load_str, sockets_of, ConfigError};
+pub use observe::{LogFormat, MetricsConfig};
 pub use server::{control_socket_for, WAZUH_SOCKET};
 
 /// The default config file.
@@ -54,6 +56,8 @@ pub struct Config {
     pub backends: Vec<BackendEntry>,
     /// `[cache]`; `None` when disabled.
     pub cache: Option<CacheSettings>,
+    /// `[metrics]`; `None` when absent (nothing listens).
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// `[server]`: the socket front end.
@@ -92,6 +96,12 @@ pub struct LogConfig {
     /// Log file; without it the daemon logs to stderr and exec mode logs
     /// nowhere.
     pub file: Option<PathBuf>,
+    /// `text` or `json` lines.
+    pub format: LogFormat,
+    /// Whether every answered request writes an audit event.
+    pub audit: bool,
+    /// Audit events go to this file as JSON lines; without it, into the log.
+    pub audit_file: Option<PathBuf>,
 }
 
 /// The assembled backend stack:

@@ -40,7 +40,7 @@ fn render(problems: &[Problem], path: Option<&Path>) -> String {
 }
 
 /// The top-level tables; anything else in the file is an unknown key.
-const SECTIONS: &[&str] = &["server", "log", "cache", "backend"];
+const SECTIONS: &[&str] = &["server", "log", "cache", "metrics", "backend"];
 
 /// Loads `path` plus `KEYGATE_` environment overrides.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -148,15 +148,19 @@ fn from_root(
     );
     let log = crate::log::read(Section::new("log", root.remove("log"), &mut problems), base);
     let cache = crate::cache::read(Section::new("cache", root.remove("cache"), &mut problems));
+    let metrics = crate::observe::read_metrics(root.remove("metrics"), &mut problems);
     let backends = read_backends(root.remove("backend"), base, &mut problems);
-    match (server, log, cache) {
-        (Some(server), Some(log), Some(cache)) if problems.is_empty() => Ok(Config {
-            source,
-            server,
-            log,
-            backends,
-            cache,
-        }),
+    match (server, log, cache, metrics) {
+        (Some(server), Some(log), Some(cache), Some(metrics)) if problems.is_empty() => {
+            Ok(Config {
+                source,
+                server,
+                log,
+                backends,
+                cache,
+                metrics,
+            })
+        }
         _ => Err(ConfigError {
             source_path: source,
             problems,

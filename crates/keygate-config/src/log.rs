@@ -1,9 +1,10 @@
-//! `[log]`: level and destination of the daemon's log.
+//! `[log]`: level, format and destination of the daemon's log, and of the
+//! audit trail.
 
 use std::path::{Path, PathBuf};
 
 use crate::section::Section;
-use crate::LogConfig;
+use crate::{LogConfig, LogFormat};
 
 /// The accepted `level` values.
 const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
@@ -13,6 +14,9 @@ impl Default for LogConfig {
         Self {
             level: "info".into(),
             file: None,
+            format: LogFormat::Text,
+            audit: true,
+            audit_file: None,
         }
     }
 }
@@ -22,15 +26,32 @@ pub(crate) fn read(mut s: Section<'_>, base: &Path) -> Option<LogConfig> {
     let d = LogConfig::default();
     let level: String = s.field("level", d.level);
     let file: Option<PathBuf> = s.optional("file");
+    let format = s.field("format", d.format);
+    let audit = s.field("audit", d.audit);
+    let audit_file: Option<PathBuf> = s.optional("audit_file");
     if !LEVELS.contains(&level.as_str()) {
         s.problem("level", format!("must be one of {}", LEVELS.join(", ")));
+    }
+    let resolve = |mut f: PathBuf| {
+        keygate_backends::resolve(base, &mut f);
+        f
+    };
+    let file = file.map(resolve);
+    let audit_file = audit_file.map(resolve);
+    if audit_file.is_some() && audit_file == file {
+        s.problem(
+            "audit_file",
+            "must not be the log file (leave it out to write audit events into the log)",
+        );
     }
     if !s.finish() {
         return None;
     }
-    let file = file.map(|mut f| {
-        keygate_backends::resolve(base, &mut f);
-        f
-    });
-    Some(LogConfig { level, file })
+    Some(LogConfig {
+        level,
+        file,
+        format,
+        audit,
+        audit_file,
+    })
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::audit::Source;
 use crate::{AgentRecord, BackendError, KeyBackend, Query};
 
 /// What the chain does after a backend's answer.
@@ -64,7 +65,10 @@ impl KeyBackend for Chain {
         for (backend, policy) in &self.links {
             let outcome = match backend.lookup(query).await {
                 Ok(Some(record)) => match record.check_matches(query) {
-                    Ok(()) => return Ok(Some(record)),
+                    Ok(()) => {
+                        crate::audit::answered_by(Source::Backend(backend.name().into()));
+                        return Ok(Some(record));
+                    }
                     Err(e) => Err(BackendError::from(e)),
                 },
                 other => other,

@@ -1,6 +1,7 @@
 //! Latency statistics of one backend: a layer that times every lookup it
 //! passes on and keeps a window of the most recent ones, for `keygate
-//! backends` (p50/p99) and the metrics.
+//! backends` (p50/p99) and the metrics (each lookup's outcome and latency,
+//! [`crate::metrics::backend_lookup`]).
 //!
 //! Put it inside the backend's [`crate::Breaker`] (so lookups the breaker
 //! skips are not timed) and outside its [`crate::TimeoutLayer`] (so a
@@ -80,6 +81,7 @@ impl KeyBackend for LatencyLayer {
         let start = Instant::now();
         let result = self.inner.lookup(query).await;
         let elapsed = start.elapsed();
+        crate::metrics::backend_lookup(self.inner.name(), &result, elapsed);
         let mut window = self.window();
         if window.len() == LATENCY_WINDOW {
             window.pop_front();

@@ -12,12 +12,14 @@
 //! themselves `KeyBackend`s, so the stack is composed once, from config, by
 //! the caller.
 
+pub mod audit;
 pub mod backend;
 pub mod breaker;
 pub mod cache;
 pub mod chain;
 pub mod gateway;
 pub mod latency;
+pub mod metrics;
 pub mod record;
 pub mod reply;
 pub mod request;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use keygate_core::audit::Asked;
 use keygate_core::request::MAX_REQUEST_LEN;
 use keygate_core::{gateway, ErrorCode, KeyBackend, Reply, RequestError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -136,21 +137,30 @@ impl Handler for Wazuh {
         // Room for more than the longest valid request, so oversized input
         // is seen as such rather than cut to something that parses.
         let mut buf = [0u8; 4 * MAX_REQUEST_LEN];
+        let asked = Asked::socket(
+            peer.map(|p| p.uid),
+            peer.map(|p| p.gid),
+            peer.and_then(|p| p.pid),
+        );
         let reply = match tokio::time::timeout(self.read_timeout, stream.read(&mut buf)).await {
             // Connect and close: Wazuh 3.x's health check. Nothing to say.
             Ok(Ok(0)) => return,
-            Ok(Ok(n)) => self.answer(peer, &buf[..n]).await,
+            Ok(Ok(n)) => {
+                asked
+                    .answered(&buf[..n], self.answer(peer, &buf[..n]))
+                    .await
+            }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "Read failed.");
                 return;
             }
-            Err(_) => Reply::error(
+            Err(_) => asked.refused(Reply::error(
                 ErrorCode::Incomplete,
                 format!(
                     "no request received within the read timeout of {}",
                     keygate_core::backend::humanize(self.read_timeout)
                 ),
-            ),
+            )),
         };
         let bytes = reply.encode();
         tracing::debug!(

@@ -9,13 +9,15 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use super::entry::{CacheSettings, Entry};
 use super::stats::Counters;
+use crate::audit::{attributed, Source};
 use crate::{AgentRecord, BackendError, KeyBackend, Query};
 
 /// What a lookup answers.
 pub(super) type Answer = Result<Option<AgentRecord>, BackendError>;
 
-/// A lookup in flight, awaited by every request for the same query.
-pub(super) type Flight = Shared<BoxFuture<'static, Answer>>;
+/// A lookup in flight, awaited by every request for the same query, with
+/// what answered it (see [`crate::audit`]).
+pub(super) type Flight = Shared<BoxFuture<'static, (Answer, Option<Source>)>>;
 
 /// What the spawned lookups share with the layer.
 pub(super) struct State {
@@ -50,16 +52,15 @@ impl State {
         // cannot land (and remove it) before it is there.
         let task = tokio::spawn(async move {
             let Landing { state, key } = &landing;
-            let answer = state.inner.lookup(key).await;
+            let (answer, source) = attributed(state.inner.lookup(key)).await;
             state.store(key, &answer).await;
             drop(landing);
-            answer
+            (answer, source)
         });
         let flight = async move {
             task.await.unwrap_or_else(|e| {
-                Err(BackendError::Internal(format!(
-                    "cache lookup task failed: {e}"
-                )))
+                let message = format!("cache lookup task failed: {e}");
+                (Err(BackendError::Internal(message)), None)
             })
         }
         .boxed()

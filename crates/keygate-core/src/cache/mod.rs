@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use crate::audit::{answered_by, Source};
 use crate::{BackendError, KeyBackend, Query};
 pub use entry::CacheSettings;
 use entry::StaleBound;
@@ -142,6 +143,7 @@ impl KeyBackend for CacheLayer {
                         tracing::debug!(%query, "Refreshing a cache entry ahead of its expiry.");
                     }
                 }
+                answered_by(Source::Cache);
                 return Ok(entry.answer.clone());
             }
         }
@@ -150,16 +152,23 @@ impl KeyBackend for CacheLayer {
         if running {
             bump(&state.counters.coalesced_waits);
         }
-        match flight.await {
+        let (answer, source) = flight.await;
+        match answer {
             Err(error) if error.is_outage() => match cached {
                 Some(entry) if Instant::now() < entry.stale_until => {
                     bump(&state.counters.stale_served);
+                    answered_by(Source::Stale);
                     tracing::debug!(%query, %error, "Backends down; serving a stale cache entry.");
                     Ok(entry.answer.clone())
                 }
                 _ => Err(error),
             },
-            answer => answer,
+            answer => {
+                if let Some(source) = source {
+                    answered_by(source);
+                }
+                answer
+            }
         }
     }
 

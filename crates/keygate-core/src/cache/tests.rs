@@ -453,3 +453,35 @@ async fn flushed_and_evicted_entries_leave_no_copy_behind() {
     let alive = weak.iter().filter(|w| w.upgrade().is_some()).count();
     assert!(alive <= 5, "{alive} entries alive after eviction");
 }
+
+/// What answered, for the audit trail: the backend on a miss (also for a
+/// request that joined a lookup in flight), `cache` on a hit, `stale`
+/// during an outage, nothing for an outage without an entry.
+#[tokio::test(start_paused = true)]
+async fn each_answer_names_what_answered_it() {
+    use crate::audit::{attributed, Source};
+    use crate::{Chain, ChainPolicy};
+    let db = Fake::with("db", "001", "a").delayed(Duration::from_millis(10));
+    let chain = Chain::new(
+        "chain",
+        vec![(
+            Arc::new(db.clone()) as Arc<dyn KeyBackend>,
+            ChainPolicy::default(),
+        )],
+    );
+    let cache = Arc::new(CacheLayer::new(Arc::new(chain), exact()));
+    let ask = |query: &'static str| {
+        let cache = Arc::clone(&cache);
+        tokio::spawn(async move { attributed(cache.lookup(&q(query))).await.1 })
+    };
+    let (first, joined) = (ask("id:001"), ask("id:001"));
+    let db_name = Some(Source::Backend("db".into()));
+    assert_eq!(first.await.unwrap(), db_name);
+    assert_eq!(joined.await.unwrap(), db_name);
+    assert_eq!(cache.stats().coalesced_waits, 1);
+    assert_eq!(ask("id:001").await.unwrap(), Some(Source::Cache));
+    db.set_down(true);
+    advance(300).await;
+    assert_eq!(ask("id:001").await.unwrap(), Some(Source::Stale));
+    assert_eq!(ask("id:002").await.unwrap(), None);
+}
