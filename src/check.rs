@@ -46,6 +46,8 @@ pub fn main(config_path: &Path) -> ExitCode {
             config_path.display(),
             config.backends.len()
         );
+        outln!("metrics: {}", crate::metrics::destination(config.metrics));
+        outln!("audit:   {}", crate::logging::audit_destination(&config.log));
         for warning in config.warnings() {
             outln!("warning: {warning}");
         }

@@ -118,6 +118,16 @@ where
     }
 }
 
+/// Where the audit trail goes, for `keygate check`.
+pub fn audit_destination(config: &LogConfig) -> String {
+    match (config.audit, &config.audit_file, &config.file) {
+        (false, _, _) => "off ([log] audit = false)".into(),
+        (true, Some(path), _) => format!("{} (JSON lines)", path.display()),
+        (true, None, Some(path)) => format!("into the log file {}", path.display()),
+        (true, None, None) => "into the daemon's log on stderr".into(),
+    }
+}
+
 /// Installs the global subscriber.
 pub fn init(config: &LogConfig, fallback: Fallback) -> anyhow::Result<Guards> {
     let daemon = fallback == Fallback::Stderr;

@@ -38,6 +38,14 @@ pub struct Endpoint {
     handle: PrometheusHandle,
 }
 
+/// Where metrics are served, for `keygate check`.
+pub fn destination(config: Option<MetricsConfig>) -> String {
+    config.map_or_else(
+        || "off (no [metrics] section)".into(),
+        |m| format!("http://{}/metrics", m.listen),
+    )
+}
+
 /// Installs the recorder and binds `[metrics] listen`; `None` when
 /// `[metrics]` is absent (then nothing listens and nothing is recorded).
 /// A failure is logged and printed, and its exit code returned. Call it

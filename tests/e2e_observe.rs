@@ -438,3 +438,131 @@ fn sigusr1_reopens_the_log_and_audit_files() {
     let mode = std::fs::metadata(d.path("audit.log")).unwrap().mode() & 0o777;
     assert_eq!(mode, 0o640);
 }
+
+/// `keygate check` says where metrics are served and where the audit
+/// trail goes, for each way of configuring them.
+#[test]
+fn check_reports_the_metrics_listener_and_the_audit_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    client_keys(dir.path());
+    let check = |sections: &str| {
+        let config = dir.path().join("k.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nsocket = \"{}/k.sock\"\n{sections}\n{}",
+                dir.path().display(),
+                file_backend("keys")
+            ),
+        )
+        .unwrap();
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&config)
+            .arg("check")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let text = check("[metrics]\nlisten = \"127.0.0.1:9187\"\n[log]\naudit_file = \"/var/log/keygate/audit.log\"\n");
+    assert!(
+        text.contains("metrics: http://127.0.0.1:9187/metrics"),
+        "{text}"
+    );
+    assert!(
+        text.contains("audit:   /var/log/keygate/audit.log (JSON lines)"),
+        "{text}"
+    );
+    let text = check("[log]\nfile = \"/var/log/keygate/keygate.log\"\n");
+    assert!(
+        text.contains("metrics: off (no [metrics] section)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("audit:   into the log file /var/log/keygate/keygate.log"),
+        "{text}"
+    );
+    let text = check("[log]\naudit = false\n");
+    assert!(
+        text.contains("audit:   off ([log] audit = false)"),
+        "{text}"
+    );
+    let text = check("");
+    assert!(
+        text.contains("audit:   into the daemon's log on stderr"),
+        "{text}"
+    );
+}
+
+/// The shipped `config/logrotate/keygate`, run by the real logrotate on a
+/// live daemon (paths and the signal pointed at this test's daemon): the
+/// rotated log and audit files keep the old
+/// lines, and after the postrotate SIGUSR1 new lines land in new files.
+#[test]
+fn shipped_logrotate_config_rotates_a_live_daemon() {
+    let shipped = common::repo().join("config/logrotate/keygate");
+    let text = read(&shipped);
+    let logrotate = ["/usr/sbin/logrotate", "/usr/bin/logrotate"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("logrotate is not installed (tests/setup.sh installs it)");
+    // The shipped file parses (debug mode changes nothing).
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(logrotate)
+        .arg("-d")
+        .arg("-s")
+        .arg(state.path().join("status"))
+        .arg(&shipped)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !said.contains("error"), "{said}");
+
+    let d = Observed::start(&format!(
+        "[log]\nlevel = \"info\"\nfile = \"{{dir}}/keygate.log\"\naudit_file = \"{{dir}}/audit.log\"\n\n{}",
+        file_backend("keys")
+    ));
+    assert_eq!(d.request("id:001")["error"], 0);
+    let wait_for = |path: &Path, text: &str| {
+        let start = Instant::now();
+        while !read(path).contains(text) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{text:?} never reached {}",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(&d.path("audit.log"), "\"id:001\"");
+    let local = text
+        .replace("/var/log/keygate", &d.dir.path().display().to_string())
+        .replace(
+            "systemctl kill --kill-whom=main --signal=SIGUSR1 keygate.service",
+            &format!("kill -USR1 {}", d.child.id()),
+        );
+    assert_ne!(local, text, "the shipped file changed: update this test");
+    let conf = state.path().join("keygate");
+    std::fs::write(&conf, local).unwrap();
+    let out = Command::new(logrotate)
+        .arg("-f")
+        .arg("-s")
+        .arg(state.path().join("status"))
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // delaycompress: the first rotation is kept as .1, uncompressed.
+    assert!(read(&d.path("audit.log.1")).contains("\"id:001\""));
+    wait_for(&d.path("keygate.log"), "Log file reopened.");
+    assert_eq!(d.request("id:002")["error"], 0);
+    wait_for(&d.path("audit.log"), "\"id:002\"");
+    assert!(!read(&d.path("audit.log")).contains("\"id:001\""));
+    assert!(!read(&d.path("audit.log.1")).contains("\"id:002\""));
+}

@@ -50,6 +50,8 @@ need=()
 command -v ldapsearch >/dev/null || need+=(ldap-utils)
 command -v openssl >/dev/null || need+=(openssl)
 command -v redis-server >/dev/null || need+=(redis-server)
+# The log rotation test runs the shipped config/logrotate/keygate.
+command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || need+=(logrotate)
 if [ -z "${KEYGATE_TEST_MYSQL_URL:-}" ]; then
     command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
     command -v mariadb >/dev/null || need+=(mariadb-client)
