@@ -566,3 +566,33 @@ fn shipped_logrotate_config_rotates_a_live_daemon() {
     assert!(!read(&d.path("audit.log")).contains("\"id:001\""));
     assert!(!read(&d.path("audit.log.1")).contains("\"id:002\""));
 }
+
+/// The exec one-shot answering by itself (no daemon) writes its one audit
+/// event to `audit_file`, with its parent's pid (here: this test), and
+/// still nothing but the JSON line on its output.
+#[test]
+fn exec_one_shot_audits_with_its_parent_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    client_keys(dir.path());
+    let config = dir.path().join("k.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nsocket = \"{d}/none.sock\"\n[log]\nlevel = \"trace\"\naudit_file = \"{d}/audit.log\"\n\n{}",
+            file_backend("keys"),
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = exec(&config, &["id", "001"]);
+    assert_eq!(out.json()["error"], 0, "{}", out.output);
+    let events = audit_events(&dir.path().join("audit.log"));
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e["frontend"], "exec");
+    assert_eq!(e["parent_pid"], std::process::id());
+    assert_eq!(e["answered_by"], "keys");
+    assert_eq!(e["agent_id"], "001");
+    assert!(e.get("peer_uid").is_none());
+    assert!(!read(&dir.path().join("audit.log")).contains(&demo_keys()[0]));
+}
