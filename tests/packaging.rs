@@ -349,6 +349,10 @@ fn debian_package_contents() {
         read(root.join("etc/keygate/keygate.toml")),
         read(repo().join("config/keygate.production.toml"))
     );
+    assert_eq!(
+        read(root.join("etc/logrotate.d/keygate")),
+        read(repo().join("config/logrotate/keygate"))
+    );
     let version = run(Command::new(root.join("usr/bin/keygate")).arg("--version"));
     assert!(
         text(&version.stdout).starts_with(&format!("keygate {}\n", env!("CARGO_PKG_VERSION"))),
@@ -379,7 +383,7 @@ fn debian_package_contents() {
     assert!(e.status.success(), "{e:?}");
     assert_eq!(
         read(control_dir.join("conffiles")),
-        "/etc/keygate/keygate.toml\n"
+        "/etc/keygate/keygate.toml\n/etc/logrotate.d/keygate\n"
     );
     let postinst = read(control_dir.join("postinst"));
     assert!(
