@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use keygate_core::{ErrorCode, Reply, Request};
+use keygate_core::{gateway, ErrorCode, Reply, Request};
 use keygate_server::client;
 
 /// If the arguments are an exec-mode call, its kind (`id` or `ip`): the
@@ -134,7 +134,14 @@ pub fn main(
         }
         match config.build_stack(None).await {
             Ok(stack) => Err(keygate_core::audit::Asked::exec()
-                .answer_query(stack.root.as_ref(), &query, config.server.request_timeout)
+                .answered(
+                    query.to_string().as_bytes(),
+                    gateway::answer_query(
+                        stack.root.as_ref(),
+                        &query,
+                        config.server.request_timeout,
+                    ),
+                )
                 .await),
             Err(problems) => Err(Reply::error(
                 ErrorCode::Internal,

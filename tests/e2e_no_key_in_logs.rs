@@ -10,18 +10,14 @@
 ))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-#[path = "../crates/keygate-backends/tests/support/servers.rs"]
-mod servers;
-#[path = "../crates/keygate-backends/tests/sql_support/mod.rs"]
-mod sql_support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{exec, wazuh_request};
-use servers::{RedisServer, Slapd, LDAP_BIND_DN, LDAP_PASSWORD, REDIS_PASSWORD};
-use sql_support::TestDb;
+use keygate_testkit::daemon::{bin, exec, wazuh_request};
+use keygate_testkit::redis::{RedisServer, REDIS_PASSWORD};
+use keygate_testkit::repo_root;
+use keygate_testkit::slapd::{Slapd, LDAP_BIND_DN, LDAP_PASSWORD};
+use keygate_testkit::sql::TestDb;
 
 /// What every daemon is asked: found, not found, bad records, by id and ip.
 const LOOKUPS: &[&str] = &[
@@ -51,7 +47,7 @@ fn run(backend_toml: &str) -> (Vec<String>, String) {
     let socket = dir.path().join("k.sock");
     let config = dir.path().join("k.toml");
     std::fs::copy(
-        common::repo().join("config/demo/client.keys"),
+        repo_root().join("config/demo/client.keys"),
         dir.path().join("client.keys"),
     )
     .unwrap();
@@ -65,7 +61,7 @@ fn run(backend_toml: &str) -> (Vec<String>, String) {
     )
     .unwrap();
     let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let mut child = std::process::Command::new(common::bin())
+    let mut child = std::process::Command::new(bin())
         .arg("--config")
         .arg(&config)
         .arg("serve")

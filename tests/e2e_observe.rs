@@ -3,8 +3,6 @@
 //! colour and reopening on SIGUSR1.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, exec, wazuh_request};
+use keygate_testkit::daemon::{bin, exec, wazuh_request};
+use keygate_testkit::{free_port, repo_root};
 
 /// A daemon started from a whole config text (the harness's `Daemon` fixes
 /// `[log]`, which these tests vary); stopped when dropped.
@@ -98,15 +97,6 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One HTTP/1.0 GET; returns the status line and the body.
 fn http_get(port: u16, path: &str) -> (String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -128,7 +118,7 @@ fn value(scrape: &str, series: &str) -> Option<f64> {
 
 fn client_keys(dir: &Path) -> PathBuf {
     let path = dir.join("client.keys");
-    std::fs::copy(common::repo().join("config/demo/client.keys"), &path).unwrap();
+    std::fs::copy(repo_root().join("config/demo/client.keys"), &path).unwrap();
     path
 }
 
@@ -138,7 +128,7 @@ fn file_backend(name: &str) -> String {
 
 /// The keys of the demo agents (what no log may ever show).
 fn demo_keys() -> Vec<String> {
-    read(&common::repo().join("config/demo/client.keys"))
+    read(&repo_root().join("config/demo/client.keys"))
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| l.split_whitespace().nth(3).unwrap().to_owned())
@@ -502,7 +492,7 @@ fn check_reports_the_metrics_listener_and_the_audit_destination() {
 /// lines, and after the postrotate SIGUSR1 new lines land in new files.
 #[test]
 fn shipped_logrotate_config_rotates_a_live_daemon() {
-    let shipped = common::repo().join("config/logrotate/keygate");
+    let shipped = repo_root().join("config/logrotate/keygate");
     let text = read(&shipped);
     let logrotate = ["/usr/sbin/logrotate", "/usr/bin/logrotate"]
         .into_iter()

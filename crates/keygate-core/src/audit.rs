@@ -20,7 +20,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::{gateway, KeyBackend, Query, Reply, Request};
+use crate::{Query, Reply, Request};
 
 /// The `tracing` target of audit events.
 pub const AUDIT_TARGET: &str = "keygate::audit";
@@ -192,36 +192,22 @@ impl Asked {
         }
     }
 
-    /// Parses `raw` and answers it from `stack` within `deadline`
-    /// ([`gateway::answer`]), then writes the audit event.
-    pub async fn answer(&self, stack: &dyn KeyBackend, raw: &[u8], deadline: Duration) -> Reply {
-        match Request::parse(raw) {
-            Ok(query) => self.answer_query(stack, &query, deadline).await,
-            Err(e) => {
-                let reply = Reply::error(e.code(), e.to_string());
-                self.record(None, &reply, None);
-                reply
-            }
-        }
-    }
-
-    /// Answers a parsed query ([`gateway::answer_query`]), then writes the
-    /// audit event.
-    pub async fn answer_query(
-        &self,
-        stack: &dyn KeyBackend,
-        query: &Query,
-        deadline: Duration,
-    ) -> Reply {
-        let (reply, source) = attributed(gateway::answer_query(stack, query, deadline)).await;
-        self.record(Some(query), &reply, source.as_ref());
+    /// Awaits `answering`, the reply to the request `raw`, noting what
+    /// answered it; then writes the audit event (with the query, if `raw`
+    /// parses) and returns the reply. The front end's whole answering path,
+    /// refusals included, goes inside.
+    pub async fn answered(&self, raw: &[u8], answering: impl Future<Output = Reply>) -> Reply {
+        let (reply, source) = attributed(answering).await;
+        let query = Request::parse(raw).ok();
+        self.record(query.as_ref(), &reply, source.as_ref());
         reply
     }
 
-    /// Writes the audit event of a reply made without asking the stack (a
-    /// request refused before it was read whole, say).
-    pub fn refused(&self, reply: &Reply) {
-        self.record(None, reply, None);
+    /// Writes the audit event of a reply made before a request was read
+    /// (a read timeout), and returns it.
+    pub fn refused(&self, reply: Reply) -> Reply {
+        self.record(None, &reply, None);
+        reply
     }
 
     fn record(&self, query: Option<&Query>, reply: &Reply, source: Option<&Source>) {
