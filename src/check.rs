@@ -47,7 +47,10 @@ pub fn main(config_path: &Path) -> ExitCode {
             config.backends.len()
         );
         outln!("metrics: {}", crate::metrics::destination(config.metrics));
-        outln!("audit:   {}", crate::logging::audit_destination(&config.log));
+        outln!(
+            "audit:   {}",
+            crate::logging::audit_destination(&config.log)
+        );
         for warning in config.warnings() {
             outln!("warning: {warning}");
         }
