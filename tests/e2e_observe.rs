@@ -149,7 +149,7 @@ fn my_uid() -> u64 {
 
 /// After real requests through the socket and the exec one-shot, a scrape
 /// of `/metrics` counts each of them under its labels, with the cache's
-/// and the backend's own counters; other paths are 404.
+/// and the backend's own counters, and reloads; other paths are 404.
 #[test]
 fn metrics_count_real_requests() {
     let port = free_port();
@@ -176,8 +176,27 @@ fn metrics_count_real_requests() {
     // The exec one-shot forwards to the daemon: counted as exec.
     assert_eq!(exec(&d.config, &["id", "002"]).json()["error"], 0);
 
+    // One reload that works, one refused (the config is broken, then fixed).
+    let reload = || {
+        Command::new(bin())
+            .arg("--config")
+            .arg(&d.config)
+            .arg("reload")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(reload());
+    let good = read(&d.config);
+    std::fs::write(&d.config, format!("{good}\n[bogus]\n")).unwrap();
+    assert!(!reload());
+    std::fs::write(&d.config, good).unwrap();
+
     let (_, m) = http_get(port, "/metrics");
     let want = [
+        (r#"keygate_config_reloads_total{result="ok"}"#, 1.0),
+        (r#"keygate_config_reloads_total{result="failed"}"#, 1.0),
         (
             r#"keygate_requests_total{type="id",frontend="socket",code="0"}"#,
             2.0,
