@@ -131,6 +131,8 @@ pub fn record(answer: &Answered<'_>) {
         Reply::Error { .. } => (None, None),
     };
     let r = &answer.requester;
+    // Whole microseconds: a latency written as 0.18387199999999998 helps nobody.
+    let latency_ms = (answer.latency.as_secs_f64() * 1e6).round() / 1e3;
     tracing::info!(
         target: AUDIT_TARGET,
         frontend = answer.frontend.as_str(),
@@ -143,7 +145,7 @@ pub fn record(answer: &Answered<'_>) {
         answered_by = answer.source.map_or("none", Source::as_str),
         agent_id,
         agent_name,
-        latency_ms = answer.latency.as_secs_f64() * 1000.0,
+        latency_ms,
         "Key request answered."
     );
 }
