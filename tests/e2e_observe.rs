@@ -27,11 +27,16 @@ impl Observed {
     /// Starts `keygate serve` on `sections` (everything but `[server]`);
     /// `{dir}` in the text is replaced by the temp dir.
     pub fn start(sections: &str) -> Self {
+        Self::start_with("", sections)
+    }
+
+    /// Like [`Observed::start`], with extra `[server]` keys.
+    pub fn start_with(server_extra: &str, sections: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("keygate.sock");
         let config = dir.path().join("keygate.toml");
         let text = format!(
-            "[server]\nsocket = \"{}\"\n\n{}\n",
+            "[server]\nsocket = \"{}\"\n{server_extra}\n\n{}\n",
             socket.display(),
             sections.replace("{dir}", &dir.path().display().to_string())
         );
@@ -253,6 +258,45 @@ fn metrics_count_real_requests() {
         .lines()
         .all(|l| l.is_empty() || l.starts_with('#') || l.starts_with("keygate_")));
     assert!(http_get(port, "/").0.contains("404"));
+}
+
+/// The connection series: open connections, and one closed at once
+/// because `max_connections` were open.
+#[test]
+fn metrics_count_open_and_refused_connections() {
+    let port = free_port();
+    let d = Observed::start_with(
+        "max_connections = 2\nread_timeout = \"30s\"",
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n{}",
+            file_backend("keys")
+        ),
+    );
+    let scrape_until = |series: &str, want: f64| {
+        let start = Instant::now();
+        loop {
+            let (_, m) = http_get(port, "/metrics");
+            if value(&m, series) == Some(want) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{series} never {want}:\n{m}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    scrape_until("keygate_connections_open", 0.0);
+    let idle: Vec<_> = (0..2)
+        .map(|_| std::os::unix::net::UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    scrape_until("keygate_connections_open", 2.0);
+    let mut third = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(third.read(&mut buf).unwrap(), 0, "closed at once");
+    scrape_until("keygate_connections_refused_total", 1.0);
+    drop(idle);
+    scrape_until("keygate_connections_open", 0.0);
 }
 
 /// Whether process `pid` has a listening TCP socket (its socket inodes
