@@ -1,7 +1,8 @@
 //! No key in any log: the daemon at `trace`, audit on, answering through
 //! every kind of backend (file, Redis, LDAP, MySQL, PostgreSQL, each its
-//! real server), and then every log it wrote is searched for every key it
-//! handed out and every password it used.
+//! real server), and then every log it wrote, and what `keygate check`,
+//! `backends` and `cache stats` print, is searched for every key it handed
+//! out and every password it used.
 #![cfg(all(
     feature = "mysql",
     feature = "postgres",
@@ -103,12 +104,32 @@ fn run(backend_toml: &str) -> (Vec<String>, String) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // What the admin commands print is searched too.
+    let mut printed = String::new();
+    for args in [
+        &["check"][..],
+        &["backends"],
+        &["backends", "--json"],
+        &["cache", "stats"],
+    ] {
+        let out = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        printed.push_str(&String::from_utf8_lossy(&out.stdout));
+        printed.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(printed.contains("BACKEND"), "{printed}");
     let _ = child.kill();
     let _ = child.wait();
     let mut logs = String::new();
     for name in ["keygate.log", "audit.log", "stderr.log"] {
         logs.push_str(&read(&dir.path().join(name)));
     }
+    logs.push_str(&printed);
     assert!(
         logs.contains("TRACE") || logs.contains("DEBUG"),
         "not at trace"
