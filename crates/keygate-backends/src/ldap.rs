@@ -304,9 +304,9 @@ impl BackendSpec for LdapConfig {
         }
     }
 
-    async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BackendError> {
+    async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, crate::BuildError> {
         let password = match &self.password_file {
-            Some(p) => Some(crate::secret::read_password_file(p)?),
+            Some(p) => Some(crate::secret::read_password_file("password_file", p)?),
             None => None,
         };
         let tls = match &self.ca_file {
@@ -336,11 +336,10 @@ impl BackendSpec for LdapConfig {
 }
 
 /// A rustls client config that trusts only the CAs in `path` (ring provider).
-fn tls_config(path: &Path) -> Result<Arc<rustls::ClientConfig>, BackendError> {
+fn tls_config(path: &Path) -> Result<Arc<rustls::ClientConfig>, crate::BuildError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
-    let problem =
-        |what: &str| BackendError::Internal(format!("ca_file {}: {what}", path.display()));
+    let problem = |what: &str| crate::BuildError::invalid("ca_file", format!("{} {what}", path.display()));
     let mut roots = rustls::RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(path).map_err(|_| problem("cannot be read"))?;
     for cert in certs {
@@ -591,7 +590,7 @@ impl LdapBackend {
         );
         let (name, after) = (self.name.clone(), self.config.failback_after);
         tokio::spawn(async move {
-            let back = crate::failback::steady_health(after, || {
+            let back = crate::endpoint::steady_health(after, || {
                 let (failback, url, tls) = (failback.clone(), url.clone(), tls.clone());
                 let active_url = active_url.clone();
                 async move {

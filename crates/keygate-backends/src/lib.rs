@@ -1,7 +1,7 @@
 //! keygate's storage backends, one file each, every one a
 //! [`KeyBackend`](keygate_core::KeyBackend).
 //!
-//! Each backend's file holds its config struct (the raw, deserialized
+//! Each backend's module holds its config struct (the raw, deserialized
 //! `[[backend]]` table minus the keys every backend shares) and that struct
 //! is the factory for the backend: [`BackendSpec::validate`] reports every
 //! problem with its key path, [`BackendSpec::build`] returns the runtime
@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use keygate_core::{BackendError, KeyBackend};
+use keygate_core::KeyBackend;
 use serde::de::DeserializeOwned;
+
+pub use error::{BuildError, FileError};
 
 #[cfg(any(
     feature = "mysql",
@@ -24,7 +26,8 @@ use serde::de::DeserializeOwned;
     feature = "redis",
     feature = "ldap"
 ))]
-pub mod failback;
+pub mod endpoint;
+pub mod error;
 #[cfg(feature = "file")]
 pub mod file;
 #[cfg(feature = "ldap")]
@@ -105,10 +108,16 @@ pub trait BackendSpec: DeserializeOwned + Send + Sync {
     /// reports every problem.
     fn validate(&self, problems: &mut Problems<'_>);
 
+    /// Whether the section holds a password inline (in a URL), so that
+    /// keygate warns when the config file is readable by others.
+    fn has_inline_password(&self) -> bool {
+        false
+    }
+
     /// Builds the backend. Fails only on problems a restart cannot fix
-    /// (e.g. an unreadable password file); an unreachable server is not
-    /// one of them.
-    async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BackendError>;
+    /// (e.g. an unreadable password file), each with the key it comes
+    /// from; an unreachable server is not one of them.
+    async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BuildError>;
 }
 
 /// Resolves `path` against `base` unless it is absolute.

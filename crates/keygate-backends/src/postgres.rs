@@ -1,60 +1,50 @@
-//! `type = "postgres"`: a PostgreSQL table read through a small, lazy
-//! connection pool (sqlx).
+//! `type = "postgres"`: a PostgreSQL table, read by the database server
+//! backend ([`crate::sql::server`]); this module is the dialect: the
+//! driver's connect options and how its column types become record fields.
 //!
-//! The pool connects on first use and reconnects by itself: keygate starts
-//! while the server is down and answers again once it is back, without a
-//! restart. Every wait is bounded (`connect_timeout` for a connection, the
-//! backend's `timeout` around each lookup). With `urls`, each host has its
-//! own pool and [`failback::Hosts`] fails over in order and back to the first.
 //! The request value is bound to `$1` as text; queries on typed columns
-//! cast it (`$1::inet`, `$1::int`).
-//! `inet`/`cidr` columns are read with sqlx's `ipnet` support, the same
-//! `IpNet` type keygate's records use: a host is written without `/32` or
-//! `/128`, a network keeps its prefix.
+//! cast it (`$1::inet`, `$1::int`). `inet`/`cidr` columns are read with
+//! sqlx's `ipnet` support, the same `IpNet` type keygate's records use: a
+//! host is written without `/32` or `/128`, a network keeps its prefix.
 
-use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
 
-use async_trait::async_trait;
-use keygate_core::{AgentAddress, AgentRecord, BackendError, KeyBackend, Query};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow, PgSslMode};
+use keygate_core::{AgentAddress, BackendError};
+use sqlx::postgres::{PgConnectOptions, PgRow, PgSslMode};
 use sqlx::{ConnectOptions, Row, TypeInfo, ValueRef};
 
-use crate::sql::{self, Cell, Placeholders, TlsMode};
-use crate::{failback, BackendSpec, Problems};
+use crate::sql::server::{Connect, Dialect, ServerConfig, TlsMode};
+use crate::sql::{self, Cell, Placeholders};
 
-/// PostgreSQL: the URL schemes and the placeholder style.
+/// PostgreSQL.
 #[derive(Clone, Copy, Debug)]
 pub struct PostgresDialect;
 
-impl sql::Dialect for PostgresDialect {
+/// `[[backend]] type = "postgres"` (PostgreSQL); its keys are
+/// [`ServerConfig`]'s.
+pub type PostgresConfig = ServerConfig<PostgresDialect>;
+
+impl Dialect for PostgresDialect {
+    type Db = sqlx::Postgres;
+    const TYPE: &'static str = "postgres";
     const CONFIG_NAME: &'static str = "PostgresConfig";
     const SCHEMES: &'static [&'static str] = &["postgres", "postgresql"];
     const PLACEHOLDERS: Placeholders = Placeholders::Dollar;
-}
 
-/// `[[backend]] type = "postgres"` (PostgreSQL); its keys are
-/// [`sql::ServerConfig`]'s.
-pub type PostgresConfig = sql::ServerConfig<PostgresDialect>;
-
-impl PostgresConfig {
-    /// The driver's connection options: URL, then password file, TLS.
-    fn connect_options(&self, url: &str) -> Result<PgConnectOptions, BackendError> {
-        let mut options = PgConnectOptions::from_str(url)
-            .map_err(|_| BackendError::Internal("url is not a valid postgres:// URL".into()))?;
-        if let Some(path) = &self.password_file {
-            options = options.password(&crate::secret::read_password_file(path)?);
+    /// URL, then password, TLS.
+    fn connect_options(c: Connect<'_>) -> Result<PgConnectOptions, ()> {
+        let mut options = PgConnectOptions::from_str(c.url).map_err(|_| ())?;
+        if let Some(password) = c.password {
+            options = options.password(password);
         }
-        options = options.ssl_mode(match self.tls {
+        options = options.ssl_mode(match c.tls {
             TlsMode::Disable => PgSslMode::Disable,
             TlsMode::Prefer => PgSslMode::Prefer,
             TlsMode::Require => PgSslMode::Require,
             TlsMode::VerifyFull => PgSslMode::VerifyFull,
         });
-        if let Some(ca) = &self.ca_file {
-            options = options.ssl_root_cert(ca);
+        if let Some(pem) = c.ca_pem {
+            options = options.ssl_root_cert_from_pem(pem.to_vec());
         }
         // Statement logs would only repeat the configured SQL at info level.
         Ok(options
@@ -63,57 +53,7 @@ impl PostgresConfig {
     }
 }
 
-#[async_trait]
-impl BackendSpec for PostgresConfig {
-    const TYPE: &'static str = "postgres";
-
-    fn resolve_paths(&mut self, base: &Path) {
-        self.resolve_file_paths(base);
-    }
-
-    fn validate(&self, problems: &mut Problems<'_>) {
-        let probe = Self {
-            password_file: None,
-            ..self.clone()
-        };
-        self.settings()
-            .validate(problems, |url| probe.connect_options(url).is_ok());
-    }
-
-    async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BackendError> {
-        let mut hosts = Vec::new();
-        for url in self.settings().hosts() {
-            let pool = PgPoolOptions::new()
-                .max_connections(self.pool_size)
-                .min_connections(0)
-                .acquire_timeout(self.connect_timeout)
-                .connect_lazy_with(self.connect_options(url)?);
-            hosts.push(sql::SqlHost::new(pool, url, self.connect_timeout));
-        }
-        Ok(Arc::new(PostgresBackend {
-            name: name.to_owned(),
-            config: self.clone(),
-            hosts: failback::Hosts::new(name, "database", hosts, self.failback_after),
-        }))
-    }
-}
-
-/// The PostgreSQL backend.
-pub struct PostgresBackend {
-    name: String,
-    config: PostgresConfig,
-    hosts: failback::Hosts<sql::SqlHost<sqlx::Postgres>>,
-}
-
-impl fmt::Debug for PostgresBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresBackend")
-            .field("name", &self.name)
-            .field("config", &self.config)
-            .field("active_host", &self.hosts.active())
-            .finish_non_exhaustive()
-    }
-}
+sql::sql_connection!(sqlx::PgConnection, decode);
 
 /// Decodes the first four columns: integers, text types (`char(n)`
 /// padding dropped), UTF-8 `bytea`, and `inet`/`cidr`.
@@ -149,79 +89,18 @@ fn decode(row: &PgRow) -> Result<[Cell; 4], BackendError> {
     Ok([cell(0)?, cell(1)?, cell(2)?, cell(3)?])
 }
 
-#[async_trait]
-impl KeyBackend for PostgresBackend {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn lookup(&self, query: &Query) -> Result<Option<AgentRecord>, BackendError> {
-        let sql = match query {
-            Query::Id(_) => &self.config.query_by_id,
-            Query::Ip(_) => &self.config.query_by_ip,
-        };
-        self.hosts
-            .run(|host| sql::fetch_one_record(&host.pool, sql, query.value(), decode))
-            .await
-    }
-
-    /// Checks the active host (or, failing over, the next one that
-    /// answers): connects and prepares both queries.
-    async fn health(&self) -> Result<(), BackendError> {
-        self.hosts.run(|host| self.check_host(&host.pool)).await
-    }
-
-    fn current_host(&self) -> Option<String> {
-        self.hosts.current()
-    }
-}
-
-impl PostgresBackend {
-    /// Connects to one host and prepares both queries: each must take one
-    /// parameter and return at least four columns.
-    async fn check_host(&self, pool: &sqlx::Pool<sqlx::Postgres>) -> Result<(), BackendError> {
-        use sqlx::Either;
-        use sqlx::Executor;
-        let limit = self.config.connect_timeout;
-        let mut conn = pool.acquire().await.map_err(|e| sql::describe_error(&e))?;
-        for (key, q) in [
-            ("query_by_id", &self.config.query_by_id),
-            ("query_by_ip", &self.config.query_by_ip),
-        ] {
-            let described = tokio::time::timeout(limit, conn.describe(q))
-                .await
-                .map_err(|_| BackendError::Timeout(limit))?
-                .map_err(|e| sql::prepare_error(key, &e))?;
-            let parameters = match described.parameters() {
-                Some(Either::Left(types)) => Some(types.len()),
-                Some(Either::Right(n)) => Some(n),
-                None => None,
-            };
-            sql::check_described(key, parameters, described.columns().len())?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{BackendSpec, Problems};
     use std::time::Duration;
 
     fn config(url: &str) -> PostgresConfig {
-        PostgresConfig {
-            url: Some(url.into()),
-            urls: Vec::new(),
-            failback_after: Duration::from_secs(300),
-            password_file: None,
-            connect_timeout: Duration::from_secs(3),
-            pool_size: 4,
-            tls: TlsMode::Prefer,
-            ca_file: None,
-            query_by_id: "SELECT id,name,ip,agent_key FROM agent WHERE id = $1".into(),
-            query_by_ip: "SELECT id,name,ip,agent_key FROM agent WHERE ip = $1::inet".into(),
-            dialect: std::marker::PhantomData,
-        }
+        PostgresConfig::new(
+            url,
+            "SELECT id,name,ip,agent_key FROM agent WHERE id = $1",
+            "SELECT id,name,ip,agent_key FROM agent WHERE ip = $1::inet",
+        )
     }
 
     fn problems(c: &PostgresConfig) -> Vec<crate::Problem> {
@@ -242,8 +121,8 @@ mod tests {
     #[test]
     fn validation_reports_every_problem_without_the_password() {
         let mut c = config("mysql://kg:hunter2@db/wazuh");
-        c.query_by_id = "SELECT id,name,ip,k FROM agent WHERE id = ?".into();
-        c.query_by_ip = "   ".into();
+        c.queries.query_by_id = "SELECT id,name,ip,k FROM agent WHERE id = ?".into();
+        c.queries.query_by_ip = "   ".into();
         c.pool_size = 65;
         let list = problems(&c);
         let paths: Vec<&str> = list.iter().map(|p| p.path.as_str()).collect();
@@ -261,25 +140,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn debug_output_hides_the_password() {
-        let text = format!("{:?}", config("postgres://kg:hunter2@db/wazuh"));
-        assert!(
-            !text.contains("hunter2") && text.contains("kg:***@db"),
-            "{text}"
+    /// The example: neither the user nor the query's password is
+    /// shown, in `Debug` output or as the current host.
+    #[tokio::test]
+    async fn a_password_in_the_query_string_is_never_shown() {
+        let c = config("postgres://kg@127.0.0.1:1/wazuh?password=hunter2");
+        let text = format!("{c:?}");
+        assert!(!text.contains("hunter2") && !text.contains("kg@"), "{text}");
+        let b = c.build("db").await.unwrap();
+        assert_eq!(
+            b.current_host().unwrap(),
+            "host 1 of 1: postgres://127.0.0.1:1/wazuh?password=***"
         );
+        let e = b.health().await.unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[tokio::test]
     async fn build_succeeds_with_no_server_and_lookups_fail_as_outages() {
         let mut c = config("postgres://kg@127.0.0.1:1/wazuh");
-        c.connect_timeout = Duration::from_millis(300);
+        c.hosts.connect_timeout = Some(Duration::from_millis(300));
         let b = c.build("db").await.unwrap();
         let q = keygate_core::Request::parse(b"ip:10.0.0.1").unwrap();
-        let started = std::time::Instant::now();
         let e = b.lookup(&q).await.unwrap_err();
         assert_eq!(e.code(), keygate_core::ErrorCode::Unavailable, "{e}");
-        assert!(started.elapsed() < Duration::from_secs(2));
         assert!(b.health().await.is_err());
     }
 }

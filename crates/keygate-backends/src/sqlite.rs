@@ -10,11 +10,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use keygate_core::{AgentRecord, BackendError, KeyBackend, Query};
 use serde::Deserialize;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::{Row, TypeInfo, ValueRef};
+use sqlx::{Row, Sqlite, TypeInfo, ValueRef};
 
-use crate::sql::{self, Cell, Placeholders};
-use crate::{BackendSpec, Problems};
+use crate::sql::{self, Cell, Placeholders, Queries, SqlConnection};
+use crate::{BackendSpec, BuildError, Problems};
 
 /// `[[backend]] type = "sqlite"`.
 #[derive(Clone, Debug, Deserialize)]
@@ -23,12 +24,9 @@ pub struct SqliteConfig {
     /// The database file, opened read-only. Relative paths are resolved
     /// against the config file's directory.
     pub path: PathBuf,
-    /// Query for `id:` requests: one bind parameter (`?`), returning the
-    /// columns id, name, ip, key in that order.
-    pub query_by_id: String,
-    /// Query for `ip:` requests: one bind parameter (`?`), returning the
-    /// columns id, name, ip, key in that order.
-    pub query_by_ip: String,
+    /// `query_by_id` and `query_by_ip` (bind parameter `?`).
+    #[serde(flatten)]
+    pub queries: Queries,
     /// Most connections kept open (default 4).
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
@@ -37,6 +35,10 @@ pub struct SqliteConfig {
 fn default_pool_size() -> u32 {
     4
 }
+
+/// How long a connection (opening the file) and each health check step
+/// may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[async_trait]
 impl BackendSpec for SqliteConfig {
@@ -50,24 +52,13 @@ impl BackendSpec for SqliteConfig {
         if self.path.as_os_str().is_empty() {
             problems.push("path", "must not be empty");
         }
-        sql::validate_query(
-            problems,
-            "query_by_id",
-            &self.query_by_id,
-            Placeholders::Question,
-        );
-        sql::validate_query(
-            problems,
-            "query_by_ip",
-            &self.query_by_ip,
-            Placeholders::Question,
-        );
+        self.queries.validate(problems, Placeholders::Question);
         if !(1..=64).contains(&self.pool_size) {
             problems.push("pool_size", "must be between 1 and 64");
         }
     }
 
-    async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BackendError> {
+    async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BuildError> {
         let options = SqliteConnectOptions::new()
             .filename(&self.path)
             .read_only(true)
@@ -75,7 +66,7 @@ impl BackendSpec for SqliteConfig {
         let pool = SqlitePoolOptions::new()
             .max_connections(self.pool_size)
             .min_connections(0)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(OPEN_TIMEOUT)
             .connect_lazy_with(options);
         Ok(Arc::new(SqliteBackend {
             name: name.to_owned(),
@@ -115,6 +106,17 @@ fn decode(row: &SqliteRow) -> Result<[Cell; 4], BackendError> {
     Ok([cell(0)?, cell(1)?, cell(2)?, cell(3)?])
 }
 
+sql::sql_connection!(sqlx::SqliteConnection, decode);
+
+impl SqliteBackend {
+    async fn connection(&self) -> Result<PoolConnection<Sqlite>, BackendError> {
+        self.pool
+            .acquire()
+            .await
+            .map_err(|e| sql::describe_error(&e))
+    }
+}
+
 #[async_trait]
 impl KeyBackend for SqliteBackend {
     fn name(&self) -> &str {
@@ -122,35 +124,17 @@ impl KeyBackend for SqliteBackend {
     }
 
     async fn lookup(&self, query: &Query) -> Result<Option<AgentRecord>, BackendError> {
-        let sql = match query {
-            Query::Id(_) => &self.config.query_by_id,
-            Query::Ip(_) => &self.config.query_by_ip,
-        };
-        sql::fetch_one_record(&self.pool, sql, query.value(), decode).await
+        let sql = self.config.queries.for_query(query);
+        self.connection()
+            .await?
+            .fetch_record(sql, query.value())
+            .await
     }
 
-    /// Opens a connection and prepares both queries.
+    /// Opens a connection, prepares both queries and runs them once.
     async fn health(&self) -> Result<(), BackendError> {
-        use sqlx::Executor;
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| sql::describe_error(&e))?;
-        for (key, q) in [
-            ("query_by_id", &self.config.query_by_id),
-            ("query_by_ip", &self.config.query_by_ip),
-        ] {
-            let described = conn.describe(q).await.map_err(|e| {
-                BackendError::Internal(format!(
-                    "{key} does not prepare: {}",
-                    sql::describe_error(&e)
-                ))
-            })?;
-            sql::require_columns(described.columns().len())
-                .map_err(|e| BackendError::Internal(format!("{key}: {e}")))?;
-        }
-        Ok(())
+        let mut conn = self.connection().await?;
+        sql::check_queries(&mut *conn, &self.config.queries, OPEN_TIMEOUT).await
     }
 }
 
@@ -183,8 +167,10 @@ mod tests {
     fn config(path: &Path, table: &str) -> SqliteConfig {
         SqliteConfig {
             path: path.to_owned(),
-            query_by_id: format!("SELECT * FROM {table} WHERE id = ?"),
-            query_by_ip: format!("SELECT * FROM {table} WHERE ip = ?"),
+            queries: Queries {
+                query_by_id: format!("SELECT * FROM {table} WHERE id = ?"),
+                query_by_ip: format!("SELECT * FROM {table} WHERE ip = ?"),
+            },
             pool_size: 2,
         }
     }
@@ -269,7 +255,7 @@ mod tests {
     async fn health_reports_a_query_with_too_few_columns() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = config(&fixture(dir.path()).await, "agent");
-        c.query_by_ip = "SELECT id, name FROM agent WHERE ip = ?".into();
+        c.queries.query_by_ip = "SELECT id, name FROM agent WHERE ip = ?".into();
         let e = c
             .build("db")
             .await
@@ -285,8 +271,10 @@ mod tests {
     fn validation_reports_every_problem_with_its_key() {
         let c = SqliteConfig {
             path: PathBuf::new(),
-            query_by_id: "SELECT 1".into(),
-            query_by_ip: "SELECT ? , ?".into(),
+            queries: Queries {
+                query_by_id: "SELECT 1".into(),
+                query_by_ip: "SELECT ? , ?".into(),
+            },
             pool_size: 0,
         };
         let mut list = Vec::new();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use keygate_backends::mysql::MysqlConfig;
 use keygate_backends::postgres::PostgresConfig;
-use keygate_backends::sql::{Dialect, ServerConfig, TlsMode};
+use keygate_backends::sql::server::{Dialect, ServerConfig, TlsMode};
 use keygate_backends::BackendSpec;
 use keygate_core::{AgentRecord, BackendError, ErrorCode, KeyBackend};
 use keygate_testkit::q;
@@ -22,19 +22,9 @@ const WAZUH_BY_IP: &str = "SELECT id,name,ip,agent_key FROM agent WHERE ip = ?";
 
 /// A MySQL or PostgreSQL config for one host with the given queries.
 fn server<D: Dialect>(url: &str, by_id: &str, by_ip: &str) -> ServerConfig<D> {
-    ServerConfig {
-        url: Some(url.into()),
-        urls: Vec::new(),
-        failback_after: Duration::from_secs(300),
-        password_file: None,
-        connect_timeout: Duration::from_secs(1),
-        pool_size: 4,
-        tls: TlsMode::Prefer,
-        ca_file: None,
-        query_by_id: by_id.into(),
-        query_by_ip: by_ip.into(),
-        dialect: std::marker::PhantomData,
-    }
+    let mut config = ServerConfig::new(url, by_id, by_ip);
+    config.hosts.connect_timeout = Some(Duration::from_secs(1));
+    config
 }
 
 fn mysql(url: &str, by_id: &str, by_ip: &str) -> MysqlConfig {
@@ -232,7 +222,7 @@ async fn mysql_wrong_password_is_2_and_the_message_hides_it() {
     let pw = dir.path().join("mysql.pass");
     std::fs::write(&pw, format!("{secret}\n")).unwrap();
     let mut in_file = mysql(db.url(), WAZUH_BY_ID, WAZUH_BY_IP);
-    in_file.password_file = Some(pw);
+    in_file.hosts.password_file = Some(pw);
     for spec in [in_url, in_file] {
         let b = build(&spec).await;
         let e = find(&b, "id:001").await.unwrap_err();
@@ -283,7 +273,7 @@ async fn mysql_health_reports_the_wrong_query() {
     .await;
     let e = missing.health().await.unwrap_err().to_string();
     assert!(
-        e.contains("query_by_id") && e.contains("does not prepare"),
+        e.contains("query_by_id fails when run") && e.contains("no_such_table"),
         "{e}"
     );
 }
@@ -327,10 +317,10 @@ async fn mysql_urls_fail_over_in_order_and_fail_back() {
         "UPDATE agent SET name = 'on-second' WHERE id = '042'",
     );
     let mut spec = mysql(db1.url(), WAZUH_BY_ID, WAZUH_BY_IP);
-    spec.url = None;
-    spec.urls = vec![db1.url().to_owned(), db2.url().to_owned()];
-    spec.connect_timeout = Duration::from_millis(500);
-    spec.failback_after = Duration::from_secs(1);
+    spec.hosts.url = None;
+    spec.hosts.urls = vec![db1.url().to_owned(), db2.url().to_owned()];
+    spec.hosts.connect_timeout = Some(Duration::from_millis(500));
+    spec.hosts.failback_after = Duration::from_secs(1);
     let b = build(&spec).await;
     assert_eq!(found(&b, "id:042").await.name.as_str(), "agent-00042");
 
@@ -446,7 +436,7 @@ async fn postgres_wrong_password_is_2_and_the_message_hides_it() {
     std::fs::write(&pw, format!("{secret}\n")).unwrap();
     let in_url = pg_wazuh(&sql::with_password(&server.url(), secret));
     let mut in_file = pg_wazuh(&server.url_without_password());
-    in_file.password_file = Some(pw.clone());
+    in_file.hosts.password_file = Some(pw.clone());
     for spec in [in_url, in_file] {
         let b = build(&spec).await;
         let e = find(&b, "id:001").await.unwrap_err();
@@ -468,11 +458,11 @@ async fn postgres_wrong_password_is_2_and_the_message_hides_it() {
     // The password file wins over a (wrong) password in the URL.
     std::fs::write(&pw, format!("{}\n", sql::PRIVATE_PG_PASSWORD)).unwrap();
     let mut right = pg_wazuh(&sql::with_password(&server.url(), secret));
-    right.password_file = Some(pw);
+    right.hosts.password_file = Some(pw);
     let b = build(&right).await;
-    // No agent table on this server: it connects, then fails to prepare.
+    // No agent table on this server: it connects, then the query fails.
     let e = b.health().await.unwrap_err().to_string();
-    assert!(e.contains("does not prepare"), "{e}");
+    assert!(e.contains("query_by_id fails when run"), "{e}");
 }
 
 /// `tls = "require"` against a server without TLS, and `verify-full`
@@ -537,4 +527,90 @@ async fn postgres_server_restart_is_2_while_down_then_answers_again() {
     server.start_again();
     assert_eq!(found(&b, "id:042").await.name.as_str(), "agent-00042");
     drop(db);
+}
+
+// ------------------------------------------------- shared by both servers --
+
+/// `url` with its host and port replaced by 127.0.0.1:1, where nothing
+/// listens: every connection is refused at once.
+fn refused(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (userinfo, rest) = rest.rsplit_once('@').map_or(("", rest), |(u, r)| (u, r));
+    let path = &rest[rest.find('/').unwrap()..];
+    let at = if userinfo.is_empty() { "" } else { "@" };
+    format!("{scheme}://{userinfo}{at}127.0.0.1:1{path}")
+}
+
+/// The first request to a backend whose first host refuses connections,
+/// through the 2 s lookup deadline keygate puts around every backend.
+async fn first_request_with_a_refused_first_host<D: Dialect>(
+    mut spec: ServerConfig<D>,
+) -> Result<Option<AgentRecord>, BackendError> {
+    let url = spec.hosts.url.take().unwrap();
+    spec.hosts.urls = vec![refused(&url), url];
+    spec.hosts.connect_timeout = None; // the default, 3 s: more than the deadline
+    let inner = spec.build("db").await.unwrap();
+    let b = keygate_core::TimeoutLayer::new(inner, Duration::from_secs(2));
+    let answer = b.lookup(&Request::parse(b"id:042").unwrap()).await;
+    assert_eq!(
+        b.current_host().unwrap().split(':').next(),
+        Some("host 2 of 2"),
+        "the refusing host is no longer the active one"
+    );
+    answer
+}
+
+/// A refused connection is the fastest failure there is: with
+/// `urls = [<port 1>, <server>]` the FIRST request is answered by the
+/// second host, not 2 after the lookup deadline (sqlx alone retries a
+/// refused connection until its acquire timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_refused_first_host_is_skipped_within_the_first_request() {
+    let db = TestDb::mysql();
+    let r = first_request_with_a_refused_first_host(mysql(db.url(), WAZUH_BY_ID, WAZUH_BY_IP))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.name.as_str(), "agent-00042");
+}
+
+/// The same for PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refused_first_host_is_skipped_within_the_first_request() {
+    let db = TestDb::postgres();
+    let r = first_request_with_a_refused_first_host(pg_wazuh(db.url()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.name.as_str(), "agent-00042");
+}
+
+/// A query that prepares but fails on every lookup (PostgreSQL compares an
+/// integer column with the text parameter: `WHERE id = $1` on `agent_int`)
+/// is reported by the health check (`keygate check`), not shown ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_health_reports_a_query_that_fails_on_every_lookup() {
+    let db = TestDb::postgres();
+    let b = build(&postgres(
+        db.url(),
+        "SELECT * FROM agent_int WHERE id = $1",
+        "SELECT * FROM agent_int WHERE ip = $1",
+    ))
+    .await;
+    assert_eq!(code(&b, "id:007").await, ErrorCode::Unavailable, "fails on lookups");
+    let e = b.health().await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Internal, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("query_by_id fails when run") && text.contains("operator does not exist"),
+        "{text}"
+    );
+    // The same query with the cast is healthy.
+    let cast = build(&postgres(
+        db.url(),
+        "SELECT * FROM agent_int WHERE id = $1::int",
+        "SELECT * FROM agent_int WHERE ip = $1",
+    ))
+    .await;
+    cast.health().await.unwrap();
 }

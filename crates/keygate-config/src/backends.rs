@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use figment::value::{Dict, Value};
-use keygate_backends::{BackendSpec, Problem, Problems};
+use keygate_backends::{BackendSpec, BuildError, Problem, Problems};
 use keygate_core::chain::Action;
-use keygate_core::{BackendError, BreakerSettings, KeyBackend, TimeoutLayer};
+use keygate_core::{BreakerSettings, KeyBackend, TimeoutLayer};
 use serde::Deserialize;
 
 use crate::section::{deserialize_all, Section};
@@ -84,9 +84,16 @@ macro_rules! backend_kinds {
                 }
             }
 
-            async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BackendError> {
+            async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BuildError> {
                 match self {
                     $( #[cfg(feature = $feature)] Self::$variant(c) => c.build(name).await, )+
+                }
+            }
+
+            /// Whether the backend's settings hold a password inline (in a URL).
+            pub fn has_inline_password(&self) -> bool {
+                match self {
+                    $( #[cfg(feature = $feature)] Self::$variant(c) => c.has_inline_password(), )+
                 }
             }
 
@@ -235,7 +242,8 @@ impl BackendEntry {
     }
 
     /// Builds the backend inside its timeout layer (without the breaker).
-    pub async fn build(&self) -> Result<Arc<dyn KeyBackend>, BackendError> {
+    /// The error names the key it comes from ([`BuildError::problem`]).
+    pub async fn build(&self) -> Result<Arc<dyn KeyBackend>, BuildError> {
         let inner = self.kind.build(&self.name).await?;
         Ok(Arc::new(TimeoutLayer::new(inner, self.timeout)))
     }
@@ -244,5 +252,29 @@ impl BackendEntry {
     /// decides if cache entries survive a reload).
     pub fn same_backend(&self, other: &Self) -> bool {
         self.name == other.name && self.kind.type_name() == other.kind.type_name()
+    }
+}
+
+/// Warns (a log line naming the backends, never the URL) when backends hold
+/// a password inline in a URL and `config_file` is readable by users other
+/// than its owner and group: `password_file`, `password_env` or
+/// `password_credential` keep it out of the config.
+pub fn warn_inline_passwords(entries: &[BackendEntry], config_file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let inline: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.kind.has_inline_password())
+        .map(|e| e.name.as_str())
+        .collect();
+    let readable_by_others = std::fs::metadata(config_file)
+        .map(|m| m.permissions().mode() & 0o004 != 0)
+        .unwrap_or(false);
+    if !inline.is_empty() && readable_by_others {
+        tracing::warn!(
+            config = %config_file.display(),
+            backends = %inline.join(", "),
+            "The config holds a password in a URL and is readable by every user; \
+             move it to password_file, password_env or password_credential, or chmod o-r the file."
+        );
     }
 }

@@ -134,6 +134,9 @@ impl Config {
         &self,
         keep_cache: Option<&CacheLayer>,
     ) -> Result<Stack, Vec<Problem>> {
+        if let Some(path) = &self.source {
+            backends::warn_inline_passwords(&self.backends, path);
+        }
         let mut problems = Vec::new();
         let mut backends = Vec::new();
         let mut breakers = Vec::new();
@@ -153,10 +156,7 @@ impl Config {
                     latencies.push(latency);
                     backends.push((entry.name.clone(), entry.kind.type_name(), backend));
                 }
-                Err(e) => problems.push(Problem {
-                    path: format!("backend[{i}]"),
-                    message: e.to_string(),
-                }),
+                Err(e) => problems.push(e.problem(&format!("backend[{i}]"))),
             }
         }
         if !problems.is_empty() {

@@ -77,7 +77,7 @@ impl BackendSpec for FileConfig {
         }
     }
 
-    async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BackendError> {
+    async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, crate::BuildError> {
         Ok(FileBackend::open(name, self.clone()).await)
     }
 }

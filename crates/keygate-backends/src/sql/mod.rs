@@ -1,0 +1,471 @@
+//! What the SQL backends (SQLite, MySQL/MariaDB, PostgreSQL) share: the
+//! queries and their validation, turning a row's first four columns into a
+//! validated record, the health check, and describing driver errors
+//! without leaking secrets. [`server`] is the one backend for database
+//! servers, generic over a [`server::Dialect`].
+//!
+//! Queries return the columns id, name, ip, key in that order, under any
+//! names, as the seed's own scripts do (`SELECT id,name,ip,agent_key ...`).
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub mod server;
+
+use futures_util::future::BoxFuture;
+use futures_util::TryStreamExt;
+use keygate_core::record::Field;
+use keygate_core::{AgentId, AgentRecord, BackendError, Query, RecordError};
+
+/// One column value, decoded to what a record field can be made of.
+#[derive(Debug)]
+pub enum Cell {
+    /// SQL NULL.
+    Null,
+    /// Any text type.
+    Text(String),
+    /// Any integer type.
+    Int(i64),
+    /// A type keygate cannot use (the name says which).
+    Other(String),
+}
+
+/// Builds a record from the first four cells of a row: an integer id is
+/// zero-padded (`7` → `007`); a NULL or an unusable type is a bad record.
+pub fn record_from_cells(cells: [Cell; 4]) -> Result<AgentRecord, BackendError> {
+    let [id, name, ip, key] = cells;
+    let id = match id {
+        Cell::Int(n) => AgentId::from_integer(n)?.as_str().to_owned(),
+        other => text(other, Field::Id)?,
+    };
+    let record = AgentRecord::parse(
+        &id,
+        &text(name, Field::Name)?,
+        &text(ip, Field::Ip)?,
+        &text(key, Field::Key)?,
+    )?;
+    Ok(record)
+}
+
+fn text(cell: Cell, field: Field) -> Result<String, RecordError> {
+    match cell {
+        Cell::Null => Err(RecordError::Missing(field)),
+        Cell::Text(s) => Ok(s),
+        Cell::Int(n) => Ok(n.to_string()),
+        Cell::Other(_) => Err(RecordError::Invalid {
+            field,
+            rule: "column type cannot be read as text",
+        }),
+    }
+}
+
+/// Which placeholder style a database uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placeholders {
+    /// `?` (SQLite, MySQL).
+    Question,
+    /// `$1`, `$2`, ... (PostgreSQL; SQLite accepts it too).
+    Dollar,
+}
+
+/// Counts the distinct bind parameters in `sql`, ignoring quoted strings,
+/// quoted identifiers and comments. For `$n` style, returns the highest n.
+pub fn count_parameters(sql: &str, style: Placeholders) -> usize {
+    let b = sql.as_bytes();
+    let (mut i, mut count, mut highest) = (0, 0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() {
+                    if b[i] == b'\\' && q != b'`' {
+                        i += 2;
+                        continue;
+                    }
+                    if b[i] == q {
+                        // A doubled quote is an escaped quote.
+                        if b.get(i + 1) == Some(&q) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'?' if style == Placeholders::Question => count += 1,
+            b'$' if style == Placeholders::Dollar => {
+                let digits: String = b[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .map(|&c| c as char)
+                    .collect();
+                if let Ok(n) = digits.parse::<usize>() {
+                    highest = highest.max(n);
+                    i += digits.len();
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    match style {
+        Placeholders::Question => count,
+        Placeholders::Dollar => highest,
+    }
+}
+
+/// Validates one query setting: not empty, exactly one bind parameter.
+pub fn validate_query(
+    problems: &mut crate::Problems<'_>,
+    key: &str,
+    sql: &str,
+    style: Placeholders,
+) {
+    let placeholder = match style {
+        Placeholders::Question => "?",
+        Placeholders::Dollar => "$1",
+    };
+    if sql.trim().is_empty() {
+        problems.push(key, "must not be empty");
+        return;
+    }
+    let n = count_parameters(sql, style);
+    if n != 1 {
+        problems.push(
+            key,
+            format!("must have exactly one bind parameter ({placeholder}), found {n}"),
+        );
+    }
+}
+
+/// Describes a driver error without the connection URL or any password:
+/// only the error's kind and the server's own message.
+pub fn describe_error(e: &sqlx::Error) -> BackendError {
+    use sqlx::Error as E;
+    match e {
+        E::Database(db) => BackendError::Unavailable(format!("database error: {}", db.message())),
+        // sqlx reports a rejected certificate as an I/O error.
+        E::Io(io) if io.to_string().contains("certificate") => {
+            BackendError::Unavailable(format!("TLS error: {io}"))
+        }
+        E::Io(io) => BackendError::Unavailable(format!("I/O error: {io}")),
+        E::Tls(tls) => BackendError::Unavailable(format!("TLS error: {tls}")),
+        E::PoolTimedOut => {
+            BackendError::Unavailable("timed out waiting for a database connection".into())
+        }
+        E::PoolClosed => BackendError::Unavailable("connection pool closed".into()),
+        E::Protocol(_) => BackendError::Unavailable("database protocol error".into()),
+        E::Configuration(_) => BackendError::Internal("invalid connection settings".into()),
+        E::ColumnIndexOutOfBounds { len, .. } => BackendError::Internal(format!(
+            "the query returns {len} columns; id, name, ip, key (4) are needed"
+        )),
+        E::ColumnDecode { index, .. } => {
+            BackendError::Internal(format!("cannot decode column {index}"))
+        }
+        E::WorkerCrashed => BackendError::Unavailable("database worker crashed".into()),
+        _ => BackendError::Unavailable("database driver error".into()),
+    }
+}
+
+/// Runs `query` with one bound value and returns its only row as a record:
+/// no row is `Ok(None)`, two or more are ambiguous. `decode` turns a row
+/// into four cells; it is the only database-specific part.
+pub async fn fetch_one_record<'e, DB, E, F>(
+    executor: E,
+    sql: &'e str,
+    value: String,
+    decode: F,
+) -> Result<Option<AgentRecord>, BackendError>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'e, Database = DB> + 'e,
+    String: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    <DB as sqlx::Database>::Arguments<'e>: sqlx::IntoArguments<'e, DB>,
+    F: Fn(&DB::Row) -> Result<[Cell; 4], BackendError>,
+{
+    let mut rows = sqlx::query::<DB>(sql).bind(value).fetch(executor);
+    let first = rows.try_next().await.map_err(|e| describe_error(&e))?;
+    let Some(first) = first else { return Ok(None) };
+    if rows
+        .try_next()
+        .await
+        .map_err(|e| describe_error(&e))?
+        .is_some()
+    {
+        return Err(BackendError::Ambiguous);
+    }
+    let cells = decode(&first)?;
+    record_from_cells(cells).map(Some)
+}
+
+/// Checks a row has at least the four columns a record needs.
+pub fn require_columns(len: usize) -> Result<(), BackendError> {
+    if len < 4 {
+        Err(BackendError::Internal(format!(
+            "the query returns {len} columns; id, name, ip, key (4) are needed"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// The two queries every SQL backend has (`query_all`, for listing every
+/// agent, will join them here).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct Queries {
+    /// Query for `id:` requests: one bind parameter (`?` for SQLite and
+    /// MySQL, `$1` for PostgreSQL, where it is bound as text), returning
+    /// the columns id, name, ip, key in that order, under any names.
+    pub query_by_id: String,
+    /// Query for `ip:` requests, like `query_by_id` (on PostgreSQL write
+    /// `$1::inet` for an `inet` column).
+    pub query_by_ip: String,
+}
+
+/// The probe values a health check runs each query with: valid input that
+/// no agent can have (agent 000 is the Wazuh manager itself; 0.0.0.0 is no
+/// peer's address).
+const PROBE_ID: &str = "000";
+const PROBE_IP: &str = "0.0.0.0";
+
+impl Queries {
+    /// Reports an empty query or one without exactly one bind parameter.
+    pub fn validate(&self, problems: &mut crate::Problems<'_>, style: Placeholders) {
+        validate_query(problems, "query_by_id", &self.query_by_id, style);
+        validate_query(problems, "query_by_ip", &self.query_by_ip, style);
+    }
+
+    /// The query that answers `query`.
+    pub fn for_query(&self, query: &Query) -> &str {
+        match query {
+            Query::Id(_) => &self.query_by_id,
+            Query::Ip(_) => &self.query_by_ip,
+        }
+    }
+
+    /// Each query with its key and its probe value.
+    fn with_probes(&self) -> [(&'static str, &str, &'static str); 2] {
+        [
+            ("query_by_id", &self.query_by_id, PROBE_ID),
+            ("query_by_ip", &self.query_by_ip, PROBE_IP),
+        ]
+    }
+}
+
+/// What the SQL backends need of a database connection; implemented for
+/// each driver's connection type by `sql_connection!`.
+pub trait SqlConnection: Send {
+    /// Runs `sql` with `value` bound and returns its only row as a record
+    /// (see [`fetch_one_record`]).
+    fn fetch_record<'c>(
+        &'c mut self,
+        sql: &'c str,
+        value: String,
+    ) -> BoxFuture<'c, Result<Option<AgentRecord>, BackendError>>;
+
+    /// Prepares `sql`: its bind parameter count (where the driver reports
+    /// it) and its column count.
+    fn describe_query<'c>(
+        &'c mut self,
+        sql: &'c str,
+    ) -> BoxFuture<'c, Result<(Option<usize>, usize), sqlx::Error>>;
+
+    /// Runs `sql` with `value` bound exactly as a lookup does, rows ignored.
+    fn run_probe<'c>(
+        &'c mut self,
+        sql: &'c str,
+        value: &'static str,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+}
+
+/// Implements [`SqlConnection`] for a driver's connection type, with the
+/// driver's row decoding.
+macro_rules! sql_connection {
+    ($conn:ty, $decode:path) => {
+        impl $crate::sql::SqlConnection for $conn {
+            fn fetch_record<'c>(
+                &'c mut self,
+                sql: &'c str,
+                value: String,
+            ) -> futures_util::future::BoxFuture<
+                'c,
+                Result<Option<keygate_core::AgentRecord>, keygate_core::BackendError>,
+            > {
+                Box::pin($crate::sql::fetch_one_record(self, sql, value, $decode))
+            }
+
+            fn describe_query<'c>(
+                &'c mut self,
+                sql: &'c str,
+            ) -> futures_util::future::BoxFuture<'c, Result<(Option<usize>, usize), sqlx::Error>>
+            {
+                Box::pin(async move {
+                    let described = sqlx::Executor::describe(self, sql).await?;
+                    let parameters = match described.parameters() {
+                        Some(sqlx::Either::Left(types)) => Some(types.len()),
+                        Some(sqlx::Either::Right(n)) => Some(n),
+                        None => None,
+                    };
+                    Ok((parameters, described.columns().len()))
+                })
+            }
+
+            fn run_probe<'c>(
+                &'c mut self,
+                sql: &'c str,
+                value: &'static str,
+            ) -> futures_util::future::BoxFuture<'c, Result<(), sqlx::Error>> {
+                Box::pin(async move {
+                    sqlx::query(sql).bind(value).fetch_optional(self).await?;
+                    Ok(())
+                })
+            }
+        }
+    };
+}
+pub(crate) use sql_connection;
+
+/// The health check of every SQL backend: prepares both queries (one bind
+/// parameter where the driver says, four columns), then runs each with a
+/// probe value exactly as a lookup runs it, so a query that fails on every
+/// lookup (a PostgreSQL integer column compared with the text parameter)
+/// is reported here, not at the first request. Each step waits at most
+/// `limit`.
+pub async fn check_queries<C: SqlConnection>(
+    conn: &mut C,
+    queries: &Queries,
+    limit: std::time::Duration,
+) -> Result<(), BackendError> {
+    for (key, sql, probe) in queries.with_probes() {
+        // Run first, describe second: a description prepared without the
+        // parameter's type would be cached by the driver (PostgreSQL) and
+        // break later lookups on `$1::int`; after the run, it is the
+        // statement the lookups use. When the run fails, what the server
+        // says about the statement explains it best, if it says anything.
+        let run = tokio::time::timeout(limit, conn.run_probe(sql, probe))
+            .await
+            .map_err(|_| BackendError::Timeout(limit))?;
+        let described = tokio::time::timeout(limit, conn.describe_query(sql))
+            .await
+            .map_err(|_| BackendError::Timeout(limit))?;
+        match (run, described) {
+            (Ok(()), Ok((parameters, columns))) => check_described(key, parameters, columns)?,
+            (Ok(()), Err(e)) => return Err(query_error(key, "does not prepare", &e)),
+            (Err(e), Ok((parameters, columns))) => {
+                check_described(key, parameters, columns)?;
+                return Err(query_error(key, &format!("fails when run (with {probe})"), &e));
+            }
+            (Err(e), Err(_)) => {
+                return Err(query_error(key, &format!("fails when run (with {probe})"), &e))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks what the server said about a prepared query: one bind parameter
+/// where the driver reports the count, and at least four columns.
+fn check_described(key: &str, parameters: Option<usize>, columns: usize) -> Result<(), BackendError> {
+    if let Some(n) = parameters {
+        if n != 1 {
+            return Err(BackendError::Internal(format!(
+                "{key} has {n} bind parameters; exactly 1 is needed"
+            )));
+        }
+    }
+    require_columns(columns).map_err(|e| BackendError::Internal(format!("{key}: {e}")))
+}
+
+/// The error for a query the server refuses (a missing table, a syntax
+/// error, a type mismatch): a configuration problem, named by its key. A
+/// lost connection stays an outage.
+fn query_error(key: &str, what: &str, e: &sqlx::Error) -> BackendError {
+    match describe_error(e) {
+        BackendError::Unavailable(s) if matches!(e, sqlx::Error::Database(_)) => {
+            BackendError::Internal(format!("{key} {what}: {s}"))
+        }
+        BackendError::Internal(s) => BackendError::Internal(format!("{key} {what}: {s}")),
+        other => other,
+    }
+}
+
+/// Turns the bytes of a text or binary string column into a cell: UTF-8
+/// is text, anything else is unusable.
+pub fn utf8_cell(bytes: Vec<u8>) -> Cell {
+    match String::from_utf8(bytes) {
+        Ok(s) => Cell::Text(s),
+        Err(_) => Cell::Other("bytes that are not UTF-8".into()),
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_question_marks_outside_quotes_and_comments() {
+        let q = |s| count_parameters(s, Placeholders::Question);
+        assert_eq!(q("SELECT id,name,ip,agent_key FROM agent WHERE id = ?"), 1);
+        assert_eq!(
+            q("SELECT id,name,ip,`agent_key?` FROM agent WHERE id = ? AND name <> '?'"),
+            1
+        );
+        assert_eq!(q("SELECT 1 FROM t WHERE a = ? OR b = ?"), 2);
+        assert_eq!(q("SELECT 1 -- ?\nFROM t /* ? */ WHERE a = 'it''s ?'"), 0);
+        assert_eq!(q(r"SELECT 'a\'?' , ?"), 1);
+    }
+
+    #[test]
+    fn counts_dollar_parameters() {
+        let q = |s| count_parameters(s, Placeholders::Dollar);
+        assert_eq!(
+            q("SELECT id,name,ip,agent_key FROM agent WHERE ip = $1::inet"),
+            1
+        );
+        assert_eq!(q("SELECT 1 WHERE a = $1 OR b = $1"), 1);
+        assert_eq!(q("SELECT 1 WHERE a = $1 OR b = $2"), 2);
+        assert_eq!(q("SELECT '$1' FROM t"), 0);
+    }
+
+    #[test]
+    fn cells_become_records() {
+        let ok = record_from_cells([
+            Cell::Int(7),
+            Cell::Text("a".into()),
+            Cell::Text("any".into()),
+            Cell::Text("k".into()),
+        ])
+        .unwrap();
+        assert_eq!(ok.id.as_str(), "007");
+        let null = record_from_cells([
+            Cell::Text("001".into()),
+            Cell::Text("a".into()),
+            Cell::Text("any".into()),
+            Cell::Null,
+        ]);
+        assert_eq!(
+            null.unwrap_err().code(),
+            keygate_core::ErrorCode::InvalidRecord
+        );
+        let blob = record_from_cells([
+            Cell::Text("001".into()),
+            Cell::Other("BLOB".into()),
+            Cell::Text("any".into()),
+            Cell::Text("k".into()),
+        ]);
+        assert_eq!(
+            blob.unwrap_err().code(),
+            keygate_core::ErrorCode::InvalidRecord
+        );
+    }
+}

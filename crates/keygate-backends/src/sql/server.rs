@@ -1,0 +1,332 @@
+//! The one backend for database servers (MySQL/MariaDB, PostgreSQL), generic
+//! over a [`Dialect`]: the driver's connect options and row decoding are the
+//! dialect's; the config, the pools, failover, lookups and the health check
+//! are written here once.
+//!
+//! Each host has a small lazy pool: it connects on first use and reconnects
+//! by itself, so keygate starts while the server is down and answers again
+//! once it is back, without a restart. Every wait is bounded
+//! (`connect_timeout` for a connection, the backend's `timeout` around each
+//! lookup). Values are only ever bound to the query's one parameter;
+//! passwords and URLs never reach a message or a log.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keygate_core::{AgentRecord, BackendError, KeyBackend, Query};
+use serde::Deserialize;
+use sqlx::pool::{PoolConnection, PoolOptions};
+use sqlx::{ConnectOptions, Connection};
+
+use super::{check_queries, describe_error, Placeholders, Queries, SqlConnection};
+use crate::endpoint::{redact_url, Host, HostList, Hosts};
+use crate::error::{BuildError, FileError};
+use crate::{BackendSpec, Problems};
+
+/// The default `connect_timeout` of the database servers.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How a connection to a database server uses TLS (`tls = ...`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain text only.
+    Disable,
+    /// TLS if the server offers it, plain text otherwise (the default).
+    #[default]
+    Prefer,
+    /// TLS or no connection; the certificate is not verified.
+    Require,
+    /// TLS with the certificate verified against `ca_file` (or the system
+    /// roots) and the host name checked.
+    VerifyFull,
+}
+
+/// What the connection settings of one host are made of.
+#[derive(Debug)]
+pub struct Connect<'a> {
+    /// The host's URL.
+    pub url: &'a str,
+    /// The password from `password_file`/`_env`/`_credential`, if any.
+    pub password: Option<&'a str>,
+    /// `tls`.
+    pub tls: TlsMode,
+    /// The content of `ca_file`, if set.
+    pub ca_pem: Option<&'a [u8]>,
+}
+
+/// The connection type of a dialect's driver.
+pub type ConnectionOf<D> = <<D as Dialect>::Db as sqlx::Database>::Connection;
+/// The connect options of a dialect's driver.
+pub type OptionsOf<D> = <ConnectionOf<D> as Connection>::Options;
+
+/// What differs between the database servers: the driver, its URL schemes,
+/// its placeholder style, its connect options, its row decoding (through
+/// [`SqlConnection`], implemented for the driver's connection).
+pub trait Dialect: Send + Sync + 'static {
+    /// The sqlx driver.
+    type Db: sqlx::Database<Connection: SqlConnection>;
+    /// The `type` value (`mysql`, `postgres`).
+    const TYPE: &'static str;
+    /// The config's name in `Debug` output.
+    const CONFIG_NAME: &'static str;
+    /// The URL schemes accepted (`mysql`, `postgres`, ...).
+    const SCHEMES: &'static [&'static str];
+    /// The database's own bind placeholder.
+    const PLACEHOLDERS: Placeholders;
+
+    /// The driver's connection options for one host; `Err` when the driver
+    /// does not accept the URL (the driver's message is not kept: it may
+    /// quote the URL).
+    fn connect_options(connect: Connect<'_>) -> Result<OptionsOf<Self>, ()>;
+}
+
+/// `[[backend]] type = "mysql"` or `"postgres"`: the keys both database
+/// server backends have.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, bound = "")]
+pub struct ServerConfig<D: Dialect> {
+    /// `url`/`urls` (`mysql://` or `mariadb://`, `postgres://` or
+    /// `postgresql://` `user[:password]@host[:port]/database`),
+    /// `failback_after`, `connect_timeout` (default `"3s"`: the longest wait
+    /// for a connection) and the password source.
+    #[serde(flatten)]
+    pub hosts: HostList,
+    /// `query_by_id` and `query_by_ip`.
+    #[serde(flatten)]
+    pub queries: Queries,
+    /// Most connections kept open per host (default 4).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    /// `disable`, `prefer` (default), `require` or `verify-full`
+    /// (certificate checked against `ca_file` and the host name). For
+    /// PostgreSQL it overrides any `sslmode` in `url`.
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// PEM file of the CA that signed the server's certificate, read when
+    /// the backend is built. Relative paths are resolved against the config
+    /// file's directory.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Which database; not a config key.
+    #[serde(skip)]
+    pub dialect: PhantomData<D>,
+}
+
+fn default_pool_size() -> u32 {
+    4
+}
+
+impl<D: Dialect> Clone for ServerConfig<D> {
+    fn clone(&self) -> Self {
+        Self {
+            hosts: self.hosts.clone(),
+            queries: self.queries.clone(),
+            pool_size: self.pool_size,
+            tls: self.tls,
+            ca_file: self.ca_file.clone(),
+            dialect: PhantomData,
+        }
+    }
+}
+
+/// Shows everything but the password.
+impl<D: Dialect> fmt::Debug for ServerConfig<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(D::CONFIG_NAME)
+            .field("hosts", &self.hosts)
+            .field("queries", &self.queries)
+            .field("pool_size", &self.pool_size)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl<D: Dialect> ServerConfig<D> {
+    /// A config for one host with the given queries and every other key at
+    /// its default.
+    pub fn new(url: &str, query_by_id: &str, query_by_ip: &str) -> Self {
+        Self {
+            hosts: HostList::one(url),
+            queries: Queries {
+                query_by_id: query_by_id.into(),
+                query_by_ip: query_by_ip.into(),
+            },
+            pool_size: default_pool_size(),
+            tls: TlsMode::default(),
+            ca_file: None,
+            dialect: PhantomData,
+        }
+    }
+
+    /// The longest wait for one connection.
+    pub fn connect_timeout(&self) -> Duration {
+        self.hosts.connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> BackendSpec for ServerConfig<D> {
+    const TYPE: &'static str = D::TYPE;
+
+    fn resolve_paths(&mut self, base: &Path) {
+        self.hosts.resolve_paths(base);
+        if let Some(ca) = self.ca_file.as_mut() {
+            crate::resolve(base, ca);
+        }
+    }
+
+    fn validate(&self, problems: &mut Problems<'_>) {
+        self.hosts.validate(problems, D::SCHEMES, |url| {
+            D::connect_options(Connect {
+                url,
+                password: None,
+                tls: self.tls,
+                ca_pem: None,
+            })
+            .is_ok()
+        });
+        if !(1..=64).contains(&self.pool_size) {
+            problems.push("pool_size", "must be between 1 and 64");
+        }
+        if let Some(ca) = &self.ca_file {
+            if ca.as_os_str().is_empty() {
+                problems.push("ca_file", "must not be empty");
+            } else if self.tls == TlsMode::Disable {
+                problems.push("ca_file", "is set but tls = \"disable\"");
+            }
+        }
+        self.queries.validate(problems, D::PLACEHOLDERS);
+    }
+
+    fn has_inline_password(&self) -> bool {
+        self.hosts.has_inline_password()
+    }
+
+    async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BuildError> {
+        let ca_pem = match &self.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| FileError::new("ca_file", path, e))?),
+            None => None,
+        };
+        let connect_timeout = self.connect_timeout();
+        let hosts = self.hosts.build(name, |key, url, password| {
+            let options = D::connect_options(Connect {
+                url,
+                password,
+                tls: self.tls,
+                ca_pem: ca_pem.as_deref(),
+            })
+            .map_err(|()| BuildError::invalid(key, "is not a valid connection URL"))?;
+            let pool = PoolOptions::<D::Db>::new()
+                .max_connections(self.pool_size)
+                .min_connections(0)
+                .acquire_timeout(connect_timeout)
+                .connect_lazy_with(options);
+            Ok(SqlHost {
+                pool,
+                label: redact_url(url),
+                connect_timeout,
+            })
+        })?;
+        Ok(Arc::new(ServerBackend::<D> {
+            name: name.to_owned(),
+            config: self.clone(),
+            hosts,
+        }))
+    }
+}
+
+/// A MySQL/MariaDB or PostgreSQL backend.
+pub struct ServerBackend<D: Dialect> {
+    name: String,
+    config: ServerConfig<D>,
+    hosts: Hosts<SqlHost<D::Db>>,
+}
+
+impl<D: Dialect> fmt::Debug for ServerBackend<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBackend")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .field("active_host", &self.hosts.active())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> KeyBackend for ServerBackend<D> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn lookup(&self, query: &Query) -> Result<Option<AgentRecord>, BackendError> {
+        let sql = self.config.queries.for_query(query);
+        self.hosts
+            .run(|host| async move {
+                let mut conn = host.acquire().await?;
+                conn.fetch_record(sql, query.value()).await
+            })
+            .await
+    }
+
+    /// Checks the active host (or, failing over, the next one that
+    /// answers): connects, prepares both queries and runs them once.
+    async fn health(&self) -> Result<(), BackendError> {
+        self.hosts
+            .run(|host| async move {
+                let mut conn = host.acquire().await?;
+                check_queries(&mut *conn, &self.config.queries, host.connect_timeout).await
+            })
+            .await
+    }
+
+    fn current_host(&self) -> Option<String> {
+        self.hosts.current()
+    }
+}
+
+/// One database host of a backend: its lazy pool, and its URL redacted for
+/// `keygate backends`.
+pub struct SqlHost<DB: sqlx::Database> {
+    pool: sqlx::Pool<DB>,
+    label: String,
+    connect_timeout: Duration,
+}
+
+impl<DB: sqlx::Database> SqlHost<DB> {
+    /// A connection from the pool. While the pool holds no connection (at
+    /// start, after an outage), one direct attempt comes first: sqlx's pool
+    /// retries a refused connection until its timeout, and a refused
+    /// connection must be the fastest failure there is, so the next host
+    /// answers the same request.
+    async fn acquire(&self) -> Result<PoolConnection<DB>, BackendError> {
+        if self.pool.size() == 0 {
+            let options = self.pool.connect_options();
+            let conn = tokio::time::timeout(self.connect_timeout, options.connect())
+                .await
+                .map_err(|_| BackendError::Timeout(self.connect_timeout))?
+                .map_err(|e| describe_error(&e))?;
+            // A clean goodbye; the pool opens its own connection next.
+            let _ = conn.close().await;
+        }
+        self.pool.acquire().await.map_err(|e| describe_error(&e))
+    }
+}
+
+impl<DB: sqlx::Database> Host for SqlHost<DB> {
+    async fn probe(&self) -> bool {
+        matches!(
+            tokio::time::timeout(self.connect_timeout, self.pool.acquire()).await,
+            Ok(Ok(_))
+        )
+    }
+
+    fn label(&self) -> &str {
+        &self.label
+    }
+}
