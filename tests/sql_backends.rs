@@ -311,3 +311,52 @@ fn urls_fail_over_to_the_second_host_and_back() {
     assert!(text.contains("host 1 of 2"), "{text}");
     drop((db1, db2));
 }
+
+/// A password in a URL's query string is never shown: not by `keygate
+/// backends` (which shows the host index and the redacted host), not by
+/// `keygate check`, not in the daemon's log (failover lines name the
+/// backend and the host index only). The daemon warns that the config,
+/// readable by others, holds an inline password.
+#[test]
+fn a_password_in_a_url_is_never_shown_anywhere() {
+    let db = TestDb::postgres();
+    let secret_url = "postgres://kg@127.0.0.1:1/wazuh?password=hunter2";
+    let two_hosts = postgres_backend("inventory", "unused", "").replace(
+        "url = \"unused\"",
+        &format!("urls = [\"{secret_url}\", \"{}\"]", db.url()),
+    );
+    let one_host = postgres_backend("spare", secret_url, "");
+    let d = daemon(&format!("{two_hosts}\n{one_host}"));
+    assert_eq!(d.request("id:042")["data"]["name"], "agent-00042");
+    let run = |command: &str| {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(d.config())
+            .arg(command)
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let backends = run("backends");
+    assert!(
+        backends.contains("host 2 of 2: postgres://127.0.0.1:"),
+        "{backends}"
+    );
+    assert!(
+        backends.contains("host 1 of 1: postgres://127.0.0.1:1/wazuh?password=***"),
+        "{backends}"
+    );
+    let check = run("check");
+    let log = d.log();
+    assert!(log.contains("Host failed; moving on"), "{log}");
+    assert!(log.contains("holds a password in a URL"), "{log}");
+    for text in [&backends, &check, &log, &d.stderr()] {
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("kg@"), "{text}");
+    }
+    drop(db);
+}

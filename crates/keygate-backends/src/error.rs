@@ -70,11 +70,7 @@ impl BuildError {
     /// file or directory`.
     pub fn problem(&self, prefix: &str) -> Problem {
         let message = match self {
-            Self::File(e) => format!(
-                "cannot read {}: {}",
-                e.path.display(),
-                io_reason(&e.source)
-            ),
+            Self::File(e) => format!("cannot read {}: {}", e.path.display(), io_reason(&e.source)),
             Self::Invalid { message, .. } => message.clone(),
         };
         Problem {

@@ -339,7 +339,8 @@ impl BackendSpec for LdapConfig {
 fn tls_config(path: &Path) -> Result<Arc<rustls::ClientConfig>, crate::BuildError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
-    let problem = |what: &str| crate::BuildError::invalid("ca_file", format!("{} {what}", path.display()));
+    let problem =
+        |what: &str| crate::BuildError::invalid("ca_file", format!("{} {what}", path.display()));
     let mut roots = rustls::RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(path).map_err(|_| problem("cannot be read"))?;
     for cert in certs {

@@ -28,13 +28,13 @@ impl Dialect for MySqlDialect {
     const PLACEHOLDERS: Placeholders = Placeholders::Question;
 
     /// URL, then password, TLS.
-    fn connect_options(c: Connect<'_>) -> Result<MySqlConnectOptions, ()> {
+    fn connect_options(c: Connect<'_>) -> Option<MySqlConnectOptions> {
         // sqlx only knows the mysql scheme; mariadb:// means the same.
         let url = match c.url.strip_prefix("mariadb://") {
             Some(rest) => format!("mysql://{rest}"),
             None => c.url.to_owned(),
         };
-        let mut options = MySqlConnectOptions::from_str(&url).map_err(|_| ())?;
+        let mut options = MySqlConnectOptions::from_str(&url).ok()?;
         if let Some(password) = c.password {
             options = options.password(password);
         }
@@ -48,7 +48,7 @@ impl Dialect for MySqlDialect {
             options = options.ssl_ca_from_pem(pem.to_vec());
         }
         // Statement logs would only repeat the configured SQL at info level.
-        Ok(options.disable_statement_logging())
+        Some(options.disable_statement_logging())
     }
 }
 

@@ -32,8 +32,8 @@ impl Dialect for PostgresDialect {
     const PLACEHOLDERS: Placeholders = Placeholders::Dollar;
 
     /// URL, then password, TLS.
-    fn connect_options(c: Connect<'_>) -> Result<PgConnectOptions, ()> {
-        let mut options = PgConnectOptions::from_str(c.url).map_err(|_| ())?;
+    fn connect_options(c: Connect<'_>) -> Option<PgConnectOptions> {
+        let mut options = PgConnectOptions::from_str(c.url).ok()?;
         if let Some(password) = c.password {
             options = options.password(password);
         }
@@ -47,9 +47,11 @@ impl Dialect for PostgresDialect {
             options = options.ssl_root_cert_from_pem(pem.to_vec());
         }
         // Statement logs would only repeat the configured SQL at info level.
-        Ok(options
-            .application_name("keygate")
-            .disable_statement_logging())
+        Some(
+            options
+                .application_name("keygate")
+                .disable_statement_logging(),
+        )
     }
 }
 

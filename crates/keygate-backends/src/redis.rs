@@ -382,7 +382,10 @@ mod tests {
         assert_eq!(c.key_by_ip, "wazuh:agent-ip:{ip}");
         assert_eq!(c.fields.key, "agent_key");
         assert_eq!(c.fields.id, "id");
-        assert_eq!(c.hosts.connect_timeout(DEFAULT_CONNECT_TIMEOUT), Duration::from_secs(2));
+        assert_eq!(
+            c.hosts.connect_timeout(DEFAULT_CONNECT_TIMEOUT),
+            Duration::from_secs(2)
+        );
         assert!(problems(&c).is_empty(), "{:?}", problems(&c));
         let unknown =
             serde_json::from_str::<RedisConfig>(r#"{"url":"redis://h","fields":{"secret":"x"}}"#);
@@ -391,7 +394,10 @@ mod tests {
         assert!(unknown.is_err());
         let c: RedisConfig =
             serde_json::from_str(r#"{"url":"redis://h","connect_timeout":"300ms"}"#).unwrap();
-        assert_eq!(c.hosts.connect_timeout(DEFAULT_CONNECT_TIMEOUT), Duration::from_millis(300));
+        assert_eq!(
+            c.hosts.connect_timeout(DEFAULT_CONNECT_TIMEOUT),
+            Duration::from_millis(300)
+        );
     }
 
     #[test]

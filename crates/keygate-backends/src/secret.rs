@@ -57,17 +57,21 @@ impl PasswordSource {
             self.password_credential.is_some(),
         ];
         if set.iter().filter(|s| **s).count() > 1 {
-            problems.push(
-                self.key(),
-                format!("set only one of {PASSWORD_KEYS}"),
-            );
+            problems.push(self.key(), format!("set only one of {PASSWORD_KEYS}"));
         }
-        if self.password_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        if self
+            .password_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
             problems.push("password_file", "must not be empty");
         }
         if let Some(var) = &self.password_env {
             if var.is_empty() || var.contains('=') || var.contains('\0') {
-                problems.push("password_env", "must be the name of an environment variable");
+                problems.push(
+                    "password_env",
+                    "must be the name of an environment variable",
+                );
             }
         }
         if let Some(name) = &self.password_credential {
@@ -88,14 +92,23 @@ impl PasswordSource {
         }
         if let Some(var) = &self.password_env {
             let value = std::env::var_os(var).ok_or_else(|| {
-                BuildError::invalid("password_env", format!("environment variable {var} is not set"))
+                BuildError::invalid(
+                    "password_env",
+                    format!("environment variable {var} is not set"),
+                )
             })?;
             let value = Zeroizing::new(value.into_string().map_err(|_| {
-                BuildError::invalid("password_env", format!("environment variable {var} is not UTF-8"))
+                BuildError::invalid(
+                    "password_env",
+                    format!("environment variable {var} is not UTF-8"),
+                )
             })?);
             return first_line(&value)
                 .ok_or_else(|| {
-                    BuildError::invalid("password_env", format!("environment variable {var} is empty"))
+                    BuildError::invalid(
+                        "password_env",
+                        format!("environment variable {var} is empty"),
+                    )
                 })
                 .map(Some);
         }
@@ -123,9 +136,8 @@ fn first_line(text: &str) -> Option<Zeroizing<String>> {
 /// Reads a password file: the first line, without its line terminator.
 /// Errors name the key and the file, never its content.
 pub fn read_password_file(key: &'static str, path: &Path) -> Result<Zeroizing<String>, BuildError> {
-    let raw = Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|e| FileError::new(key, path, e))?,
-    );
+    let raw =
+        Zeroizing::new(std::fs::read_to_string(path).map_err(|e| FileError::new(key, path, e))?);
     first_line(&raw).ok_or_else(|| BuildError::invalid(key, format!("{} is empty", path.display())))
 }
 
@@ -153,12 +165,18 @@ mod tests {
         assert_eq!(source.read().unwrap().unwrap().as_str(), "s3cret");
         std::fs::write(&p, "\n").unwrap();
         let e = source.read().unwrap_err().to_string();
-        assert!(e.starts_with("password_file: ") && e.ends_with("is empty"), "{e}");
+        assert!(
+            e.starts_with("password_file: ") && e.ends_with("is empty"),
+            "{e}"
+        );
         let missing = dir.path().join("missing");
         let e = read_password_file("password_file", &missing).unwrap_err();
         assert_eq!(
             e.to_string(),
-            format!("password_file: cannot read {}: No such file or directory", missing.display())
+            format!(
+                "password_file: cannot read {}: No such file or directory",
+                missing.display()
+            )
         );
     }
 
@@ -196,7 +214,10 @@ mod tests {
         };
         std::env::remove_var("CREDENTIALS_DIRECTORY");
         let e = source.read().unwrap_err().to_string();
-        assert!(e.starts_with("password_credential: $CREDENTIALS_DIRECTORY is not set"), "{e}");
+        assert!(
+            e.starts_with("password_credential: $CREDENTIALS_DIRECTORY is not set"),
+            "{e}"
+        );
         std::env::set_var("CREDENTIALS_DIRECTORY", dir.path());
         assert_eq!(source.read().unwrap().unwrap().as_str(), "from-credential");
         let missing = PasswordSource {

@@ -141,7 +141,7 @@ async fn redis_wrong_password_is_reported_without_the_password() {
         "{text}"
     );
     let mut anonymous = redis_config(&server);
-    anonymous.password_file = None;
+    anonymous.hosts.password_file = None;
     let e = anonymous
         .build("cache")
         .await
@@ -309,6 +309,28 @@ async fn redis_urls_skip_a_host_down_at_start_and_answer_2_when_all_are_down() {
     );
     second.restart();
     until_found(&*b, "id:001", Duration::from_secs(10)).await;
+}
+
+/// A refused connection is the fastest failure there is: the FIRST
+/// request to a backend whose first host refuses connections is answered
+/// by the second host, inside the 2 s lookup deadline keygate puts around
+/// every backend, and the second host is the active one from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_refused_first_host_is_skipped_within_the_first_request() {
+    let server = RedisServer::start();
+    let c: RedisConfig = serde_json::from_value(serde_json::json!({
+        "urls": ["redis://127.0.0.1:1/0", server.url()],
+        "password_file": server.password_file(),
+    }))
+    .unwrap();
+    let b =
+        keygate_core::TimeoutLayer::new(c.build("cache").await.unwrap(), Duration::from_secs(2));
+    assert_eq!(found(&b, "id:001").await.name.as_str(), "web-01");
+    let host = b.current_host().unwrap();
+    assert!(
+        host.starts_with("host 2 of 2: redis://127.0.0.1:"),
+        "{host}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -597,7 +597,11 @@ async fn postgres_health_reports_a_query_that_fails_on_every_lookup() {
         "SELECT * FROM agent_int WHERE ip = $1",
     ))
     .await;
-    assert_eq!(code(&b, "id:007").await, ErrorCode::Unavailable, "fails on lookups");
+    assert_eq!(
+        code(&b, "id:007").await,
+        ErrorCode::Unavailable,
+        "fails on lookups"
+    );
     let e = b.health().await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Internal, "{e}");
     let text = e.to_string();

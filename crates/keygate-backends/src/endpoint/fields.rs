@@ -143,6 +143,9 @@ mod tests {
             |n| !n.is_empty(),
             "must not be empty",
         );
-        assert_eq!(list[0].to_string(), "backend[0].fields.name: must not be empty");
+        assert_eq!(
+            list[0].to_string(),
+            "backend[0].fields.name: must not be empty"
+        );
     }
 }

@@ -249,7 +249,10 @@ mod tests {
 
         let mut both = HostList::one("mysql://a/w");
         both.urls = vec!["mysql://b/w".into()];
-        assert_eq!(problems(&both), ["backend[1].urls: set either url or urls, not both"]);
+        assert_eq!(
+            problems(&both),
+            ["backend[1].urls: set either url or urls, not both"]
+        );
         let neither = HostList::default();
         assert!(problems(&neither)[0].starts_with("backend[1].url: is required"));
         let mut zero = HostList::one("mysql://a/w");

@@ -68,9 +68,11 @@ pub fn has_inline_password(url: &str) -> bool {
     let rest = rest.split('#').next().unwrap_or("");
     let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
     let authority = before_query.split('/').next().unwrap_or("");
-    let in_userinfo = authority
-        .rsplit_once('@')
-        .is_some_and(|(userinfo, _)| userinfo.split_once(':').is_some_and(|(_, pw)| !pw.is_empty()));
+    let in_userinfo = authority.rsplit_once('@').is_some_and(|(userinfo, _)| {
+        userinfo
+            .split_once(':')
+            .is_some_and(|(_, pw)| !pw.is_empty())
+    });
     in_userinfo
         || query.split('&').any(|pair| {
             pair.split_once('=')

@@ -364,10 +364,18 @@ pub async fn check_queries<C: SqlConnection>(
             (Ok(()), Err(e)) => return Err(query_error(key, "does not prepare", &e)),
             (Err(e), Ok((parameters, columns))) => {
                 check_described(key, parameters, columns)?;
-                return Err(query_error(key, &format!("fails when run (with {probe})"), &e));
+                return Err(query_error(
+                    key,
+                    &format!("fails when run (with {probe})"),
+                    &e,
+                ));
             }
             (Err(e), Err(_)) => {
-                return Err(query_error(key, &format!("fails when run (with {probe})"), &e))
+                return Err(query_error(
+                    key,
+                    &format!("fails when run (with {probe})"),
+                    &e,
+                ))
             }
         }
     }
@@ -376,7 +384,11 @@ pub async fn check_queries<C: SqlConnection>(
 
 /// Checks what the server said about a prepared query: one bind parameter
 /// where the driver reports the count, and at least four columns.
-fn check_described(key: &str, parameters: Option<usize>, columns: usize) -> Result<(), BackendError> {
+fn check_described(
+    key: &str,
+    parameters: Option<usize>,
+    columns: usize,
+) -> Result<(), BackendError> {
     if let Some(n) = parameters {
         if n != 1 {
             return Err(BackendError::Internal(format!(

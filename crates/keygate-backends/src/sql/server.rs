@@ -79,10 +79,10 @@ pub trait Dialect: Send + Sync + 'static {
     /// The database's own bind placeholder.
     const PLACEHOLDERS: Placeholders;
 
-    /// The driver's connection options for one host; `Err` when the driver
-    /// does not accept the URL (the driver's message is not kept: it may
-    /// quote the URL).
-    fn connect_options(connect: Connect<'_>) -> Result<OptionsOf<Self>, ()>;
+    /// The driver's connection options for one host; `None` when the
+    /// driver does not accept the URL (the driver's message is not kept: it
+    /// may quote the URL).
+    fn connect_options(connect: Connect<'_>) -> Option<OptionsOf<Self>>;
 }
 
 /// `[[backend]] type = "mysql"` or `"postgres"`: the keys both database
@@ -189,7 +189,7 @@ impl<D: Dialect> BackendSpec for ServerConfig<D> {
                 tls: self.tls,
                 ca_pem: None,
             })
-            .is_ok()
+            .is_some()
         });
         if !(1..=64).contains(&self.pool_size) {
             problems.push("pool_size", "must be between 1 and 64");
@@ -210,7 +210,9 @@ impl<D: Dialect> BackendSpec for ServerConfig<D> {
 
     async fn build(&self, name: &str) -> Result<Arc<dyn KeyBackend>, BuildError> {
         let ca_pem = match &self.ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| FileError::new("ca_file", path, e))?),
+            Some(path) => {
+                Some(std::fs::read(path).map_err(|e| FileError::new("ca_file", path, e))?)
+            }
             None => None,
         };
         let connect_timeout = self.connect_timeout();
@@ -221,7 +223,7 @@ impl<D: Dialect> BackendSpec for ServerConfig<D> {
                 tls: self.tls,
                 ca_pem: ca_pem.as_deref(),
             })
-            .map_err(|()| BuildError::invalid(key, "is not a valid connection URL"))?;
+            .ok_or_else(|| BuildError::invalid(key, "is not a valid connection URL"))?;
             let pool = PoolOptions::<D::Db>::new()
                 .max_connections(self.pool_size)
                 .min_connections(0)
