@@ -551,7 +551,7 @@ async fn first_request_with_a_refused_first_host<D: Dialect>(
     spec.hosts.connect_timeout = None; // the default, 3 s: more than the deadline
     let inner = spec.build("db").await.unwrap();
     let b = keygate_core::TimeoutLayer::new(inner, Duration::from_secs(2));
-    let answer = b.lookup(&Request::parse(b"id:042").unwrap()).await;
+    let answer = b.lookup(&q("id:042")).await;
     assert_eq!(
         b.current_host().unwrap().split(':').next(),
         Some("host 2 of 2"),
