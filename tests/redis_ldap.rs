@@ -159,8 +159,8 @@ fn redis_killed_and_restarted_the_same_daemon_recovers() {
 /// `urls` end to end, with the password inside both URLs: the first Redis
 /// killed, the daemon answers from the second (which holds another name for
 /// agent 001); restarted, traffic goes back to the first after
-/// `failback_after`. Both switches are logged with the host's index, and the
-/// log never shows the password.
+/// `failback_after`. Both switches are logged with the backend's name and
+/// the host's index, and the log never shows a URL or the password.
 #[test]
 fn redis_urls_fail_over_and_back_and_log_the_switches_without_the_password() {
     let mut first = RedisServer::start();
@@ -196,9 +196,13 @@ fn redis_urls_fail_over_and_back_and_log_the_switches_without_the_password() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let log = d.log();
-    assert!(log.contains("Redis host failed"), "{log}");
-    assert!(log.contains("First Redis host healthy again"), "{log}");
+    assert!(
+        log.contains("Host failed; moving on to the next one. backend=cache-tier failed_host=1 active_host=2"),
+        "{log}"
+    );
+    assert!(log.contains("First host healthy again"), "{log}");
     assert!(!log.contains(REDIS_PASSWORD), "the log shows the password");
+    assert!(!log.contains("redis://"), "the log shows a URL: {log}");
 }
 
 #[test]

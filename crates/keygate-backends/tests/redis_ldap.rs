@@ -455,7 +455,7 @@ async fn ldap_anonymous_search_cannot_read_agents() {
     let server = Slapd::start();
     let mut c = ldap_config(vec![server.url()], &server);
     c.bind_dn = None;
-    c.password_file = None;
+    c.hosts.password_file = None;
     let b = c.build("dir").await.unwrap();
     let e = b.lookup(&q("id:001")).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Internal, "{e}");
@@ -468,7 +468,7 @@ async fn ldap_wrong_password_is_reported_without_the_password() {
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "wrong-secret\n").unwrap();
     let mut c = ldap_config(vec![server.url()], &server);
-    c.password_file = Some(pw);
+    c.hosts.password_file = Some(pw);
     let b = c.build("dir").await.unwrap();
     let e = b.lookup(&q("id:001")).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Internal, "{e}");
