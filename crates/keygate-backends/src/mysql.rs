@@ -119,8 +119,8 @@ mod tests {
     #[test]
     fn validation_reports_every_problem_without_the_password() {
         let mut c = config("postgres://kg:hunter2@db/wazuh");
-        c.queries.query_by_id = "SELECT id,name,ip,k FROM agent WHERE id = $1".into();
-        c.queries.query_by_ip = "SELECT id,name,ip,k FROM agent WHERE ip = ? OR ip = ?".into();
+        c.query_by_id = "SELECT id,name,ip,k FROM agent WHERE id = $1".into();
+        c.query_by_ip = "SELECT id,name,ip,k FROM agent WHERE ip = ? OR ip = ?".into();
         c.pool_size = 0;
         c.hosts.connect_timeout = Some(Duration::ZERO);
         c.tls = TlsMode::Disable;

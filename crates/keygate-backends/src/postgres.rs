@@ -123,8 +123,8 @@ mod tests {
     #[test]
     fn validation_reports_every_problem_without_the_password() {
         let mut c = config("mysql://kg:hunter2@db/wazuh");
-        c.queries.query_by_id = "SELECT id,name,ip,k FROM agent WHERE id = ?".into();
-        c.queries.query_by_ip = "   ".into();
+        c.query_by_id = "SELECT id,name,ip,k FROM agent WHERE id = ?".into();
+        c.query_by_ip = "   ".into();
         c.pool_size = 65;
         let list = problems(&c);
         let paths: Vec<&str> = list.iter().map(|p| p.path.as_str()).collect();

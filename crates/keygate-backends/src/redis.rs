@@ -36,10 +36,9 @@ use keygate_core::record::Field;
 use keygate_core::{AgentId, AgentRecord, BackendError, KeyBackend, Query, RecordError};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, RedisError};
-use serde::Deserialize;
 use tokio::sync::OnceCell;
 
-use crate::endpoint::{self, redact_url, FieldDefaults, FieldNames, HostList, Hosts};
+use crate::endpoint::{self, redact_url, FieldDefaults, FieldNames, Hosts};
 use crate::{BackendSpec, BuildError, Problems};
 
 /// The default `connect_timeout`: how long one connection attempt may take.
@@ -47,28 +46,28 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long Redis may take to answer one command.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `[[backend]] type = "redis"`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisConfig {
-    /// `url`/`urls` (`redis://[user:pass@]host[:port][/db]`, `rediss://...`
-    /// (TLS, verified against the system's CA certificates) or
-    /// `unix:///path/to/redis.sock[?db=N]`), `failback_after`,
-    /// `connect_timeout` (default `"2s"`) and the password source (`AUTH`).
-    #[serde(flatten)]
-    pub hosts: HostList,
-    /// Key of an agent's HASH, with `{id}` where the agent id goes
-    /// (default `"wazuh:agent:{id}"`).
-    #[serde(default = "default_key_by_id")]
-    pub key_by_id: String,
-    /// Key of the STRING that holds the id of the agent with an address,
-    /// with `{ip}` where the address goes (default `"wazuh:agent-ip:{ip}"`).
-    #[serde(default = "default_key_by_ip")]
-    pub key_by_ip: String,
-    /// `[backend.fields]`: names of the hash fields, when they are not
-    /// `id`, `name`, `ip`, `key`.
-    #[serde(default)]
-    pub fields: RedisFields,
+crate::endpoint::network_config! {
+    /// `[[backend]] type = "redis"`: `url`/`urls` are
+    /// `redis://[user:pass@]host[:port][/db]`, `rediss://...` (TLS, verified
+    /// against the system's CA certificates) or
+    /// `unix:///path/to/redis.sock[?db=N]`; `connect_timeout` defaults to
+    /// `"2s"`; the password is sent with `AUTH`.
+    #[derive(Clone, Debug)]
+    pub struct RedisConfig via RawRedisConfig("RawRedisConfig") {
+        /// Key of an agent's HASH, with `{id}` where the agent id goes
+        /// (default `"wazuh:agent:{id}"`).
+        #[serde(default = "default_key_by_id")]
+        pub key_by_id: String,
+        /// Key of the STRING that holds the id of the agent with an
+        /// address, with `{ip}` where the address goes (default
+        /// `"wazuh:agent-ip:{ip}"`).
+        #[serde(default = "default_key_by_ip")]
+        pub key_by_ip: String,
+        /// `[backend.fields]`: names of the hash fields, when they are not
+        /// `id`, `name`, `ip`, `key`.
+        #[serde(default)]
+        pub fields: RedisFields,
+    }
 }
 
 /// The Redis hash fields' default names.

@@ -24,9 +24,11 @@ pub struct SqliteConfig {
     /// The database file, opened read-only. Relative paths are resolved
     /// against the config file's directory.
     pub path: PathBuf,
-    /// `query_by_id` and `query_by_ip` (bind parameter `?`).
-    #[serde(flatten)]
-    pub queries: Queries,
+    /// Query for `id:` requests: one bind parameter (`?`), returning the
+    /// columns id, name, ip, key in that order.
+    pub query_by_id: String,
+    /// Query for `ip:` requests, like `query_by_id`.
+    pub query_by_ip: String,
     /// Most connections kept open (default 4).
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
@@ -34,6 +36,16 @@ pub struct SqliteConfig {
 
 fn default_pool_size() -> u32 {
     4
+}
+
+impl SqliteConfig {
+    /// The queries.
+    pub fn queries(&self) -> Queries<'_> {
+        Queries {
+            query_by_id: &self.query_by_id,
+            query_by_ip: &self.query_by_ip,
+        }
+    }
 }
 
 /// How long a connection (opening the file) and each health check step
@@ -52,7 +64,7 @@ impl BackendSpec for SqliteConfig {
         if self.path.as_os_str().is_empty() {
             problems.push("path", "must not be empty");
         }
-        self.queries.validate(problems, Placeholders::Question);
+        self.queries().validate(problems, Placeholders::Question);
         if !(1..=64).contains(&self.pool_size) {
             problems.push("pool_size", "must be between 1 and 64");
         }
@@ -124,7 +136,7 @@ impl KeyBackend for SqliteBackend {
     }
 
     async fn lookup(&self, query: &Query) -> Result<Option<AgentRecord>, BackendError> {
-        let sql = self.config.queries.for_query(query);
+        let sql = self.config.queries().for_query(query);
         self.connection()
             .await?
             .fetch_record(sql, query.value())
@@ -134,7 +146,7 @@ impl KeyBackend for SqliteBackend {
     /// Opens a connection, prepares both queries and runs them once.
     async fn health(&self) -> Result<(), BackendError> {
         let mut conn = self.connection().await?;
-        sql::check_queries(&mut *conn, &self.config.queries, OPEN_TIMEOUT).await
+        sql::check_queries(&mut *conn, self.config.queries(), OPEN_TIMEOUT).await
     }
 }
 
@@ -167,10 +179,8 @@ mod tests {
     fn config(path: &Path, table: &str) -> SqliteConfig {
         SqliteConfig {
             path: path.to_owned(),
-            queries: Queries {
-                query_by_id: format!("SELECT * FROM {table} WHERE id = ?"),
-                query_by_ip: format!("SELECT * FROM {table} WHERE ip = ?"),
-            },
+            query_by_id: format!("SELECT * FROM {table} WHERE id = ?"),
+            query_by_ip: format!("SELECT * FROM {table} WHERE ip = ?"),
             pool_size: 2,
         }
     }
@@ -255,7 +265,7 @@ mod tests {
     async fn health_reports_a_query_with_too_few_columns() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = config(&fixture(dir.path()).await, "agent");
-        c.queries.query_by_ip = "SELECT id, name FROM agent WHERE ip = ?".into();
+        c.query_by_ip = "SELECT id, name FROM agent WHERE ip = ?".into();
         let e = c
             .build("db")
             .await
@@ -271,10 +281,8 @@ mod tests {
     fn validation_reports_every_problem_with_its_key() {
         let c = SqliteConfig {
             path: PathBuf::new(),
-            queries: Queries {
-                query_by_id: "SELECT 1".into(),
-                query_by_ip: "SELECT ? , ?".into(),
-            },
+            query_by_id: "SELECT 1".into(),
+            query_by_ip: "SELECT ? , ?".into(),
             pool_size: 0,
         };
         let mut list = Vec::new();

@@ -20,8 +20,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 pub use fields::{FieldDefaults, FieldNames};
 pub use hosts::{probe_interval, steady_health, Host, Hosts};
 pub use redact::{has_inline_password, redact_url};
@@ -31,45 +29,118 @@ use crate::secret::PasswordSource;
 use crate::Problems;
 
 /// The keys every network backend has: where its servers are, how long a
-/// connection may take, where its password comes from.
-#[derive(Clone, Default, Deserialize)]
+/// connection may take, where its password comes from. A backend's config
+/// declares them with [`network_config!`].
+#[derive(Clone)]
 pub struct HostList {
-    /// One server's URL. Either `url` or `urls` is required. Never shown
-    /// in messages or logs; `keygate backends` shows it redacted.
-    #[serde(default)]
+    /// `url`: one server's URL. Either `url` or `urls` is required. Never
+    /// shown in messages or logs; `keygate backends` shows it redacted.
     pub url: Option<String>,
-    /// Several servers instead of `url`, tried in order: a failed host is
-    /// skipped, and the first host is used again after `failback_after` of
-    /// health on it.
-    #[serde(default)]
+    /// `urls`: several servers instead of `url`, tried in order: a failed
+    /// host is skipped, and the first host is used again after
+    /// `failback_after` of health on it.
     pub urls: Vec<String>,
-    /// With `urls`: how long the first host must stay healthy before
-    /// traffic goes back to it (default `"5m"`).
-    #[serde(default = "default_failback_after", with = "humantime_serde")]
+    /// `failback_after`: with `urls`, how long the first host must stay
+    /// healthy before traffic goes back to it (default `"5m"`).
     pub failback_after: Duration,
-    /// Longest wait for one connection to one host; each backend has its
-    /// own default (see [`HostList::connect_timeout`]).
-    #[serde(default, with = "humantime_serde")]
+    /// `connect_timeout`: the longest wait for one connection to one host;
+    /// each backend has its own default ([`HostList::connect_timeout`]).
     pub connect_timeout: Option<Duration>,
-    /// A file whose first line is the password; overrides a password in
-    /// the URL, for every host. Relative paths are resolved against the
-    /// config file's directory. At most one of `password_file`,
-    /// `password_env` and `password_credential` is set.
-    #[serde(default)]
+    /// `password_file`: a file whose first line is the password; overrides
+    /// a password in the URL, for every host. Relative paths are resolved
+    /// against the config file's directory. At most one of
+    /// `password_file`, `password_env` and `password_credential` is set.
     pub password_file: Option<PathBuf>,
-    /// The name of an environment variable holding the password (read
-    /// when the backend is built).
-    #[serde(default)]
+    /// `password_env`: the name of an environment variable holding the
+    /// password (read when the backend is built).
     pub password_env: Option<String>,
-    /// The name of a systemd credential (`LoadCredential=<name>:<file>` in
-    /// the unit): the password is the first line of
-    /// `$CREDENTIALS_DIRECTORY/<name>`.
-    #[serde(default)]
+    /// `password_credential`: the name of a systemd credential
+    /// (`LoadCredential=<name>:<file>` in the unit): the password is the
+    /// first line of `$CREDENTIALS_DIRECTORY/<name>`.
     pub password_credential: Option<String>,
 }
 
-fn default_failback_after() -> Duration {
+/// Declares a network backend's config struct: `hosts: HostList` (the keys
+/// `url`, `urls`, `failback_after`, `connect_timeout`, `password_file`,
+/// `password_env`, `password_credential`) plus the backend's own fields,
+/// all read as one flat table through a hidden struct. serde's `flatten`
+/// would do the same but lose the key path of a bad value
+/// (`backend[0].urls[1]`) and the list of known keys.
+macro_rules! network_config {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident $(<$g:ident: $bound:path>)? via $raw:ident($from:literal) {
+            $( $(#[$fattr:meta])* pub $field:ident: $ty:ty, )*
+        }
+    ) => {
+        $(#[$attr])*
+        #[derive(serde::Deserialize)]
+        #[serde(from = $from, bound = "")]
+        pub struct $name $(<$g: $bound>)? {
+            /// `url`/`urls`, `failback_after`, `connect_timeout` and the
+            /// password source ([`HostList`](crate::endpoint::HostList)).
+            pub hosts: $crate::endpoint::HostList,
+            $( $(#[$fattr])* pub $field: $ty, )*
+        }
+
+        #[doc = concat!("The flat table [`", stringify!($name), "`] is read from.")]
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields, bound = "")]
+        pub struct $raw $(<$g: $bound>)? {
+            #[serde(default)]
+            url: Option<String>,
+            #[serde(default)]
+            urls: Vec<String>,
+            #[serde(default = "crate::endpoint::default_failback_after", with = "humantime_serde")]
+            failback_after: std::time::Duration,
+            #[serde(default, with = "humantime_serde")]
+            connect_timeout: Option<std::time::Duration>,
+            #[serde(default)]
+            password_file: Option<std::path::PathBuf>,
+            #[serde(default)]
+            password_env: Option<String>,
+            #[serde(default)]
+            password_credential: Option<String>,
+            $( $(#[$fattr])* $field: $ty, )*
+        }
+
+        impl $(<$g: $bound>)? From<$raw $(<$g>)?> for $name $(<$g>)? {
+            fn from(raw: $raw $(<$g>)?) -> Self {
+                Self {
+                    hosts: $crate::endpoint::HostList {
+                        url: raw.url,
+                        urls: raw.urls,
+                        failback_after: raw.failback_after,
+                        connect_timeout: raw.connect_timeout,
+                        password_file: raw.password_file,
+                        password_env: raw.password_env,
+                        password_credential: raw.password_credential,
+                    },
+                    $( $field: raw.$field, )*
+                }
+            }
+        }
+    };
+}
+pub(crate) use network_config;
+
+pub(crate) fn default_failback_after() -> Duration {
     Duration::from_secs(300)
+}
+
+/// No host, every other key at its default.
+impl Default for HostList {
+    fn default() -> Self {
+        Self {
+            url: None,
+            urls: Vec::new(),
+            failback_after: default_failback_after(),
+            connect_timeout: None,
+            password_file: None,
+            password_env: None,
+            password_credential: None,
+        }
+    }
 }
 
 /// Shows every URL redacted.
@@ -95,7 +166,6 @@ impl HostList {
     pub fn one(url: &str) -> Self {
         Self {
             url: Some(url.to_owned()),
-            failback_after: default_failback_after(),
             ..Self::default()
         }
     }
@@ -235,10 +305,17 @@ mod tests {
     /// message quoting a URL.
     #[test]
     fn every_url_is_checked_under_its_own_key() {
-        let list: HostList = serde_json::from_str(
-            r#"{"urls": ["mysql://kg@a/w", "redis://kg:hunter2@b", "", "mariadb://bad"]}"#,
-        )
-        .unwrap();
+        let list = HostList {
+            urls: [
+                "mysql://kg@a/w",
+                "redis://kg:hunter2@b",
+                "",
+                "mariadb://bad",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..HostList::default()
+        };
         let p = problems(&list);
         assert_eq!(p.len(), 3, "{p:?}");
         assert!(p[0].starts_with("backend[1].urls[1]: must start with one of mysql://, mariadb://"));

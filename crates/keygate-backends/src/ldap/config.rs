@@ -7,55 +7,55 @@ use std::sync::Arc;
 use ldap3::Scope;
 use serde::Deserialize;
 
-use crate::endpoint::{FieldDefaults, FieldNames, HostList};
+use crate::endpoint::{FieldDefaults, FieldNames};
 use crate::error::{BuildError, FileError};
 use crate::secret::PASSWORD_KEYS;
 use crate::Problems;
 
-/// `[[backend]] type = "ldap"`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LdapConfig {
-    /// `url`/`urls` (`ldap://host[:port]`, `ldaps://host[:port]` (TLS) or
-    /// `ldapi://<percent-encoded socket path>`, tried in order while a
-    /// server is unreachable), `failback_after`, `connect_timeout` (default
-    /// `"2s"`; the TLS or StartTLS handshake may take as long again) and
-    /// the source of `bind_dn`'s password.
-    #[serde(flatten)]
-    pub hosts: HostList,
-    /// Upgrade `ldap://` connections with StartTLS (default false).
-    #[serde(default)]
-    pub starttls: bool,
-    /// PEM file of the CA certificate(s) that sign the servers'
-    /// certificates; without it the system's CA store is used. Certificates
-    /// are always verified. Relative paths are resolved against the config
-    /// file's directory.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// DN to bind as; without it keygate searches anonymously. Needs a
-    /// password (`password_file`, `password_env` or `password_credential`).
-    #[serde(default)]
-    pub bind_dn: Option<String>,
-    /// Where searches start, e.g. `ou=agents,dc=example,dc=org`.
-    pub base_dn: String,
-    /// Search scope: `base`, `one` or `sub` (default).
-    #[serde(default)]
-    pub scope: LdapScope,
-    /// Connections kept open (default 4). Each carries many concurrent
-    /// searches.
-    #[serde(default = "default_pool_size")]
-    pub pool_size: u32,
-    /// Filter for `id:` requests, with `{id}` where the escaped id goes
-    /// (default `(&(objectClass=device)(serialNumber={id}))`).
-    #[serde(default = "default_filter_by_id")]
-    pub filter_by_id: String,
-    /// Filter for `ip:` requests, with `{ip}` where the escaped address goes
-    /// (default `(&(objectClass=ipHost)(ipHostNumber={ip}))`).
-    #[serde(default = "default_filter_by_ip")]
-    pub filter_by_ip: String,
-    /// `[backend.attributes]`: which attribute holds each part of a record.
-    #[serde(default)]
-    pub attributes: LdapAttributes,
+crate::endpoint::network_config! {
+    /// `[[backend]] type = "ldap"`: `url`/`urls` are `ldap://host[:port]`,
+    /// `ldaps://host[:port]` (TLS) or `ldapi://<percent-encoded socket
+    /// path>`, tried in order while a server is unreachable;
+    /// `connect_timeout` defaults to `"2s"` (the TLS or StartTLS handshake
+    /// may take as long again); the password is `bind_dn`'s.
+    #[derive(Clone, Debug)]
+    pub struct LdapConfig via RawLdapConfig("RawLdapConfig") {
+        /// Upgrade `ldap://` connections with StartTLS (default false).
+        #[serde(default)]
+        pub starttls: bool,
+        /// PEM file of the CA certificate(s) that sign the servers'
+        /// certificates; without it the system's CA store is used.
+        /// Certificates are always verified. Relative paths are resolved
+        /// against the config file's directory.
+        #[serde(default)]
+        pub ca_file: Option<PathBuf>,
+        /// DN to bind as; without it keygate searches anonymously. Needs a
+        /// password (`password_file`, `password_env` or
+        /// `password_credential`).
+        #[serde(default)]
+        pub bind_dn: Option<String>,
+        /// Where searches start, e.g. `ou=agents,dc=example,dc=org`.
+        pub base_dn: String,
+        /// Search scope: `base`, `one` or `sub` (default).
+        #[serde(default)]
+        pub scope: LdapScope,
+        /// Connections kept open (default 4). Each carries many concurrent
+        /// searches.
+        #[serde(default = "default_pool_size")]
+        pub pool_size: u32,
+        /// Filter for `id:` requests, with `{id}` where the escaped id goes
+        /// (default `(&(objectClass=device)(serialNumber={id}))`).
+        #[serde(default = "default_filter_by_id")]
+        pub filter_by_id: String,
+        /// Filter for `ip:` requests, with `{ip}` where the escaped address
+        /// goes (default `(&(objectClass=ipHost)(ipHostNumber={ip}))`).
+        #[serde(default = "default_filter_by_ip")]
+        pub filter_by_ip: String,
+        /// `[backend.attributes]`: which attribute holds each part of a
+        /// record.
+        #[serde(default)]
+        pub attributes: LdapAttributes,
+    }
 }
 
 /// The default attributes: `objectClass: device` plus `ipHost`.

@@ -220,17 +220,18 @@ pub fn require_columns(len: usize) -> Result<(), BackendError> {
     }
 }
 
-/// The two queries every SQL backend has (`query_all`, for listing every
-/// agent, will join them here).
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct Queries {
-    /// Query for `id:` requests: one bind parameter (`?` for SQLite and
-    /// MySQL, `$1` for PostgreSQL, where it is bound as text), returning
-    /// the columns id, name, ip, key in that order, under any names.
-    pub query_by_id: String,
-    /// Query for `ip:` requests, like `query_by_id` (on PostgreSQL write
-    /// `$1::inet` for an `inet` column).
-    pub query_by_ip: String,
+/// The two queries every SQL backend has (the config keys `query_by_id`
+/// and `query_by_ip`, declared by each backend's config); a `query_all`,
+/// for listing every agent, will join them here.
+#[derive(Clone, Copy, Debug)]
+pub struct Queries<'a> {
+    /// `query_by_id`: one bind parameter (`?` for SQLite and MySQL, `$1` for
+    /// PostgreSQL, where it is bound as text), returning the columns id,
+    /// name, ip, key in that order, under any names.
+    pub query_by_id: &'a str,
+    /// `query_by_ip`, like `query_by_id` (on PostgreSQL write `$1::inet` for
+    /// an `inet` column).
+    pub query_by_ip: &'a str,
 }
 
 /// The probe values a health check runs each query with: valid input that
@@ -239,26 +240,26 @@ pub struct Queries {
 const PROBE_ID: &str = "000";
 const PROBE_IP: &str = "0.0.0.0";
 
-impl Queries {
+impl<'a> Queries<'a> {
     /// Reports an empty query or one without exactly one bind parameter.
     pub fn validate(&self, problems: &mut crate::Problems<'_>, style: Placeholders) {
-        validate_query(problems, "query_by_id", &self.query_by_id, style);
-        validate_query(problems, "query_by_ip", &self.query_by_ip, style);
+        validate_query(problems, "query_by_id", self.query_by_id, style);
+        validate_query(problems, "query_by_ip", self.query_by_ip, style);
     }
 
     /// The query that answers `query`.
-    pub fn for_query(&self, query: &Query) -> &str {
+    pub fn for_query(&self, query: &Query) -> &'a str {
         match query {
-            Query::Id(_) => &self.query_by_id,
-            Query::Ip(_) => &self.query_by_ip,
+            Query::Id(_) => self.query_by_id,
+            Query::Ip(_) => self.query_by_ip,
         }
     }
 
     /// Each query with its key and its probe value.
-    fn with_probes(&self) -> [(&'static str, &str, &'static str); 2] {
+    fn with_probes(&self) -> [(&'static str, &'a str, &'static str); 2] {
         [
-            ("query_by_id", &self.query_by_id, PROBE_ID),
-            ("query_by_ip", &self.query_by_ip, PROBE_IP),
+            ("query_by_id", self.query_by_id, PROBE_ID),
+            ("query_by_ip", self.query_by_ip, PROBE_IP),
         ]
     }
 }
@@ -344,7 +345,7 @@ pub(crate) use sql_connection;
 /// `limit`.
 pub async fn check_queries<C: SqlConnection>(
     conn: &mut C,
-    queries: &Queries,
+    queries: Queries<'_>,
     limit: std::time::Duration,
 ) -> Result<(), BackendError> {
     for (key, sql, probe) in queries.with_probes() {

@@ -85,36 +85,37 @@ pub trait Dialect: Send + Sync + 'static {
     fn connect_options(connect: Connect<'_>) -> Option<OptionsOf<Self>>;
 }
 
-/// `[[backend]] type = "mysql"` or `"postgres"`: the keys both database
-/// server backends have.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, bound = "")]
-pub struct ServerConfig<D: Dialect> {
-    /// `url`/`urls` (`mysql://` or `mariadb://`, `postgres://` or
-    /// `postgresql://` `user[:password]@host[:port]/database`),
-    /// `failback_after`, `connect_timeout` (default `"3s"`: the longest wait
-    /// for a connection) and the password source.
-    #[serde(flatten)]
-    pub hosts: HostList,
-    /// `query_by_id` and `query_by_ip`.
-    #[serde(flatten)]
-    pub queries: Queries,
-    /// Most connections kept open per host (default 4).
-    #[serde(default = "default_pool_size")]
-    pub pool_size: u32,
-    /// `disable`, `prefer` (default), `require` or `verify-full`
-    /// (certificate checked against `ca_file` and the host name). For
-    /// PostgreSQL it overrides any `sslmode` in `url`.
-    #[serde(default)]
-    pub tls: TlsMode,
-    /// PEM file of the CA that signed the server's certificate, read when
-    /// the backend is built. Relative paths are resolved against the config
-    /// file's directory.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Which database; not a config key.
-    #[serde(skip)]
-    pub dialect: PhantomData<D>,
+crate::endpoint::network_config! {
+    /// `[[backend]] type = "mysql"` or `"postgres"`: the keys both database
+    /// server backends have. `url`/`urls` are `mysql://` or `mariadb://`,
+    /// `postgres://` or `postgresql://`
+    /// `user[:password]@host[:port]/database`; `connect_timeout` (default
+    /// `"3s"`) is the longest wait for a connection.
+    pub struct ServerConfig<D: Dialect> via RawServerConfig("RawServerConfig<D>") {
+        /// Query for `id:` requests: one bind parameter (`?` for MySQL,
+        /// `$1` for PostgreSQL, where it is bound as text), returning the
+        /// columns id, name, ip, key in that order, under any names.
+        pub query_by_id: String,
+        /// Query for `ip:` requests, like `query_by_id` (on PostgreSQL
+        /// write `$1::inet` for an `inet` column).
+        pub query_by_ip: String,
+        /// Most connections kept open per host (default 4).
+        #[serde(default = "default_pool_size")]
+        pub pool_size: u32,
+        /// `disable`, `prefer` (default), `require` or `verify-full`
+        /// (certificate checked against `ca_file` and the host name). For
+        /// PostgreSQL it overrides any `sslmode` in `url`.
+        #[serde(default)]
+        pub tls: TlsMode,
+        /// PEM file of the CA that signed the server's certificate, read
+        /// when the backend is built. Relative paths are resolved against
+        /// the config file's directory.
+        #[serde(default)]
+        pub ca_file: Option<PathBuf>,
+        /// Which database; not a config key.
+        #[serde(skip)]
+        pub dialect: PhantomData<D>,
+    }
 }
 
 fn default_pool_size() -> u32 {
@@ -125,7 +126,8 @@ impl<D: Dialect> Clone for ServerConfig<D> {
     fn clone(&self) -> Self {
         Self {
             hosts: self.hosts.clone(),
-            queries: self.queries.clone(),
+            query_by_id: self.query_by_id.clone(),
+            query_by_ip: self.query_by_ip.clone(),
             pool_size: self.pool_size,
             tls: self.tls,
             ca_file: self.ca_file.clone(),
@@ -139,7 +141,8 @@ impl<D: Dialect> fmt::Debug for ServerConfig<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct(D::CONFIG_NAME)
             .field("hosts", &self.hosts)
-            .field("queries", &self.queries)
+            .field("query_by_id", &self.query_by_id)
+            .field("query_by_ip", &self.query_by_ip)
             .field("pool_size", &self.pool_size)
             .field("tls", &self.tls)
             .field("ca_file", &self.ca_file)
@@ -153,14 +156,20 @@ impl<D: Dialect> ServerConfig<D> {
     pub fn new(url: &str, query_by_id: &str, query_by_ip: &str) -> Self {
         Self {
             hosts: HostList::one(url),
-            queries: Queries {
-                query_by_id: query_by_id.into(),
-                query_by_ip: query_by_ip.into(),
-            },
+            query_by_id: query_by_id.into(),
+            query_by_ip: query_by_ip.into(),
             pool_size: default_pool_size(),
             tls: TlsMode::default(),
             ca_file: None,
             dialect: PhantomData,
+        }
+    }
+
+    /// The queries.
+    pub fn queries(&self) -> Queries<'_> {
+        Queries {
+            query_by_id: &self.query_by_id,
+            query_by_ip: &self.query_by_ip,
         }
     }
 
@@ -201,7 +210,7 @@ impl<D: Dialect> BackendSpec for ServerConfig<D> {
                 problems.push("ca_file", "is set but tls = \"disable\"");
             }
         }
-        self.queries.validate(problems, D::PLACEHOLDERS);
+        self.queries().validate(problems, D::PLACEHOLDERS);
     }
 
     fn has_inline_password(&self) -> bool {
@@ -267,7 +276,7 @@ impl<D: Dialect> KeyBackend for ServerBackend<D> {
     }
 
     async fn lookup(&self, query: &Query) -> Result<Option<AgentRecord>, BackendError> {
-        let sql = self.config.queries.for_query(query);
+        let sql = self.config.queries().for_query(query);
         self.hosts
             .run(|host| async move {
                 let mut conn = host.acquire().await?;
@@ -282,7 +291,7 @@ impl<D: Dialect> KeyBackend for ServerBackend<D> {
         self.hosts
             .run(|host| async move {
                 let mut conn = host.acquire().await?;
-                check_queries(&mut *conn, &self.config.queries, host.connect_timeout).await
+                check_queries(&mut *conn, self.config.queries(), host.connect_timeout).await
             })
             .await
     }
