@@ -242,6 +242,7 @@ impl<D: Dialect> BackendSpec for ServerConfig<D> {
                 pool,
                 label: redact_url(url),
                 connect_timeout,
+                opening: tokio::sync::Mutex::new(()),
             })
         })?;
         Ok(Arc::new(ServerBackend::<D> {
@@ -307,6 +308,8 @@ pub struct SqlHost<DB: sqlx::Database> {
     pool: sqlx::Pool<DB>,
     label: String,
     connect_timeout: Duration,
+    /// Held by the request that opens the pool's first connection.
+    opening: tokio::sync::Mutex<()>,
 }
 
 impl<DB: sqlx::Database> SqlHost<DB> {
@@ -314,16 +317,22 @@ impl<DB: sqlx::Database> SqlHost<DB> {
     /// start, after an outage), one direct attempt comes first: sqlx's pool
     /// retries a refused connection until its timeout, and a refused
     /// connection must be the fastest failure there is, so the next host
-    /// answers the same request.
+    /// answers the same request. One request at a time makes that attempt
+    /// and the pool's first connection; the others then share the pool (a
+    /// burst at start does not open one connection per request).
     async fn acquire(&self) -> Result<PoolConnection<DB>, BackendError> {
         if self.pool.size() == 0 {
-            let options = self.pool.connect_options();
-            let conn = tokio::time::timeout(self.connect_timeout, options.connect())
-                .await
-                .map_err(|_| BackendError::Timeout(self.connect_timeout))?
-                .map_err(|e| describe_error(&e))?;
-            // A clean goodbye; the pool opens its own connection next.
-            let _ = conn.close().await;
+            let _first = self.opening.lock().await;
+            if self.pool.size() == 0 {
+                let options = self.pool.connect_options();
+                let conn = tokio::time::timeout(self.connect_timeout, options.connect())
+                    .await
+                    .map_err(|_| BackendError::Timeout(self.connect_timeout))?
+                    .map_err(|e| describe_error(&e))?;
+                // A clean goodbye; the pool opens its own connection next.
+                let _ = conn.close().await;
+                return self.pool.acquire().await.map_err(|e| describe_error(&e));
+            }
         }
         self.pool.acquire().await.map_err(|e| describe_error(&e))
     }
