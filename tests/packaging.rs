@@ -147,6 +147,33 @@ fn systemd_analyze_verify_reports_an_unknown_key() {
     );
 }
 
+/// The daemon can read its config: the postinst gives it to group keygate,
+/// and the unit, whose primary group is wazuh, adds keygate as a
+/// supplementary group (systemd does not add the user's own primary group).
+#[test]
+fn unit_groups_can_read_the_config_the_postinst_protects() {
+    let unit = read(repo().join(UNIT));
+    let postinst = read(repo().join("packaging/debian/postinst"));
+    let value = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .flat_map(|v| v.split_whitespace().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(value("User"), ["keygate"]);
+    assert_eq!(value("Group"), ["wazuh"]);
+    assert!(
+        postinst.contains("chown root:keygate \"$CONFIG\"") && postinst.contains("chmod 0640"),
+        "{postinst}"
+    );
+    assert!(
+        value("SupplementaryGroups").iter().any(|g| g == "keygate"),
+        "the config is root:keygate 0640, but the unit's groups are {:?} + {:?}",
+        value("Group"),
+        value("SupplementaryGroups")
+    );
+}
+
 /// The overall exposure `systemd-analyze security` reports, offline (the
 /// unit file itself, no running systemd needed).
 fn exposure(unit: &Path) -> f64 {
