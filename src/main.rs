@@ -59,7 +59,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the socket daemon (the default without a subcommand).
-    Serve,
+    /// `serve id 001` / `serve ip 10.0.0.1` is the exec one-shot: Wazuh 4.4+
+    /// appends those words to an exec_path copied from `ExecStart=... serve`.
+    Serve {
+        /// `id <value>` or `ip <value>`: answer as the one-shot.
+        #[arg(hide = true, allow_hyphen_values = true, trailing_var_arg = true)]
+        exec: Vec<String>,
+    },
     /// Validate the config, probe every backend, print a table; non-zero on
     /// any problem.
     Check,
@@ -136,7 +142,17 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        None | Some(Command::Serve) => daemon::main(&cli.config),
+        None => daemon::main(&cli.config),
+        Some(Command::Serve { exec }) => match exec::after_serve(exec) {
+            exec::AfterServe::Daemon => daemon::main(&cli.config),
+            exec::AfterServe::OneShot(kind, value, extra) => {
+                exec::main(&cli.config, kind, value, extra)
+            }
+            exec::AfterServe::Unexpected(word) => {
+                eprintln!("error: unexpected argument '{word}' after 'serve' (only 'id <agent id>' or 'ip <address>' may follow)");
+                ExitCode::from(2)
+            }
+        },
         Some(Command::Check) => check::main(&cli.config),
         Some(Command::Reload) => control::client(&cli.config, ControlRequest::Reload, Output::Text),
         Some(Command::Backends { json }) => {

@@ -36,7 +36,9 @@ pub use env::ENV_PREFIX;
 pub use keygate_backends::Problem;
 use keygate_core::chain::{Action, ChainPolicy};
 use keygate_core::{Breaker, CacheLayer, CacheSettings, Chain, KeyBackend, LatencyLayer};
-pub use load::{control_socket_of, load, load_str, sockets_of, ConfigError};
+pub use load::{
+    control_socket_of, daemon_access, load, load_str, sockets_of, ConfigError, DaemonAccess,
+};
 pub use observe::{LogFormat, MetricsConfig};
 pub use server::{control_socket_for, WAZUH_SOCKET};
 

@@ -3,6 +3,7 @@
 //! path.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Value};
@@ -103,12 +104,7 @@ pub fn control_socket_of(path: &Path) -> PathBuf {
 /// unreadable takes its default. For reaching a running daemon before, or
 /// without, validating the whole file.
 pub fn sockets_of(path: &Path) -> (PathBuf, PathBuf) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut root = parse(&text).unwrap_or_default();
-    if let Ok(over) = env::overrides() {
-        env::apply(&mut root, over, &mut Vec::new());
-    }
-    let server = root.remove("server").and_then(Value::into_dict);
+    let server = lenient_server(path);
     let get = |key: &str| {
         server
             .as_ref()
@@ -128,6 +124,47 @@ pub fn sockets_of(path: &Path) -> (PathBuf, PathBuf) {
         None => server::control_socket_for(&socket),
     };
     (socket, control)
+}
+
+/// `[server]` of the file at `path` plus the environment, without any
+/// validation; `None` when there is none (or the file cannot be read).
+fn lenient_server(path: &Path) -> Option<Dict> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut root = parse(&text).unwrap_or_default();
+    if let Ok(over) = env::overrides() {
+        env::apply(&mut root, over, &mut Vec::new());
+    }
+    root.remove("server").and_then(Value::into_dict)
+}
+
+/// What exec mode needs to reach a running daemon: the socket and the
+/// request deadline (see [`daemon_access`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonAccess {
+    /// `[server] socket`, resolved against the config file's directory.
+    pub socket: PathBuf,
+    /// `[server] request_timeout`: the one-shot's whole deadline.
+    pub request_timeout: Duration,
+}
+
+/// The Wazuh socket (as [`sockets_of`] reads it) and `[server]
+/// request_timeout`, read leniently: exec mode asks a daemon running from
+/// the last good config even while the file is being edited and broken
+/// elsewhere. A timeout that cannot be read (or is out of range) takes its
+/// default; the full validation happens on the direct path.
+pub fn daemon_access(path: &Path) -> DaemonAccess {
+    let (socket, _) = sockets_of(path);
+    let request_timeout = lenient_server(path)
+        .as_ref()
+        .and_then(|s| s.get("request_timeout"))
+        .and_then(Value::as_str)
+        .and_then(|t| humantime::parse_duration(t).ok())
+        .filter(|t| !t.is_zero() && *t < Duration::from_secs(60))
+        .unwrap_or(crate::ServerConfig::default().request_timeout);
+    DaemonAccess {
+        socket,
+        request_timeout,
+    }
 }
 
 fn from_root(

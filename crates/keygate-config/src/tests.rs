@@ -355,3 +355,31 @@ fn access_control_keys_are_read_and_checked() {
         assert!(e.contains(want), "missing {want:?} in:\n{e}");
     }
 }
+
+/// Exec mode reaches the daemon through a config broken elsewhere: only
+/// `server.socket` and `server.request_timeout` are read, each leniently.
+#[test]
+fn daemon_access_reads_the_socket_from_a_config_broken_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.toml");
+    std::fs::write(
+        &path,
+        "[server]\nsocket = \"k.sock\"\nrequest_timeout = \"3s\"\nbogus = 1\n\
+         [[backend]]\nname = \"x\"\ntype = \"nope\"\non_error = \"explode\"\n",
+    )
+    .unwrap();
+    assert!(load(&path).is_err());
+    let access = crate::daemon_access(&path);
+    assert_eq!(access.socket, dir.path().join("k.sock"));
+    assert_eq!(access.request_timeout, Duration::from_secs(3));
+    std::fs::write(
+        &path,
+        "[server]\nsocket = \"/s\"\nrequest_timeout = \"90s\"\n",
+    )
+    .unwrap();
+    let access = crate::daemon_access(&path);
+    assert_eq!(access.socket, PathBuf::from("/s"));
+    assert_eq!(access.request_timeout, Duration::from_secs(10));
+    let access = crate::daemon_access(&dir.path().join("missing.toml"));
+    assert_eq!(access.socket, PathBuf::from(crate::WAZUH_SOCKET));
+}

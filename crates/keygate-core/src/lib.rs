@@ -31,7 +31,7 @@ pub use cache::{CacheLayer, CacheSettings, CacheStats};
 pub use chain::{Chain, ChainPolicy};
 pub use latency::{LatencyLayer, LatencyStats};
 pub use record::{AgentAddress, AgentId, AgentKey, AgentName, AgentRecord, RecordError};
-pub use reply::{ErrorCode, Reply};
+pub use reply::{DecodeError, ErrorCode, Reply};
 pub use request::{Query, Request, RequestError};
 pub use timeout::TimeoutLayer;
 

@@ -129,6 +129,85 @@ impl Reply {
     }
 }
 
+/// Why bytes that claim to be a reply were not accepted ([`Reply::decode`]).
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not exactly one JSON object of the reply's shape (trailing bytes,
+    /// unknown or duplicate fields, a number where a string belongs).
+    #[error("not a reply: {0}")]
+    Shape(String),
+    /// `error` is not one of the codes 0 to 6.
+    #[error("unknown error code {0}")]
+    UnknownCode(u64),
+    /// Code 0 without `data`, or a non-zero code without `message` (or with
+    /// `data`).
+    #[error("code {0} with the wrong fields")]
+    Fields(u64),
+    /// The record fails validation or does not answer the query.
+    #[error("{0}")]
+    Record(#[from] crate::RecordError),
+}
+
+/// The reply as it travels, read strictly: our own encoder's shape only.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    error: u64,
+    data: Option<WireData>,
+    message: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireData {
+    id: String,
+    name: String,
+    ip: String,
+    key: String,
+}
+
+impl Reply {
+    /// Reads a reply another keygate sent for `query` (exec mode asking the
+    /// daemon), under the rules the socket path applies to a backend's
+    /// answer: exactly one JSON object (a trailing newline is tolerated),
+    /// every record field valid, and the record must answer `query`. The
+    /// error never carries the bytes read (they may hold a key).
+    pub fn decode(raw: &[u8], query: &crate::Query) -> Result<Self, DecodeError> {
+        let wire: Wire =
+            serde_json::from_slice(raw).map_err(|e| DecodeError::Shape(describe(&e)))?;
+        let code =
+            ErrorCode::try_from_u64(wire.error).ok_or(DecodeError::UnknownCode(wire.error))?;
+        match (code, wire.data, wire.message) {
+            (ErrorCode::Found, Some(d), None) => {
+                let record = AgentRecord::parse(&d.id, &d.name, &d.ip, &d.key)?;
+                record.check_matches(query)?;
+                Ok(Self::Found(record))
+            }
+            (ErrorCode::Found, _, _) => Err(DecodeError::Fields(wire.error)),
+            (code, None, Some(message)) => Ok(Self::Error { code, message }),
+            (_, _, _) => Err(DecodeError::Fields(wire.error)),
+        }
+    }
+}
+
+impl ErrorCode {
+    fn try_from_u64(n: u64) -> Option<Self> {
+        u8::try_from(n).ok().and_then(Self::from_u8)
+    }
+}
+
+/// serde_json's error, described by category and position only: its full
+/// text may quote the input, and the input may hold a key.
+fn describe(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "I/O error",
+        serde_json::error::Category::Syntax => "invalid JSON or trailing bytes",
+        serde_json::error::Category::Data => "unexpected fields or types",
+        serde_json::error::Category::Eof => "truncated",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
 /// Writes `s` as a JSON string. Validated record fields need no escaping
 /// except `"` and `\` in keys; messages may need more, which serde_json
 /// handles.
@@ -188,6 +267,65 @@ mod tests {
         for f in ["id", "name", "ip", "key"] {
             assert!(v["data"][f].is_string(), "{f}");
         }
+    }
+
+    fn q(s: &str) -> crate::Query {
+        crate::Request::parse(s.as_bytes()).unwrap()
+    }
+
+    /// What our encoder writes, `decode` reads back to the same reply.
+    #[test]
+    fn decode_reads_what_encode_writes() {
+        let r =
+            Reply::Found(AgentRecord::parse("001", "web-01", "10.0.0.0/24", r#"k"\x"#).unwrap());
+        assert_eq!(Reply::decode(&r.encode(), &q("id:001")).unwrap(), r);
+        assert_eq!(Reply::decode(&r.encode(), &q("ip:10.0.0.7")).unwrap(), r);
+        let e = Reply::error(ErrorCode::Unavailable, "backend 'db' timed out");
+        assert_eq!(Reply::decode(&e.encode(), &q("id:001")).unwrap(), e);
+        let mut line = e.encode();
+        line.push(b'\n');
+        assert_eq!(Reply::decode(&line, &q("id:001")).unwrap(), e);
+    }
+
+    /// A forged or confused daemon's reply is refused: a record for another
+    /// agent, a second line, extra or missing fields, numbers for strings, an
+    /// unknown code, an invalid record.
+    #[test]
+    fn decode_refuses_anything_but_one_valid_answer_to_the_query() {
+        let query = q("id:001");
+        for raw in [
+            &br#"{"error":0,"data":{"id":"999","name":"evil","ip":"any","key":"k"}}"#[..],
+            br#"{"error":0,"data":{"id":"001","name":"a","ip":"any","key":"k"}}
+{"x":1}"#,
+            br#"{"error":0,"data":{"id":"001","name":"a","ip":"any","key":"k"}}{}"#,
+            br#"{"error":0,"data":{"id":"001","name":"evil name","ip":"any","key":"k"}}"#,
+            br#"{"error":0,"data":{"id":"001","name":"a","ip":"any","key":"k","x":1}}"#,
+            br#"{"error":0,"data":{"id":1,"name":"a","ip":"any","key":"k"}}"#,
+            br#"{"error":0,"data":{"id":"001","name":"a","ip":"any"}}"#,
+            br#"{"error":0,"message":"x"}"#,
+            br#"{"error":0,"data":{"id":"001","name":"a","ip":"any","key":"k"},"message":"x"}"#,
+            br#"{"error":4}"#,
+            br#"{"error":9,"message":"x"}"#,
+            br#"{"error":-1,"message":"x"}"#,
+            br#"{"error":"4","message":"x"}"#,
+            br#"{"error":4,"message":"x","error":0}"#,
+            br#"{"error":4,"message":"x","data":{"id":"001","name":"a","ip":"any","key":"k"}}"#,
+            br#"[]"#,
+            b"",
+            b"\xff",
+        ] {
+            assert!(
+                Reply::decode(raw, &query).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let err = Reply::decode(
+            br#"{"error":0,"data":{"id":"001","name":"a","ip":"any","key":"secret-key"}} x"#,
+            &query,
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 
     #[test]
