@@ -108,8 +108,10 @@ fn decode(row: &SqliteRow) -> Result<[Cell; 4], BackendError> {
                 row.try_get::<i64, _>(i)
                     .map_err(|e| sql::describe_error(&e))?,
             ),
-            "TEXT" => Cell::Text(
-                row.try_get::<String, _>(i)
+            // Read as bytes: SQLite lets a TEXT value hold any bytes, and
+            // bytes that are not UTF-8 are a bad record (5), not a failure.
+            "TEXT" | "BLOB" => sql::utf8_cell(
+                row.try_get::<Vec<u8>, _>(i)
                     .map_err(|e| sql::describe_error(&e))?,
             ),
             _ => Cell::Other(ty),
