@@ -58,7 +58,7 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        one_request(&path, b"id:001", &mut buf, &mut tally);
+        one_request(&path, b"id:001", &mut buf, &mut tally, false);
         assert_eq!(tally.codes[0], 1);
     }
 }

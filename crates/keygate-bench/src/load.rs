@@ -93,9 +93,15 @@ pub struct Tally {
     pub codes: [u64; 8],
     pub failed_connections: u64,
     pub bad_replies: u64,
+    /// With `--verify`: answers that differ from the `gen` fixture (a
+    /// record for another agent, wrong fields, or 4/5 for an agent that
+    /// exists). Code 2 (no backend could answer) is not a wrong answer.
+    pub wrong_answers: u64,
 }
 
-pub fn one_request(socket: &Path, req: &[u8], buf: &mut [u8], tally: &mut Tally) {
+/// One request as Wazuh makes it; with `verify`, the reply is checked
+/// against the `gen` fixture ([`answer_is_right`]).
+pub fn one_request(socket: &Path, req: &[u8], buf: &mut [u8], tally: &mut Tally, verify: bool) {
     let started = Instant::now();
     let mut s = match UnixStream::connect(socket) {
         Ok(s) => s,
@@ -123,6 +129,36 @@ pub fn one_request(socket: &Path, req: &[u8], buf: &mut [u8], tally: &mut Tally)
     match parse_code(&buf[..n]) {
         Some(c) if (c as usize) < tally.codes.len() => tally.codes[c as usize] += 1,
         _ => tally.bad_replies += 1,
+    }
+    if verify && !answer_is_right(req, &buf[..n]) {
+        tally.wrong_answers += 1;
+    }
+}
+
+/// Whether `reply` is a right answer to `req` for the `gen` fixture (every
+/// `id:N` exists, as agent N): the agent's own record, or code 2.
+pub fn answer_is_right(req: &[u8], reply: &[u8]) -> bool {
+    let Some(n) = std::str::from_utf8(req)
+        .ok()
+        .and_then(|r| r.strip_prefix("id:"))
+        .and_then(|n| n.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(reply) else {
+        return false;
+    };
+    match v["error"].as_u64() {
+        Some(0) => {
+            let (id, name, ip, key) = crate::gen::agent(n);
+            let d = &v["data"];
+            d["id"] == id.as_str()
+                && d["name"] == name.as_str()
+                && d["ip"] == ip.as_str()
+                && d["key"] == key.as_str()
+        }
+        Some(2) => true,
+        _ => false,
     }
 }
 
@@ -170,13 +206,25 @@ pub fn run_load(
     for c in 0..clients {
         let mut source = Source::new(&args.mix, fixed.clone(), 0x5eed + c as u64 * 7919)?;
         let (stop, socket, max) = (stop.clone(), socket.to_owned(), args.max_requests);
+        // With --rate, each client sends at rate/clients per second, on a
+        // fixed schedule (a late request does not shift the next ones).
+        let interval =
+            (args.rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 / args.rate));
+        let verify = args.verify;
         handles.push(std::thread::spawn(move || {
             let mut tally = Tally::default();
             let mut buf = vec![0u8; 65536];
             let mut done = 0u64;
+            let mut next = Instant::now();
             while !stop.load(Ordering::Relaxed) && (max == 0 || done < max) {
+                if let Some(interval) = interval {
+                    next += interval;
+                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
                 let req = source.request();
-                one_request(&socket, req.as_bytes(), &mut buf, &mut tally);
+                one_request(&socket, req.as_bytes(), &mut buf, &mut tally, verify);
                 done += 1;
             }
             tally
@@ -198,6 +246,7 @@ pub fn run_load(
         }
         tally.failed_connections += t.failed_connections;
         tally.bad_replies += t.bad_replies;
+        tally.wrong_answers += t.wrong_answers;
     }
     let elapsed = started.elapsed();
     tally.latencies_us.sort_unstable();
@@ -230,6 +279,20 @@ pub fn load_requests(mix: &Mix) -> Result<Arc<Vec<String>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--verify` accepts the fixture's own record and code 2, nothing else.
+    #[test]
+    fn verify_checks_answers_against_the_fixture() {
+        let (id, name, ip, key) = crate::gen::agent(42);
+        let right = format!(
+            r#"{{"error":0,"data":{{"id":"{id}","name":"{name}","ip":"{ip}","key":"{key}"}}}}"#
+        );
+        assert!(answer_is_right(b"id:042", right.as_bytes()));
+        assert!(!answer_is_right(b"id:043", right.as_bytes()));
+        assert!(answer_is_right(b"id:042", br#"{"error":2,"message":"x"}"#));
+        assert!(!answer_is_right(b"id:042", br#"{"error":4,"message":"x"}"#));
+        assert!(!answer_is_right(b"id:042", b"garbage"));
+    }
 
     #[test]
     fn reads_the_code_without_parsing_json() {

@@ -23,6 +23,14 @@ pub struct SocketArgs {
     /// Stop each client after this many requests (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub max_requests: u64,
+    /// Total requests per second across all clients (0: as fast as
+    /// possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Check every answer against the `gen` fixture (ids only) and count
+    /// wrong answers.
+    #[arg(long)]
+    pub verify: bool,
     /// Also measure the fixed-reply floor in the same invocation.
     #[arg(long)]
     pub floor: bool,
@@ -47,7 +55,7 @@ fn print_result(r: &RunResult, json: bool, floor_rps: Option<f64>) {
             "target": r.label, "clients": r.clients, "seconds": r.elapsed.as_secs_f64(),
             "requests": r.total(), "rps": r.rps(), "p50_ms": r.pct(0.5), "p99_ms": r.pct(0.99),
             "max_ms": r.pct(1.0), "codes": r.tally.codes, "failed_connections": r.tally.failed_connections,
-            "bad_replies": r.tally.bad_replies, "vs_floor": floor_rps.map(|f| r.rps() / f),
+            "bad_replies": r.tally.bad_replies, "wrong_answers": r.tally.wrong_answers, "vs_floor": floor_rps.map(|f| r.rps() / f),
         });
         println!("{v}");
     } else {
@@ -55,7 +63,7 @@ fn print_result(r: &RunResult, json: bool, floor_rps: Option<f64>) {
             .map(|f| format!("  {:.2}x floor", r.rps() / f))
             .unwrap_or_default();
         println!(
-            "{:<8} clients={:<3} requests={:<8} rps={:<10.0} p50={:.3}ms p99={:.3}ms max={:.3}ms codes=[{}] failed_conn={} bad_replies={}{}",
+            "{:<8} clients={:<3} requests={:<8} rps={:<10.0} p50={:.3}ms p99={:.3}ms max={:.3}ms codes=[{}] failed_conn={} bad_replies={} wrong={}{}",
             r.label,
             r.clients,
             r.total(),
@@ -66,6 +74,7 @@ fn print_result(r: &RunResult, json: bool, floor_rps: Option<f64>) {
             codes.join(" "),
             r.tally.failed_connections,
             r.tally.bad_replies,
+            r.tally.wrong_answers,
             ratio
         );
     }
