@@ -358,19 +358,19 @@ fn daemon_attempt_and_direct_lookup_share_request_timeout() {
 /// answers as the one-shot, by id and by address.
 #[test]
 fn serve_followed_by_id_or_ip_is_the_one_shot() {
-    let mut cmd = Command::new(common::bin());
+    let mut cmd = Command::new(daemon::bin());
     cmd.arg("--config")
         .arg(default_config())
         .args(["serve", "id", "001"]);
     let out = exec_cmd(cmd);
     assert!(out.status.success());
     assert_eq!(out.json()["data"]["name"], "web-01");
-    let mut cmd = Command::new(common::bin());
+    let mut cmd = Command::new(daemon::bin());
     cmd.arg("--config")
         .arg(default_config())
         .args(["serve", "ip", "172.16.0.2"]);
     assert_eq!(exec_cmd(cmd).json()["data"]["id"], "102");
-    let mut cmd = Command::new(common::bin());
+    let mut cmd = Command::new(daemon::bin());
     cmd.arg("--config")
         .arg(default_config())
         .args(["serve", "id", "abc"]);

@@ -5,18 +5,13 @@
 //! the reply (every value carries the marker `HOSTILE`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-#[path = "../crates/keygate-backends/tests/support/servers.rs"]
-mod servers;
-#[path = "../crates/keygate-backends/tests/sql_support/mod.rs"]
-mod sql_support;
-
 use std::io::{Read, Write};
 use std::process::Command;
 
-use common::Daemon;
-use servers::{RedisServer, Slapd, LDAP_BIND_DN, REDIS_PASSWORD};
-use sql_support::{run_sql, Kind, TestDb};
+use keygate_testkit::daemon::Daemon;
+use keygate_testkit::redis::{RedisServer, REDIS_PASSWORD};
+use keygate_testkit::slapd::{Slapd, LDAP_BIND_DN};
+use keygate_testkit::sql::{run_sql, Kind, TestDb};
 
 /// One hostile agent: id, name, key (raw bytes); its address is
 /// `10.2.0.<last digit of id>`.

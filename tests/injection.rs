@@ -11,19 +11,15 @@
 //! are shown to record what keygate sends.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-#[path = "../crates/keygate-backends/tests/support/servers.rs"]
-mod servers;
-#[path = "../crates/keygate-backends/tests/sql_support/mod.rs"]
-mod sql_support;
-
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use common::Daemon;
-use servers::{RedisServer, LDAP_BIND_DN, REDIS_PASSWORD};
-use sql_support::{block_on, run_sql, Kind, PrivateMariadb, PrivatePostgres};
+use keygate_testkit::daemon::Daemon;
+use keygate_testkit::redis::{RedisServer, REDIS_PASSWORD};
+use keygate_testkit::slapd::{LDAP_BIND_DN, LDAP_PASSWORD};
+use keygate_testkit::sql::{run_sql, with_database, Kind, PrivateMariadb, PrivatePostgres};
+use keygate_testkit::{free_port, repo_root};
 
 /// The corpus: SQL, LDAP filter, Redis protocol, format string, JSON, NUL
 /// and long UTF-8 payloads.
@@ -79,7 +75,7 @@ struct StatsSlapd {
 impl StatsSlapd {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let root = servers::repo_root();
+        let root = repo_root();
         let conf = std::fs::read_to_string(root.join("docker/ldap/slapd.conf.in"))
             .unwrap()
             .replace("@DIR@", dir.path().to_str().unwrap());
@@ -93,7 +89,7 @@ impl StatsSlapd {
             .output()
             .expect("slapadd is not installed (bash tests/setup.sh)");
         assert!(out.status.success(), "slapadd: {out:?}");
-        let port = servers::free_port();
+        let port = free_port();
         let child = Command::new("/usr/sbin/slapd")
             .arg("-f")
             .arg(dir.path().join("slapd.conf"))
@@ -120,7 +116,7 @@ impl StatsSlapd {
 
     fn password_file(&self) -> std::path::PathBuf {
         let p = self.dir.path().join("ldap.pass");
-        std::fs::write(&p, format!("{}\n", servers::LDAP_PASSWORD)).unwrap();
+        std::fs::write(&p, format!("{}\n", LDAP_PASSWORD)).unwrap();
         p
     }
 }
@@ -161,21 +157,19 @@ fn monitor(redis: &RedisServer) -> Arc<Mutex<Vec<u8>>> {
     seen
 }
 
-/// The PostgreSQL server's log file, read through SQL (the harness's log
-/// sits beside the data directory).
+/// The PostgreSQL server's log file, read through SQL with `psql` (the
+/// harness's log sits beside the data directory).
 fn postgres_log(url: &str) -> String {
-    let url = url.to_owned();
-    block_on(move || async move {
-        use sqlx::Connection;
-        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-        let text: String = sqlx::query_scalar(
+    let out = Command::new("psql")
+        .arg(url)
+        .args([
+            "-Atc",
             "SELECT pg_read_file(current_setting('data_directory') || '/../postgres.log')",
-        )
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
-        text
-    })
+        ])
+        .output()
+        .expect("psql is not installed");
+    assert!(out.status.success(), "psql: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn assert_clean(server: &str, log: &str) {
@@ -197,7 +191,7 @@ fn injection_corpus_reaches_no_backend_server() {
     // MariaDB: a private server with its general query log in a file.
     let maria = PrivateMariadb::start();
     run_sql(Kind::Mysql, &maria.url(), "CREATE DATABASE kg");
-    let my_url = sql_support::with_database(&maria.url(), "kg");
+    let my_url = with_database(&maria.url(), "kg");
     run_sql(
         Kind::Mysql,
         &my_url,
@@ -298,9 +292,7 @@ name = "cn"
 ip = "ipHostNumber"
 key = "description"
 "#,
-        keys = servers::repo_root()
-            .join("config/demo/client.keys")
-            .display(),
+        keys = repo_root().join("config/demo/client.keys").display(),
         db = db.display(),
         pg_url = pg.url(),
         redis_url = redis.url(),
