@@ -88,6 +88,14 @@ fn hex(bytes: &[u8]) -> String {
 /// the value in the reply, none in the daemon's log either. A good agent
 /// stored beside them answers 0, so the backend itself works.
 fn assert_refused(d: &Daemon, agents: &[&Hostile], backend: &str) {
+    assert_refused_but(d, agents, backend, &[]);
+}
+
+/// Like [`assert_refused`]; for the ids in `no_address`, the stored entry
+/// is too broken to say which field is the address (a client.keys line
+/// with five fields), so asking by address finds nothing (4) while asking
+/// by id answers 5.
+fn assert_refused_but(d: &Daemon, agents: &[&Hostile], backend: &str, no_address: &[&str]) {
     let good = d.request("id:200");
     assert_eq!(
         good["error"],
@@ -100,9 +108,14 @@ fn assert_refused(d: &Daemon, agents: &[&Hostile], backend: &str) {
             let raw = d.request_raw(req.as_bytes());
             let v: serde_json::Value = serde_json::from_slice(&raw)
                 .unwrap_or_else(|e| panic!("{backend} {req}: not JSON ({e}): {raw:?}"));
+            let expected = if req.starts_with("ip:") && no_address.contains(&h.id) {
+                4
+            } else {
+                5
+            };
             assert_eq!(
                 v["error"],
-                5,
+                expected,
                 "{backend}, {} ({req}): {v}\n{}",
                 h.what,
                 d.log()
@@ -126,7 +139,9 @@ fn start(backend: &str) -> Daemon {
 }
 
 /// client.keys: every hostile value a line can hold (a newline ends the
-/// line, so 201 is tested in CSV).
+/// line, so 201 is tested in CSV). A space in the name makes five fields:
+/// by id that line answers 5; by address it cannot be found (4), since no
+/// field of it can be trusted to be the address.
 #[test]
 fn file_client_keys_refuses_hostile_values() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,7 +168,7 @@ fn file_client_keys_refuses_hostile_values() {
         "[[backend]]\nname = \"keys\"\ntype = \"file\"\npath = \"{}\"\n",
         path.display()
     ));
-    assert_refused(&d, &agents, "file (client.keys)");
+    assert_refused_but(&d, &agents, "file (client.keys)", &["202"]);
 }
 
 /// CSV: quoted fields hold every hostile value, newlines included.
