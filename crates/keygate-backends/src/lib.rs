@@ -32,6 +32,7 @@ pub mod error;
 pub mod file;
 #[cfg(feature = "ldap")]
 pub mod ldap;
+pub mod listing;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(feature = "postgres")]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keygate_core::{AgentRecord, BackendError, KeyBackend, Query};
+use keygate_core::{AgentRecord, BackendError, KeyBackend, ListStream, Query};
 use serde::Deserialize;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
@@ -29,6 +29,11 @@ pub struct SqliteConfig {
     pub query_by_id: String,
     /// Query for `ip:` requests, like `query_by_id`.
     pub query_by_ip: String,
+    /// Query that lists every agent (`keygate list`, `export`, `verify`,
+    /// `sync`): no bind parameter, the same four columns. Optional;
+    /// without it the backend cannot list.
+    #[serde(default)]
+    pub query_all: Option<String>,
     /// Most connections kept open (default 4).
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
@@ -44,6 +49,7 @@ impl SqliteConfig {
         Queries {
             query_by_id: &self.query_by_id,
             query_by_ip: &self.query_by_ip,
+            query_all: self.query_all.as_deref(),
         }
     }
 }
@@ -150,6 +156,14 @@ impl KeyBackend for SqliteBackend {
         let mut conn = self.connection().await?;
         sql::check_queries(&mut *conn, self.config.queries(), OPEN_TIMEOUT).await
     }
+
+    /// Streams `query_all`, row by row.
+    fn list(&self) -> ListStream<'_> {
+        match self.config.queries().all(&self.name) {
+            Ok(sql) => sqlx::SqliteConnection::list(&self.pool, sql),
+            Err(e) => crate::listing::failed(e),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +197,7 @@ mod tests {
             path: path.to_owned(),
             query_by_id: format!("SELECT * FROM {table} WHERE id = ?"),
             query_by_ip: format!("SELECT * FROM {table} WHERE ip = ?"),
+            query_all: Some(format!("SELECT * FROM {table}")),
             pool_size: 2,
         }
     }
@@ -279,12 +294,100 @@ mod tests {
         assert!(e.contains("query_by_ip") && e.contains("4"), "{e}");
     }
 
+    /// Listing emits the valid rows and reports each bad one with its row,
+    /// id and reason (never the key); a missing `query_all` is an error
+    /// naming the key.
+    #[tokio::test]
+    async fn list_emits_valid_rows_and_reports_bad_ones() {
+        use futures_util::TryStreamExt;
+        use keygate_core::Listed;
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(&fixture(dir.path()).await, "agent");
+        c.query_all = Some("SELECT * FROM agent ORDER BY id".into());
+        let b = c.build("db").await.unwrap();
+        let listed: Vec<Listed> = b.list().try_collect().await.unwrap();
+        let (mut ids, mut bad) = (Vec::new(), Vec::new());
+        for entry in listed {
+            match entry {
+                Listed::Record(r) => ids.push(r.id.as_str().to_owned()),
+                Listed::Invalid { at, reason } => bad.push(format!("{at}: {reason}")),
+            }
+        }
+        assert_eq!(ids, ["001", "004", "005"]);
+        assert_eq!(
+            bad,
+            [
+                "row 2 (id 002): field 'name' is invalid: only letters, digits, '-', '_' and '.' are allowed",
+                "row 3 (id 003): field 'key' is missing or NULL",
+                "row 6 (id 006): field 'ip' is invalid: not an IP address, address/prefix or 'any'",
+            ]
+        );
+        for text in &bad {
+            assert!(!text.contains("k00"), "a key in {text}");
+        }
+
+        c.query_all = None;
+        let b = c.build("db").await.unwrap();
+        let e = b.list().try_next().await.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "internal error: backend 'db' cannot list its agents: query_all is not set \
+             (a query without bind parameters returning id, name, ip, key of every agent)"
+        );
+    }
+
+    /// The health check prepares `query_all` (without running it) and
+    /// names it when it does not have four columns.
+    #[tokio::test]
+    async fn health_prepares_query_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(&fixture(dir.path()).await, "agent");
+        assert!(c.build("db").await.unwrap().health().await.is_ok());
+        c.query_all = Some("SELECT id, name FROM agent".into());
+        let e = c.build("db").await.unwrap().health().await.unwrap_err();
+        assert!(e.to_string().contains("query_all"), "{e}");
+    }
+
+    /// 100,000 agents are listed one by one and counted, never collected:
+    /// the stream hands out rows as SQLite reads them.
+    #[tokio::test]
+    async fn lists_100000_agents_as_a_stream() {
+        use futures_util::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.db");
+        let opts = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        sqlx::query(
+            "CREATE TABLE agent AS WITH RECURSIVE n(i) AS \
+             (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) \
+             SELECT printf('%03d', i) AS id, 'agent-' || i AS name, 'any' AS ip, \
+             printf('%064d', i) AS agent_key FROM n",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        let b = config(&path, "agent").build("db").await.unwrap();
+        let (mut records, mut invalid) = (0u32, 0u32);
+        let mut stream = b.list();
+        while let Some(entry) = stream.next().await {
+            match entry.unwrap() {
+                keygate_core::Listed::Record(_) => records += 1,
+                keygate_core::Listed::Invalid { .. } => invalid += 1,
+            }
+        }
+        assert_eq!((records, invalid), (100_000, 0));
+    }
+
     #[test]
     fn validation_reports_every_problem_with_its_key() {
         let c = SqliteConfig {
             path: PathBuf::new(),
             query_by_id: "SELECT 1".into(),
             query_by_ip: "SELECT ? , ?".into(),
+            query_all: Some("SELECT * FROM agent WHERE id = ?".into()),
             pool_size: 0,
         };
         let mut list = Vec::new();
@@ -296,6 +399,7 @@ mod tests {
                 "backend[1].path",
                 "backend[1].query_by_id",
                 "backend[1].query_by_ip",
+                "backend[1].query_all",
                 "backend[1].pool_size"
             ]
         );

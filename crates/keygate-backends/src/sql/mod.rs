@@ -6,14 +6,21 @@
 //!
 //! Queries return the columns id, name, ip, key in that order, under any
 //! names, as the seed's own scripts do (`SELECT id,name,ip,agent_key ...`).
+//! A lookup's row and a listed row (`query_all`) are decoded and validated
+//! by the same code ([`record_from_row`]).
 
+mod health;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 pub mod server;
 
+pub use health::check_queries;
+
 use futures_util::future::BoxFuture;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use keygate_core::record::Field;
-use keygate_core::{AgentId, AgentRecord, BackendError, Query, RecordError};
+use keygate_core::{AgentId, AgentRecord, BackendError, ListStream, Query, RecordError};
+
+use crate::listing;
 
 /// One column value, decoded to what a record field can be made of.
 #[derive(Debug)]
@@ -43,6 +50,56 @@ pub fn record_from_cells(cells: [Cell; 4]) -> Result<AgentRecord, BackendError> 
         &text(key, Field::Key)?,
     )?;
     Ok(record)
+}
+
+/// Decodes a row with the driver's `decode` and validates it: the one path
+/// every row takes, looked up or listed.
+pub fn record_from_row<R, F>(row: &R, decode: F) -> Result<AgentRecord, BackendError>
+where
+    F: Fn(&R) -> Result<[Cell; 4], BackendError>,
+{
+    record_from_cells(decode(row)?)
+}
+
+/// Where a listed row is, for a report: `row 12 (id 007)`. The id is shown
+/// only when it is a valid agent id (digits), so a query whose columns are
+/// in the wrong order never shows a key here.
+fn row_label<R, F>(n: u64, row: &R, decode: F) -> String
+where
+    F: Fn(&R) -> Result<[Cell; 4], BackendError>,
+{
+    let id = match decode(row) {
+        Ok([Cell::Int(i), ..]) => AgentId::from_integer(i).ok(),
+        Ok([Cell::Text(s), ..]) => AgentId::parse(&s).ok(),
+        _ => None,
+    };
+    match id {
+        Some(id) => format!("row {n} (id {})", id.as_str()),
+        None => format!("row {n} (no valid id)"),
+    }
+}
+
+/// Streams the rows of `sql` (`query_all`, no bind parameter) from `pool`,
+/// one at a time (`fetch`, never `fetch_all`), each decoded and validated
+/// like a lookup's row: a bad row is `Listed::Invalid` at `row N (id
+/// ...)`; a driver failure ends the listing. Each step is bounded by
+/// [`listing::LIST_STEP_TIMEOUT`].
+pub fn list_rows<'p, DB, F>(pool: &'p sqlx::Pool<DB>, sql: &'p str, decode: F) -> ListStream<'p>
+where
+    DB: sqlx::Database,
+    &'p sqlx::Pool<DB>: sqlx::Executor<'p, Database = DB>,
+    <DB as sqlx::Database>::Arguments<'p>: sqlx::IntoArguments<'p, DB>,
+    F: Fn(&DB::Row) -> Result<[Cell; 4], BackendError> + Send + 'p,
+{
+    let mut n = 0u64;
+    let rows = sqlx::query::<DB>(sql).fetch(pool).map(move |row| {
+        n += 1;
+        let row = row.map_err(|e| describe_error(&e))?;
+        listing::entry(record_from_row(&row, &decode), || {
+            row_label(n, &row, &decode)
+        })
+    });
+    listing::bounded(rows.boxed(), listing::LIST_STEP_TIMEOUT)
 }
 
 fn text(cell: Cell, field: Field) -> Result<String, RecordError> {
@@ -125,12 +182,14 @@ pub fn count_parameters(sql: &str, style: Placeholders) -> usize {
     }
 }
 
-/// Validates one query setting: not empty, exactly one bind parameter.
+/// Validates one query setting: not empty, exactly `wanted` bind
+/// parameters (1 for a lookup, 0 for `query_all`).
 pub fn validate_query(
     problems: &mut crate::Problems<'_>,
     key: &str,
     sql: &str,
     style: Placeholders,
+    wanted: usize,
 ) {
     let placeholder = match style {
         Placeholders::Question => "?",
@@ -141,11 +200,12 @@ pub fn validate_query(
         return;
     }
     let n = count_parameters(sql, style);
-    if n != 1 {
-        problems.push(
-            key,
-            format!("must have exactly one bind parameter ({placeholder}), found {n}"),
-        );
+    if n != wanted {
+        let message = match wanted {
+            0 => format!("must have no bind parameter, found {n}"),
+            _ => format!("must have exactly one bind parameter ({placeholder}), found {n}"),
+        };
+        problems.push(key, message);
     }
 }
 
@@ -205,8 +265,7 @@ where
     {
         return Err(BackendError::Ambiguous);
     }
-    let cells = decode(&first)?;
-    record_from_cells(cells).map(Some)
+    record_from_row(&first, decode).map(Some)
 }
 
 /// Checks a row has at least the four columns a record needs.
@@ -220,9 +279,9 @@ pub fn require_columns(len: usize) -> Result<(), BackendError> {
     }
 }
 
-/// The two queries every SQL backend has (the config keys `query_by_id`
-/// and `query_by_ip`, declared by each backend's config); a `query_all`,
-/// for listing every agent, will join them here.
+/// The queries every SQL backend has (the config keys `query_by_id`,
+/// `query_by_ip` and the optional `query_all`, declared by each backend's
+/// config).
 #[derive(Clone, Copy, Debug)]
 pub struct Queries<'a> {
     /// `query_by_id`: one bind parameter (`?` for SQLite and MySQL, `$1` for
@@ -232,6 +291,10 @@ pub struct Queries<'a> {
     /// `query_by_ip`, like `query_by_id` (on PostgreSQL write `$1::inet` for
     /// an `inet` column).
     pub query_by_ip: &'a str,
+    /// `query_all`: no bind parameter, the same four columns, every agent;
+    /// only `keygate list` and the commands built on it run it. Without it
+    /// the backend cannot list.
+    pub query_all: Option<&'a str>,
 }
 
 /// The probe values a health check runs each query with: valid input that
@@ -243,8 +306,22 @@ const PROBE_IP: &str = "0.0.0.0";
 impl<'a> Queries<'a> {
     /// Reports an empty query or one without exactly one bind parameter.
     pub fn validate(&self, problems: &mut crate::Problems<'_>, style: Placeholders) {
-        validate_query(problems, "query_by_id", self.query_by_id, style);
-        validate_query(problems, "query_by_ip", self.query_by_ip, style);
+        validate_query(problems, "query_by_id", self.query_by_id, style, 1);
+        validate_query(problems, "query_by_ip", self.query_by_ip, style, 1);
+        if let Some(all) = self.query_all {
+            validate_query(problems, "query_all", all, style, 0);
+        }
+    }
+
+    /// `query_all`, or the error that names the missing key.
+    pub fn all(&self, backend: &str) -> Result<&'a str, BackendError> {
+        self.query_all.ok_or_else(|| {
+            listing::missing_key(
+                backend,
+                "query_all",
+                "a query without bind parameters returning id, name, ip, key of every agent",
+            )
+        })
     }
 
     /// The query that answers `query`.
@@ -266,7 +343,11 @@ impl<'a> Queries<'a> {
 
 /// What the SQL backends need of a database connection; implemented for
 /// each driver's connection type by `sql_connection!`.
-pub trait SqlConnection: Send {
+pub trait SqlConnection: sqlx::Connection {
+    /// Streams the rows of `sql` (no bind parameter) from `pool` as listed
+    /// entries (see [`list_rows`]).
+    fn list<'p>(pool: &'p sqlx::Pool<Self::Database>, sql: &'p str) -> ListStream<'p>;
+
     /// Runs `sql` with `value` bound and returns its only row as a record
     /// (see [`fetch_one_record`]).
     fn fetch_record<'c>(
@@ -295,6 +376,13 @@ pub trait SqlConnection: Send {
 macro_rules! sql_connection {
     ($conn:ty, $decode:path) => {
         impl $crate::sql::SqlConnection for $conn {
+            fn list<'p>(
+                pool: &'p sqlx::Pool<<$conn as sqlx::Connection>::Database>,
+                sql: &'p str,
+            ) -> keygate_core::ListStream<'p> {
+                $crate::sql::list_rows(pool, sql, $decode)
+            }
+
             fn fetch_record<'c>(
                 &'c mut self,
                 sql: &'c str,
@@ -336,82 +424,6 @@ macro_rules! sql_connection {
     };
 }
 pub(crate) use sql_connection;
-
-/// The health check of every SQL backend: prepares both queries (one bind
-/// parameter where the driver says, four columns), then runs each with a
-/// probe value exactly as a lookup runs it, so a query that fails on every
-/// lookup (a PostgreSQL integer column compared with the text parameter)
-/// is reported here, not at the first request. Each step waits at most
-/// `limit`.
-pub async fn check_queries<C: SqlConnection>(
-    conn: &mut C,
-    queries: Queries<'_>,
-    limit: std::time::Duration,
-) -> Result<(), BackendError> {
-    for (key, sql, probe) in queries.with_probes() {
-        // Run first, describe second: a description prepared without the
-        // parameter's type would be cached by the driver (PostgreSQL) and
-        // break later lookups on `$1::int`; after the run, it is the
-        // statement the lookups use. When the run fails, what the server
-        // says about the statement explains it best, if it says anything.
-        let run = tokio::time::timeout(limit, conn.run_probe(sql, probe))
-            .await
-            .map_err(|_| BackendError::Timeout(limit))?;
-        let described = tokio::time::timeout(limit, conn.describe_query(sql))
-            .await
-            .map_err(|_| BackendError::Timeout(limit))?;
-        match (run, described) {
-            (Ok(()), Ok((parameters, columns))) => check_described(key, parameters, columns)?,
-            (Ok(()), Err(e)) => return Err(query_error(key, "does not prepare", &e)),
-            (Err(e), Ok((parameters, columns))) => {
-                check_described(key, parameters, columns)?;
-                return Err(query_error(
-                    key,
-                    &format!("fails when run (with {probe})"),
-                    &e,
-                ));
-            }
-            (Err(e), Err(_)) => {
-                return Err(query_error(
-                    key,
-                    &format!("fails when run (with {probe})"),
-                    &e,
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Checks what the server said about a prepared query: one bind parameter
-/// where the driver reports the count, and at least four columns.
-fn check_described(
-    key: &str,
-    parameters: Option<usize>,
-    columns: usize,
-) -> Result<(), BackendError> {
-    if let Some(n) = parameters {
-        if n != 1 {
-            return Err(BackendError::Internal(format!(
-                "{key} has {n} bind parameters; exactly 1 is needed"
-            )));
-        }
-    }
-    require_columns(columns).map_err(|e| BackendError::Internal(format!("{key}: {e}")))
-}
-
-/// The error for a query the server refuses (a missing table, a syntax
-/// error, a type mismatch): a configuration problem, named by its key. A
-/// lost connection stays an outage.
-fn query_error(key: &str, what: &str, e: &sqlx::Error) -> BackendError {
-    match describe_error(e) {
-        BackendError::Unavailable(s) if matches!(e, sqlx::Error::Database(_)) => {
-            BackendError::Internal(format!("{key} {what}: {s}"))
-        }
-        BackendError::Internal(s) => BackendError::Internal(format!("{key} {what}: {s}")),
-        other => other,
-    }
-}
 
 /// Turns the bytes of a text or binary string column into a cell: UTF-8
 /// is text, anything else is unusable.

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keygate_core::{AgentRecord, BackendError, KeyBackend, Query};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use keygate_core::{AgentRecord, BackendError, KeyBackend, ListStream, Query};
 use serde::Deserialize;
 use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{ConnectOptions, Connection};
@@ -99,6 +100,11 @@ crate::endpoint::network_config! {
         /// Query for `ip:` requests, like `query_by_id` (on PostgreSQL
         /// write `$1::inet` for an `inet` column).
         pub query_by_ip: String,
+        /// Query that lists every agent (`keygate list`, `export`,
+        /// `verify`, `sync`): no bind parameter, the same four columns.
+        /// Optional; without it the backend cannot list.
+        #[serde(default)]
+        pub query_all: Option<String>,
         /// Most connections kept open per host (default 4).
         #[serde(default = "default_pool_size")]
         pub pool_size: u32,
@@ -128,6 +134,7 @@ impl<D: Dialect> Clone for ServerConfig<D> {
             hosts: self.hosts.clone(),
             query_by_id: self.query_by_id.clone(),
             query_by_ip: self.query_by_ip.clone(),
+            query_all: self.query_all.clone(),
             pool_size: self.pool_size,
             tls: self.tls,
             ca_file: self.ca_file.clone(),
@@ -143,6 +150,7 @@ impl<D: Dialect> fmt::Debug for ServerConfig<D> {
             .field("hosts", &self.hosts)
             .field("query_by_id", &self.query_by_id)
             .field("query_by_ip", &self.query_by_ip)
+            .field("query_all", &self.query_all)
             .field("pool_size", &self.pool_size)
             .field("tls", &self.tls)
             .field("ca_file", &self.ca_file)
@@ -158,6 +166,7 @@ impl<D: Dialect> ServerConfig<D> {
             hosts: HostList::one(url),
             query_by_id: query_by_id.into(),
             query_by_ip: query_by_ip.into(),
+            query_all: None,
             pool_size: default_pool_size(),
             tls: TlsMode::default(),
             ca_file: None,
@@ -170,6 +179,7 @@ impl<D: Dialect> ServerConfig<D> {
         Queries {
             query_by_id: &self.query_by_id,
             query_by_ip: &self.query_by_ip,
+            query_all: self.query_all.as_deref(),
         }
     }
 
@@ -299,6 +309,23 @@ impl<D: Dialect> KeyBackend for ServerBackend<D> {
 
     fn current_host(&self) -> Option<String> {
         self.hosts.current()
+    }
+
+    /// Streams `query_all` from the active host (or, failing over while
+    /// connecting, the next one that answers).
+    fn list(&self) -> ListStream<'_> {
+        let sql = match self.config.queries().all(&self.name) {
+            Ok(sql) => sql,
+            Err(e) => return crate::listing::failed(e),
+        };
+        let host = self.hosts.run(|host| async move {
+            host.acquire().await?;
+            Ok(host)
+        });
+        stream::once(host)
+            .map_ok(move |host| ConnectionOf::<D>::list(&host.pool, sql))
+            .try_flatten()
+            .boxed()
     }
 }
 
