@@ -26,6 +26,8 @@
 //! `failback_after` of continuous health (the same rules as the SQL
 //! backends).
 
+mod list;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -33,7 +35,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keygate_core::record::Field;
-use keygate_core::{AgentId, AgentRecord, BackendError, KeyBackend, Query, RecordError};
+use keygate_core::{
+    AgentId, AgentRecord, BackendError, KeyBackend, ListStream, Query, RecordError,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, RedisError};
 use tokio::sync::OnceCell;
@@ -357,6 +361,11 @@ impl KeyBackend for RedisBackend {
     fn current_host(&self) -> Option<String> {
         self.hosts.current()
     }
+
+    /// `SCAN` over the `key_by_id` pattern ([`list`]).
+    fn list(&self) -> ListStream<'_> {
+        self.list_all()
+    }
 }
 
 #[cfg(test)]
@@ -412,6 +421,20 @@ mod tests {
         );
         assert!(p[1].starts_with("backend[0].key_by_id: only {id}"), "{p:?}");
         assert!(p[2].starts_with("backend[0].key_by_ip: only {ip}"), "{p:?}");
+    }
+
+    /// The `SCAN` pattern is `key_by_id` with `{id}` as `*` and the
+    /// template's own glob characters escaped.
+    #[test]
+    fn scan_pattern_escapes_glob_characters() {
+        assert_eq!(
+            list::scan_pattern("wazuh:agent:{id}", "{id}"),
+            "wazuh:agent:*"
+        );
+        assert_eq!(
+            list::scan_pattern("a*b?[c]\\:{id}:x", "{id}"),
+            "a\\*b\\?\\[c\\]\\\\:*:x"
+        );
     }
 
     #[test]

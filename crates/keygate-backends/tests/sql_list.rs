@@ -68,10 +68,7 @@ async fn check_fixture_listing(b: Arc<dyn KeyBackend>) {
     assert_eq!(ids["10000"], 1);
     assert_eq!(ids["20007"], 2);
     assert!(!ids.contains_key("20001"));
-    let reasons: Vec<&str> = bad
-        .iter()
-        .map(|s| s.split_once(": ").unwrap().1)
-        .collect();
+    let reasons: Vec<&str> = bad.iter().map(|s| s.split_once(": ").unwrap().1).collect();
     assert_eq!(
         reasons,
         [

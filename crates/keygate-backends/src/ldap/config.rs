@@ -51,6 +51,12 @@ crate::endpoint::network_config! {
         /// goes (default `(&(objectClass=ipHost)(ipHostNumber={ip}))`).
         #[serde(default = "default_filter_by_ip")]
         pub filter_by_ip: String,
+        /// Filter that selects every agent, for listing (`keygate list`,
+        /// `export`, `verify`, `sync`); no placeholder (default:
+        /// `filter_by_id` with `{id}` replaced by `*`, e.g.
+        /// `(&(objectClass=device)(serialNumber=*))`).
+        #[serde(default)]
+        pub filter_all: Option<String>,
         /// `[backend.attributes]`: which attribute holds each part of a
         /// record.
         #[serde(default)]
@@ -119,15 +125,15 @@ fn validate_filter(
     template: &str,
     allowed: &str,
     sample: &str,
-) {
+) -> bool {
     if template.trim().is_empty() {
         problems.push(key, "must not be empty");
-        return;
+        return false;
     }
     let placeholder = format!("{{{allowed}}}");
     if !template.contains(&placeholder) {
         problems.push(key, format!("must contain {placeholder}"));
-        return;
+        return false;
     }
     let rest = template.replace(&placeholder, "");
     if rest.contains('{') || rest.contains('}') {
@@ -135,14 +141,24 @@ fn validate_filter(
             key,
             format!("only {placeholder} may appear in braces (no other placeholders)"),
         );
-        return;
+        return false;
     }
     if ldap3::parse_filter(render_filter(template, &placeholder, sample)).is_err() {
         problems.push(key, "is not a valid LDAP filter (RFC 4515)");
+        return false;
     }
+    true
 }
 
 impl LdapConfig {
+    /// `filter_all`, or its default: `filter_by_id` with `{id}` as `*`.
+    pub fn filter_all(&self) -> String {
+        match &self.filter_all {
+            Some(filter) => filter.clone(),
+            None => self.filter_by_id.replace("{id}", "*"),
+        }
+    }
+
     /// Makes `ca_file` and `password_file` absolute against `base`.
     pub(super) fn resolve_file_paths(&mut self, base: &Path) {
         self.hosts.resolve_paths(base);
@@ -186,14 +202,30 @@ impl LdapConfig {
         if !(1..=64).contains(&self.pool_size) {
             problems.push("pool_size", "must be between 1 and 64");
         }
-        validate_filter(problems, "filter_by_id", &self.filter_by_id, "id", "001");
-        validate_filter(
+        let by_id_ok = validate_filter(problems, "filter_by_id", &self.filter_by_id, "id", "001");
+        let _ = validate_filter(
             problems,
             "filter_by_ip",
             &self.filter_by_ip,
             "ip",
             "10.0.0.1",
         );
+        match &self.filter_all {
+            Some(filter) if filter.trim().is_empty() => {
+                problems.push("filter_all", "must not be empty")
+            }
+            Some(filter) if filter.contains('{') || filter.contains('}') => {
+                problems.push("filter_all", "takes no placeholder ({...})")
+            }
+            Some(filter) if ldap3::parse_filter(filter).is_err() => {
+                problems.push("filter_all", "is not a valid LDAP filter (RFC 4515)")
+            }
+            None if by_id_ok && ldap3::parse_filter(self.filter_all()).is_err() => problems.push(
+                "filter_all",
+                "its default (filter_by_id with {id} as *) is not a valid LDAP filter; set it",
+            ),
+            _ => {}
+        }
         self.attributes.validate(
             problems,
             "attributes",

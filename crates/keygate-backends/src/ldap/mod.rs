@@ -8,12 +8,13 @@
 //! be present and single-valued (or all its values equal), else 5.
 //!
 //! [`config`] holds the keys, [`pool`] the hosts and the pool of bound
-//! connections; failover between the servers and back is
+//! connections, [`list`] the paged search that lists every agent; failover between the servers and back is
 //! [`Hosts`](crate::endpoint::Hosts)'s, as for every network backend.
 //! Every network step (connect, StartTLS, bind, search) is bounded by a
 //! timeout.
 
 mod config;
+mod list;
 mod pool;
 
 use std::fmt;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keygate_core::record::Field;
-use keygate_core::{AgentRecord, BackendError, KeyBackend, Query, RecordError};
+use keygate_core::{AgentRecord, BackendError, KeyBackend, ListStream, Query, RecordError};
 use ldap3::{LdapError, Scope, SearchEntry, SearchOptions};
 
 pub use config::{render_filter, LdapAttributeDefaults, LdapAttributes, LdapConfig, LdapScope};
@@ -291,6 +292,11 @@ impl KeyBackend for LdapBackend {
     /// The server in use.
     fn current_host(&self) -> Option<String> {
         self.hosts.current()
+    }
+
+    /// A paged search with `filter_all` ([`list`]).
+    fn list(&self) -> ListStream<'_> {
+        self.list_all()
     }
 }
 

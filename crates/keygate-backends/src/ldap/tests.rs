@@ -140,3 +140,28 @@ fn url_connect_timeout_and_password_sources_are_shared_keys() {
         ["backend[0].bind_dn: is required with password_env"]
     );
 }
+
+/// `filter_all` defaults to `filter_by_id` with `{id}` as `*`; set, it is
+/// checked at load: no placeholder, a valid filter.
+#[test]
+fn filter_all_defaults_to_the_id_filter_and_is_validated() {
+    let mut c = config();
+    assert_eq!(c.filter_all(), "(&(objectClass=device)(serialNumber=*))");
+    c.filter_by_id = "(employeeNumber=agent-{id})".into();
+    assert_eq!(c.filter_all(), "(employeeNumber=agent-*)");
+    c.filter_all = Some("(cn=*)".into());
+    assert_eq!(c.filter_all(), "(cn=*)");
+    assert!(problems(&c).is_empty(), "{:?}", problems(&c));
+    for (filter, message) in [
+        ("(serialNumber={id})", "takes no placeholder ({...})"),
+        ("(&(cn=*)", "is not a valid LDAP filter (RFC 4515)"),
+        ("  ", "must not be empty"),
+    ] {
+        c.filter_all = Some(filter.into());
+        assert_eq!(
+            problems(&c),
+            [format!("backend[0].filter_all: {message}")],
+            "{filter}"
+        );
+    }
+}

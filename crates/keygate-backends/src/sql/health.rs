@@ -74,7 +74,11 @@ fn check_described(
         if n != wanted {
             return Err(BackendError::Internal(format!(
                 "{key} has {n} bind parameters; {}",
-                if wanted == 0 { "none is allowed" } else { "exactly 1 is needed" }
+                if wanted == 0 {
+                    "none is allowed"
+                } else {
+                    "exactly 1 is needed"
+                }
             )));
         }
     }
@@ -93,4 +97,3 @@ fn query_error(key: &str, what: &str, e: &sqlx::Error) -> BackendError {
         other => other,
     }
 }
-
