@@ -43,8 +43,10 @@ pub fn missing_key(backend: &str, key: &str, what: &str) -> BackendError {
 }
 
 /// Turns the result of validating one stored entry into a listing item:
-/// a record, a bad record reported at `at()` with the reason, or a
-/// failure (transport, configuration) that ends the listing.
+/// a record, a bad record reported at `at()` (control characters escaped:
+/// a DN or a Redis key is stored data and must not forge output lines)
+/// with the reason, or a failure (transport, configuration) that ends the
+/// listing.
 pub fn entry(
     result: Result<AgentRecord, BackendError>,
     at: impl FnOnce() -> String,
@@ -52,15 +54,28 @@ pub fn entry(
     match result {
         Ok(record) => Ok(Listed::Record(record)),
         Err(BackendError::InvalidRecord(e)) => Ok(Listed::Invalid {
-            at: at(),
+            at: printable(&at()),
             reason: e.to_string(),
         }),
         Err(BackendError::Ambiguous) => Ok(Listed::Invalid {
-            at: at(),
+            at: printable(&at()),
             reason: BackendError::Ambiguous.to_string(),
         }),
         Err(e) => Err(e),
     }
+}
+
+/// `text` with control characters written as escapes (`\n`, `\u{1b}`).
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| match c {
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -107,6 +122,15 @@ mod tests {
             matches!(bad, Ok(Listed::Invalid { ref at, ref reason })
                 if at == "row 2" && reason == "malformed record: x"),
             "{bad:?}"
+        );
+        let forged = entry(
+            Err(BackendError::InvalidRecord(RecordError::Malformed("x"))),
+            || "cn=a\nrow 9: fine\u{1b}[2J,ou=agents".into(),
+        );
+        assert!(
+            matches!(forged, Ok(Listed::Invalid { ref at, .. })
+                if at == "cn=a\\nrow 9: fine\\u{1b}[2J,ou=agents"),
+            "{forged:?}"
         );
         let lost = entry(Err(BackendError::Unavailable("lost".into())), String::new);
         assert!(lost.is_err());

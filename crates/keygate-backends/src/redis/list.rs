@@ -117,13 +117,12 @@ impl RedisBackend {
                 loop {
                     while let Some(key) = state.pending.pop_front() {
                         match self.classify(key) {
-                            Some(Scanned::Agent(id, key)) => {
-                                if state.seen.insert(id_code(&id)) {
-                                    return Some((Ok(Scanned::Agent(id, key)), state));
-                                }
+                            Some(Scanned::Agent(id, key)) if state.seen.insert(id_code(&id)) => {
+                                return Some((Ok(Scanned::Agent(id, key)), state));
                             }
+                            // Already listed: SCAN returned it again.
+                            Some(Scanned::Agent(..)) | None => {}
                             Some(other) => return Some((Ok(other), state)),
-                            None => {}
                         }
                     }
                     let cursor = state.cursor?;
@@ -176,7 +175,7 @@ impl RedisBackend {
             Scanned::Agent(id, key) => (id, key),
             Scanned::NotAnId(key, e) => {
                 return Ok(Some(Listed::Invalid {
-                    at: key,
+                    at: listing::printable(&key),
                     reason: format!("the key holds no agent id: {e}"),
                 }))
             }
