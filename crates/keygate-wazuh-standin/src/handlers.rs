@@ -1,0 +1,491 @@
+//! The endpoints, one function each, answering as the specification says.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+use crate::{Agent, Response, State};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+const MANAGER: (&str, &str, &str) = ("000", "wazuh-manager", "127.0.0.1");
+
+pub(crate) async fn handle(state: &Arc<Mutex<State>>, request: Request<Incoming>) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let auth = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    s.log.push(match request_query(&query) {
+        q if q.is_empty() => format!("{method} {path}"),
+        q => format!("{method} {path}?{q}"),
+    });
+    if s.fail_429 > 0 {
+        s.fail_429 -= 1;
+        s.served_429 += 1;
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too Many Requests",
+            "Maximum number of requests per minute reached",
+            6001,
+        );
+    }
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if method == Method::POST && segments == ["security", "user", "authenticate"] {
+        return authenticate(&mut s, &auth);
+    }
+    let token = auth.strip_prefix("Bearer ").unwrap_or("");
+    let budget = s.token_budget;
+    match s
+        .tokens
+        .iter_mut()
+        .find(|(t, _)| !token.is_empty() && t == token)
+    {
+        Some((_, used)) if budget.is_none_or(|b| *used < b) => *used += 1,
+        _ => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "Invalid token",
+                401,
+            )
+        }
+    }
+    match (method, segments.as_slice()) {
+        (Method::GET, ["agents"]) => list(&s, &query),
+        (Method::GET, ["agents", id, "key"]) => key(&s, id),
+        (Method::POST, ["agents", "insert"]) => insert(&mut s, &query, &body),
+        (Method::DELETE, ["agents"]) => delete(&mut s, &query),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            "The requested URL was not found on the server.",
+            404,
+        ),
+    }
+}
+
+fn request_query(query: &[(String, String)]) -> String {
+    query
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn respond(status: StatusCode, body: Value) -> Response {
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+fn error(status: StatusCode, title: &str, detail: &str, code: i64) -> Response {
+    respond(
+        status,
+        json!({"title": title, "detail": detail, "error": code}),
+    )
+}
+
+fn authenticate(s: &mut State, auth: &str) -> Response {
+    let expected = format!("{}:{}", s.user, s.password);
+    let given = auth
+        .strip_prefix("Basic ")
+        .and_then(|b| B64.decode(b).ok())
+        .unwrap_or_default();
+    if given != expected.as_bytes() {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Invalid credentials",
+            401,
+        );
+    }
+    s.serial += 1;
+    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let token = format!(
+        "{}.{}.{}",
+        b64url.encode(r#"{"alg":"ES512","typ":"JWT"}"#),
+        b64url.encode(json!({"iss": "wazuh", "sub": s.user, "run_as": false, "rbac_roles": [1], "n": s.serial}).to_string()),
+        b64url.encode(format!("stand-in signature {}", s.serial)),
+    );
+    s.tokens.push((token.clone(), 0));
+    s.logins += 1;
+    respond(
+        StatusCode::OK,
+        json!({"data": {"token": token}, "error": 0}),
+    )
+}
+
+/// Refuses any parameter the endpoint does not define, as the API does.
+fn check_params(query: &[(String, String)], allowed: &[&str]) -> Option<Response> {
+    query
+        .iter()
+        .find(|(k, _)| !allowed.contains(&k.as_str()))
+        .map(|(k, _)| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                &format!("Invalid field found {{'{k}'}}"),
+                400,
+            )
+        })
+}
+
+fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn items(
+    affected: Vec<Value>,
+    total: usize,
+    failed: BTreeMap<(i64, String), Vec<String>>,
+) -> Value {
+    let failed_count: usize = failed.values().map(Vec::len).sum();
+    let error = match (affected.is_empty(), failed_count) {
+        (_, 0) => 0,
+        (false, _) => 1,
+        (true, _) => 2,
+    };
+    let failed_items: Vec<Value> = failed
+        .into_iter()
+        .map(|((code, message), ids)| json!({"error": {"code": code, "message": message, "remediation": "(stand-in)"}, "id": ids}))
+        .collect();
+    json!({
+        "data": {
+            "affected_items": affected,
+            "total_affected_items": total,
+            "total_failed_items": failed_count,
+            "failed_items": failed_items,
+        },
+        "message": if error == 0 { "All selected items were returned" } else { "Some items were not returned" },
+        "error": error,
+    })
+}
+
+fn not_found() -> (i64, String) {
+    (1701, "Agent does not exist".to_owned())
+}
+
+fn list(s: &State, query: &[(String, String)]) -> Response {
+    if let Some(r) = check_params(
+        query,
+        &[
+            "offset",
+            "limit",
+            "select",
+            "sort",
+            "agents_list",
+            "pretty",
+            "wait_for_complete",
+        ],
+    ) {
+        return r;
+    }
+    let offset: usize = param(query, "offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = match param(query, "limit").map(str::parse) {
+        None => 500,
+        Some(Ok(l)) if (1..=100_000).contains(&l) => l,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                "limit must be between 1 and 100000",
+                400,
+            )
+        }
+    };
+    let select: Vec<&str> = param(query, "select").map_or_else(
+        || vec!["id", "name", "ip", "registerIP"],
+        |s| s.split(',').collect(),
+    );
+    if let Some(bad) = select
+        .iter()
+        .find(|f| !["id", "name", "ip", "registerIP", "status"].contains(f))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            &format!("Field '{bad}' does not exist"),
+            1724,
+        );
+    }
+    if !matches!(param(query, "sort"), None | Some("+id") | Some("id")) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "the stand-in sorts by id only",
+            400,
+        );
+    }
+    let render = |id: &str, name: &str, ip: &str| {
+        let mut item = serde_json::Map::new();
+        item.insert("id".into(), json!(id));
+        for field in &select {
+            match *field {
+                "name" => item.insert("name".into(), json!(name)),
+                "ip" | "registerIP" => item.insert((*field).into(), json!(ip)),
+                "status" => item.insert("status".into(), json!("active")),
+                _ => None,
+            };
+        }
+        Value::Object(item)
+    };
+    let mut all: Vec<Value> = Vec::new();
+    let mut failed = BTreeMap::new();
+    match param(query, "agents_list") {
+        Some(list) => {
+            for id in list.split(',') {
+                if id == MANAGER.0 {
+                    all.push(render(MANAGER.0, MANAGER.1, MANAGER.2));
+                } else if let Some(a) = s.agents.get(id) {
+                    all.push(render(id, &a.name, &a.ip));
+                } else {
+                    failed
+                        .entry(not_found())
+                        .or_insert_with(Vec::new)
+                        .push(id.to_owned());
+                }
+            }
+            all.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        }
+        None => {
+            all.push(render(MANAGER.0, MANAGER.1, MANAGER.2));
+            all.extend(s.agents.iter().map(|(id, a)| render(id, &a.name, &a.ip)));
+        }
+    }
+    let total = all.len();
+    let page: Vec<Value> = all.into_iter().skip(offset).take(limit).collect();
+    respond(StatusCode::OK, items(page, total, failed))
+}
+
+fn key(s: &State, id: &str) -> Response {
+    match s.agents.get(id) {
+        Some(a) => {
+            let line = format!("{id} {} {} {}", a.name, a.ip, a.key);
+            respond(
+                StatusCode::OK,
+                items(
+                    vec![json!({"id": id, "key": B64.encode(line)})],
+                    1,
+                    BTreeMap::new(),
+                ),
+            )
+        }
+        None => {
+            let mut failed = BTreeMap::new();
+            failed.insert(not_found(), vec![id.to_owned()]);
+            respond(StatusCode::OK, items(Vec::new(), 0, failed))
+        }
+    }
+}
+
+/// `1h`, `30m`, `0s`, `7d`, or plain seconds.
+fn duration(text: &str) -> Option<Duration> {
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = digits.parse().ok()?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return None,
+    };
+    Some(Duration::from_secs(n * scale))
+}
+
+fn insert(s: &mut State, query: &[(String, String)], body: &[u8]) -> Response {
+    if let Some(r) = check_params(query, &["pretty", "wait_for_complete"]) {
+        return r;
+    }
+    let bad = |detail: &str| error(StatusCode::BAD_REQUEST, "Bad Request", detail, 400);
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return bad("Invalid JSON body");
+    };
+    let text = |k: &str| body.get(k).and_then(Value::as_str);
+    let (Some(id), Some(name), Some(ip), Some(key)) =
+        (text("id"), text("name"), text("ip"), text("key"))
+    else {
+        return bad("id, name, ip and key are required strings here");
+    };
+    if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return bad("'key' is not a 'wazuh_key': exactly 64 alphanumeric characters are required");
+    }
+    if id.len() < 3 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return bad("'id' is not a 'numbers' of at least 3 digits");
+    }
+    if id == MANAGER.0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "Operation not allowed on the manager",
+            1703,
+        );
+    }
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return bad("'name' is not a 'names'");
+    }
+    if ip != "any" && ip.parse::<std::net::IpAddr>().is_err() && !ip.contains('/') {
+        return bad("'ip' is not an IP address, a network or 'any'");
+    }
+    // The specification's defaults for `force`.
+    let force = body.get("force");
+    let flag = |v: Option<&Value>, default: bool| v.and_then(Value::as_bool).unwrap_or(default);
+    let enabled = flag(force.and_then(|f| f.get("enabled")), true);
+    let disconnected = force.and_then(|f| f.get("disconnected_time"));
+    let disconnected_enabled = flag(disconnected.and_then(|d| d.get("enabled")), true);
+    let after = force
+        .and_then(|f| f.get("after_registration_time"))
+        .and_then(Value::as_str)
+        .unwrap_or("1h");
+    let Some(after) = duration(after) else {
+        return bad("'after_registration_time' is not a time");
+    };
+    let clashes: Vec<(String, i64, &str)> = s
+        .agents
+        .iter()
+        .filter_map(|(other, a)| {
+            if other == id {
+                Some((other.clone(), 1708, "There is an agent with the same ID"))
+            } else if a.name == name {
+                Some((other.clone(), 1705, "There is an agent with the same name"))
+            } else if ip != "any" && a.ip == ip {
+                Some((other.clone(), 1706, "There is an agent with the same IP"))
+            } else {
+                None
+            }
+        })
+        .collect();
+    if let Some((_, code, message)) = clashes.first() {
+        if !enabled {
+            return error(StatusCode::BAD_REQUEST, "Bad Request", message, *code);
+        }
+        for (other, _, _) in &clashes {
+            let a = &s.agents[other];
+            // Every stand-in agent counts as connected: a `disconnected_time`
+            // condition never holds.
+            if disconnected_enabled || a.registered.elapsed() < after {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request",
+                    &format!("{message}; the force conditions (disconnected_time, after_registration_time) do not allow replacing it"),
+                    *code,
+                );
+            }
+        }
+        for (other, _, _) in clashes {
+            s.agents.remove(&other);
+        }
+    }
+    s.agents.insert(
+        id.to_owned(),
+        Agent {
+            name: name.into(),
+            ip: ip.into(),
+            key: key.into(),
+            registered: Instant::now(),
+        },
+    );
+    s.writes += 1;
+    let line = format!("{id} {name} {ip} {key}");
+    respond(
+        StatusCode::OK,
+        json!({"data": {"id": id, "key": B64.encode(line)}, "error": 0}),
+    )
+}
+
+fn delete(s: &mut State, query: &[(String, String)]) -> Response {
+    if let Some(r) = check_params(
+        query,
+        &[
+            "agents_list",
+            "status",
+            "older_than",
+            "purge",
+            "pretty",
+            "wait_for_complete",
+        ],
+    ) {
+        return r;
+    }
+    let Some(list) = param(query, "agents_list") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "agents_list is required",
+            400,
+        );
+    };
+    if param(query, "status").is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "status is required",
+            400,
+        );
+    }
+    let Some(older_than) = duration(param(query, "older_than").unwrap_or("7d")) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "older_than is not a time",
+            400,
+        );
+    };
+    let mut affected = Vec::new();
+    let mut failed = BTreeMap::new();
+    for id in list.split(',') {
+        if id == MANAGER.0 {
+            failed
+                .entry((1703, "Operation not allowed on the manager".to_owned()))
+                .or_insert_with(Vec::new)
+                .push(id.to_owned());
+        } else if let Some(a) = s.agents.get(id) {
+            if a.registered.elapsed() >= older_than {
+                s.agents.remove(id);
+                s.writes += 1;
+                affected.push(json!(id));
+            }
+        } else {
+            failed
+                .entry(not_found())
+                .or_insert_with(Vec::new)
+                .push(id.to_owned());
+        }
+    }
+    let total = affected.len();
+    respond(StatusCode::OK, items(affected, total, failed))
+}
