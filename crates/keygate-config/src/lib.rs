@@ -26,6 +26,7 @@ mod section;
 mod server;
 #[cfg(test)]
 mod tests;
+mod wazuh;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub use load::{
 };
 pub use observe::{LogFormat, MetricsConfig};
 pub use server::{control_socket_for, WAZUH_SOCKET};
+pub use wazuh::WazuhConfig;
 
 /// The default config file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/keygate/keygate.toml";
@@ -60,6 +62,8 @@ pub struct Config {
     pub cache: Option<CacheSettings>,
     /// `[metrics]`; `None` when absent (nothing listens).
     pub metrics: Option<MetricsConfig>,
+    /// `[wazuh]`, for `keygate sync`; `None` when absent.
+    pub wazuh: Option<WazuhConfig>,
 }
 
 /// `[server]`: the socket front end.

@@ -41,7 +41,7 @@ fn render(problems: &[Problem], path: Option<&Path>) -> String {
 }
 
 /// The top-level tables; anything else in the file is an unknown key.
-const SECTIONS: &[&str] = &["server", "log", "cache", "metrics", "backend"];
+const SECTIONS: &[&str] = &["server", "log", "cache", "metrics", "backend", "wazuh"];
 
 /// Loads `path` plus `KEYGATE_` environment overrides.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -187,8 +187,11 @@ fn from_root(
     let cache = crate::cache::read(Section::new("cache", root.remove("cache"), &mut problems));
     let metrics = crate::observe::read_metrics(root.remove("metrics"), &mut problems);
     let backends = read_backends(root.remove("backend"), base, &mut problems);
-    match (server, log, cache, metrics) {
-        (Some(server), Some(log), Some(cache), Some(metrics)) if problems.is_empty() => {
+    let wazuh = crate::wazuh::read(root.remove("wazuh"), base, &mut problems);
+    match (server, log, cache, metrics, wazuh) {
+        (Some(server), Some(log), Some(cache), Some(metrics), Some(wazuh))
+            if problems.is_empty() =>
+        {
             Ok(Config {
                 source,
                 server,
@@ -196,6 +199,7 @@ fn from_root(
                 backends,
                 cache,
                 metrics,
+                wazuh,
             })
         }
         _ => Err(ConfigError {
