@@ -14,10 +14,16 @@ mod check;
 mod control;
 mod daemon;
 mod exec;
+mod export;
 mod generate;
+mod list;
 mod logging;
 mod metrics;
 mod out;
+mod progress;
+mod store;
+mod sync;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,6 +88,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Every agent of the store (id, name, ip), then the invalid records.
+    List(list::Args),
+    /// The store as Wazuh's client.keys (or CSV), written atomically.
+    Export(export::Args),
+    /// Differences between the store and a manager's client.keys.
+    Verify(verify::Args),
+    /// Make a Wazuh manager's registry equal to the store, via its API.
+    Sync(sync::Args),
     /// Exec mode: look up an agent by id and print one JSON reply.
     Id {
         /// The agent id (digits).
@@ -166,6 +180,10 @@ fn main() -> ExitCode {
             ControlRequest::CacheFlush { query },
             Output::Text,
         ),
+        Some(Command::List(args)) => list::main(&cli.config, &args),
+        Some(Command::Export(args)) => export::main(&cli.config, &args),
+        Some(Command::Verify(args)) => verify::main(&cli.config, &args),
+        Some(Command::Sync(args)) => sync::main(&cli.config, &args),
         Some(Command::Id { value, extra }) => exec::main(&cli.config, "id", value, extra),
         Some(Command::Ip { value, extra }) => exec::main(&cli.config, "ip", value, extra),
         Some(Command::Generate { what, dir }) => generate::main(what, &dir),

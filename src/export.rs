@@ -1,0 +1,251 @@
+//! `keygate export`: the store in Wazuh's client.keys format (or CSV), to
+//! provision agents or rebuild a manager's file.
+//!
+//! With `-o FILE` the file is written atomically: a temporary file in the
+//! same directory, mode 0640, synced, then renamed over FILE, so a reader
+//! never sees half a file. Records that fail validation are reported and
+//! not written; a second entry for an id is not written either. Agents
+//! sharing a name or an address (`any` excepted) are written and reported:
+//! Wazuh's own force rules would refuse or replace one of them.
+//!
+//! The report goes to stdout with `-o`, to stderr when the data does.
+//! Exit codes: 0 written, nothing to report; 1 written, with problems
+//! reported; 2 nothing written (config, store or file could not be used).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use keygate_core::Listed;
+use serde::Serialize;
+
+use crate::out::{errln, outln};
+use crate::progress::Bar;
+use crate::store::Store;
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `ID NAME IP KEY` lines, Wazuh's client.keys.
+    #[default]
+    ClientKeys,
+    /// CSV with the header `id,name,ip,key`.
+    Csv,
+}
+
+/// `keygate export` options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this backend (default: the whole chain, first backend wins).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::ClientKeys)]
+    pub format: Format,
+    /// Write to this file (atomically, mode 0640) instead of stdout.
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+    /// The report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What an export found worth reporting (never a key).
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Agents written.
+    pub written: u64,
+    /// Where they were written (absent for stdout).
+    pub file: Option<PathBuf>,
+    /// Records not written: where and why.
+    pub invalid: Vec<Problem>,
+    /// Names held by more than one agent, with their ids.
+    pub duplicate_names: Vec<Shared>,
+    /// Addresses held by more than one agent, with their ids.
+    pub duplicate_ips: Vec<Shared>,
+}
+
+/// A record refused.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    /// Where it is.
+    pub at: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A name or address shared by several ids.
+#[derive(Debug, Serialize)]
+pub struct Shared {
+    /// The name or address.
+    pub value: String,
+    /// The ids holding it.
+    pub ids: Vec<String>,
+}
+
+/// Runs the command.
+pub fn main(config_path: &Path, args: &Args) -> ExitCode {
+    let result = crate::store::run(config_path, |config| async move {
+        let store = Store::open(&config, args.backend.as_deref()).await?;
+        match &args.output {
+            Some(path) => write_atomically(&store, args.format, path).await,
+            None => {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                let report = export(&store, args.format, &mut out).await?;
+                out.flush()?;
+                Ok(report)
+            }
+        }
+    });
+    let mut report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if crate::store::is_broken_pipe(&e) {
+                std::process::exit(crate::out::EXIT_BROKEN_PIPE);
+            }
+            errln!("keygate export: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    report.file.clone_from(&args.output);
+    let text = render(&report, args.json);
+    if args.output.is_some() {
+        outln!("{}", text.trim_end());
+    } else {
+        errln!("{}", text.trim_end());
+    }
+    let clean = report.invalid.is_empty()
+        && report.duplicate_names.is_empty()
+        && report.duplicate_ips.is_empty();
+    if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn render(report: &Report, json: bool) -> String {
+    if json {
+        return serde_json::to_string(report).map_or_else(|e| format!("{e}\n"), |s| s + "\n");
+    }
+    let mut s = match &report.file {
+        Some(f) => format!("{} agent(s) written to {}\n", report.written, f.display()),
+        None => format!("{} agent(s) written\n", report.written),
+    };
+    for p in &report.invalid {
+        s.push_str(&format!("not written: {}: {}\n", p.at, p.reason));
+    }
+    for d in &report.duplicate_names {
+        s.push_str(&format!(
+            "duplicate name {}: ids {}\n",
+            d.value,
+            d.ids.join(", ")
+        ));
+    }
+    for d in &report.duplicate_ips {
+        s.push_str(&format!(
+            "duplicate ip {}: ids {}\n",
+            d.value,
+            d.ids.join(", ")
+        ));
+    }
+    s
+}
+
+/// Streams the store into `out`, one line (or row) per valid agent.
+pub async fn export(store: &Store, format: Format, out: &mut dyn Write) -> anyhow::Result<Report> {
+    let bar = Bar::new();
+    let mut report = Report::default();
+    let mut names: HashMap<String, Vec<String>> = HashMap::new();
+    let mut ips: HashMap<String, Vec<String>> = HashMap::new();
+    if format == Format::Csv {
+        out.write_all(&csv_row(["id", "name", "ip", "key"])?)?;
+    }
+    let mut items = std::pin::pin!(store.list());
+    while let Some(item) = items.next().await {
+        let record = match item? {
+            Listed::Record(r) => r,
+            Listed::Invalid { at, reason } => {
+                report.invalid.push(Problem { at, reason });
+                continue;
+            }
+        };
+        let (id, name, ip) = (record.id.as_str(), record.name.as_str(), record.ip.as_str());
+        match format {
+            Format::Csv => out.write_all(&csv_row([id, name, ip, record.key.expose()])?)?,
+            Format::ClientKeys => writeln!(out, "{id} {name} {ip} {}", record.key.expose())?,
+        }
+        names
+            .entry(name.to_owned())
+            .or_default()
+            .push(id.to_owned());
+        if ip != "any" {
+            ips.entry(ip.to_owned()).or_default().push(id.to_owned());
+        }
+        report.written += 1;
+        bar.inc(1);
+    }
+    bar.finish();
+    report.duplicate_names = shared(names);
+    report.duplicate_ips = shared(ips);
+    Ok(report)
+}
+
+/// One CSV row, quoted as needed (a key may hold a comma or a quote).
+fn csv_row(fields: [&str; 4]) -> anyhow::Result<Vec<u8>> {
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::with_capacity(160));
+    w.write_record(fields)?;
+    w.into_inner()
+        .map_err(|e| anyhow::anyhow!("cannot format a CSV row: {}", e.error()))
+}
+
+fn shared(map: HashMap<String, Vec<String>>) -> Vec<Shared> {
+    let mut out: Vec<Shared> = map
+        .into_iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|(value, ids)| Shared { value, ids })
+        .collect();
+    out.sort_by(|a, b| a.value.cmp(&b.value));
+    out
+}
+
+/// A temporary file next to `path`, mode 0640.
+fn temporary_next_to(path: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let file = tempfile::Builder::new()
+        .prefix(".keygate-export-")
+        .permissions(std::fs::Permissions::from_mode(0o640))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    // The umask may have removed bits; set them exactly.
+    std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o640))
+        .with_context(|| format!("cannot set the mode of {}", file.path().display()))?;
+    Ok(file)
+}
+
+/// Exports into a temporary file and renames it over `path` only when the
+/// whole store was written; otherwise `path` is left as it was.
+async fn write_atomically(store: &Store, format: Format, path: &Path) -> anyhow::Result<Report> {
+    let file = temporary_next_to(path)?;
+    let mut out = std::io::BufWriter::new(file);
+    let report = export(store, format, &mut out).await?;
+    let file = out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.as_file()
+        .sync_all()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot rename the temporary file to {}", path.display()))?;
+    Ok(report)
+}

@@ -1,0 +1,113 @@
+//! `keygate list`: every agent of the store (id, name, ip; the key only with
+//! `--with-keys`), then the invalid records with their reasons. Records are
+//! printed as they are read, so a million agents never sit in memory.
+//!
+//! Exit codes: 0 all listed, 1 some records are invalid, 2 the config or
+//! the store could not be read.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use futures_util::StreamExt;
+use keygate_core::Listed;
+
+use crate::out::errln;
+use crate::progress::Bar;
+use crate::store::Store;
+
+/// `keygate list` options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this backend (default: the whole chain, first backend wins for
+    /// an id).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Print each agent's key too.
+    #[arg(long)]
+    pub with_keys: bool,
+    /// One JSON document: {"agents": [...], "count": N, "invalid": [...]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command.
+pub fn main(config_path: &Path, args: &Args) -> ExitCode {
+    match crate::store::run(config_path, |config| async move {
+        let store = Store::open(&config, args.backend.as_deref()).await?;
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        list(&store, args, &mut out).await
+    }) {
+        Ok(code) => code,
+        Err(e) => {
+            if crate::store::is_broken_pipe(&e) {
+                std::process::exit(crate::out::EXIT_BROKEN_PIPE);
+            }
+            errln!("keygate list: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn list(store: &Store, args: &Args, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let bar = Bar::new();
+    let mut invalid = Vec::new();
+    let mut count = 0u64;
+    if args.json {
+        write!(out, "{{\"agents\":[")?;
+    }
+    let mut items = std::pin::pin!(store.list());
+    while let Some(item) = items.next().await {
+        match item? {
+            Listed::Record(r) => {
+                let key = args.with_keys.then(|| r.key.expose());
+                if args.json {
+                    let mut v = serde_json::json!({"id": r.id.as_str(), "name": r.name.as_str(), "ip": r.ip.as_str()});
+                    if let Some(k) = key {
+                        v["key"] = k.into();
+                    }
+                    write!(out, "{}{v}", if count == 0 { "" } else { "," })?;
+                } else {
+                    write!(
+                        out,
+                        "{:<8} {:<32} {}",
+                        r.id.as_str(),
+                        r.name.as_str(),
+                        r.ip.as_str()
+                    )?;
+                    if let Some(k) = key {
+                        write!(out, " {k}")?;
+                    }
+                    writeln!(out)?;
+                }
+                count += 1;
+                bar.inc(1);
+            }
+            Listed::Invalid { at, reason } => invalid.push((at, reason)),
+        }
+    }
+    bar.finish();
+    if args.json {
+        let invalid: Vec<_> = invalid
+            .iter()
+            .map(|(at, reason)| serde_json::json!({"at": at, "reason": reason}))
+            .collect();
+        writeln!(
+            out,
+            "],\"count\":{count},\"invalid\":{}}}",
+            serde_json::Value::from(invalid)
+        )?;
+    } else {
+        writeln!(out, "{count} agent(s), {} invalid record(s)", invalid.len())?;
+        for (at, reason) in &invalid {
+            writeln!(out, "  invalid: {at}: {reason}")?;
+        }
+    }
+    out.flush()?;
+    Ok(if invalid.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,420 @@
+//! `keygate sync` end to end: the real binary, a client.keys store, and the
+//! Wazuh API stand-in (`keygate-wazuh-standin`). A real Wazuh manager cannot
+//! be installed on these machines; the stand-in is a small HTTPS server
+//! implementing the endpoints sync uses as the public API specification
+//! describes them (JWT login, paging, insert with and without force,
+//! delete, keys, 429 on demand, token expiry, agent 000).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use keygate_wazuh_standin::StandIn;
+
+const PASSWORD: &str = "Api-Pass-0f-keygate";
+
+fn key(n: u32) -> String {
+    format!("k{n:063}")
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Setup {
+    /// A config with a client.keys backend holding `keys` and `[wazuh]`
+    /// pointing at the stand-in, with `password` in the password file.
+    fn new(standin: &StandIn, keys: &str, password: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("client.keys"), keys).unwrap();
+        std::fs::write(dir.path().join("api.pass"), format!("{password}\n")).unwrap();
+        standin.write_ca(&dir.path().join("ca.pem"));
+        let config = dir.path().join("keygate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[backend]]\nname = \"keys\"\ntype = \"file\"\npath = \"client.keys\"\n\n\
+                 [wazuh]\nurl = \"{}\"\nuser = \"keygate\"\npassword_file = \"api.pass\"\n\
+                 ca_file = \"ca.pem\"\nconcurrency = 4\ntimeout = \"10s\"\n",
+                standin.url()
+            ),
+        )
+        .unwrap();
+        Setup { dir, config }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        keygate(&self.config, args)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn keygate(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("KEYGATE_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
+
+fn store(n: u32) -> String {
+    (1..=n)
+        .map(|i| format!("{i:03} agent-{i} 10.1.0.{i} {}\n", key(i)))
+        .collect()
+}
+
+/// A dry run writes nothing and exits 2 with changes pending; apply exits
+/// 0; a second run plans nothing and exits 0.
+#[test]
+fn dry_run_writes_nothing_then_apply_converges() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    let setup = Setup::new(&standin, &store(5), PASSWORD);
+
+    let plan = setup.run(&["sync", "--json"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    let v = json(&plan);
+    assert_eq!(v["applied"], false);
+    assert_eq!(v["inserted"].as_array().unwrap().len(), 5);
+    assert_eq!(standin.state().writes, 0);
+    assert!(standin.agents().is_empty());
+    assert!(!String::from_utf8_lossy(&plan.stdout).contains(&key(1)));
+
+    let apply = setup.run(&["sync", "--apply"]);
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    assert!(
+        String::from_utf8_lossy(&apply.stdout).contains("insert         5"),
+        "{}",
+        text(&apply)
+    );
+    let agents = standin.agents();
+    assert_eq!(agents.len(), 5);
+    assert_eq!(agents["003"], ("agent-3".into(), "10.1.0.3".into(), key(3)));
+
+    let again = setup.run(&["sync", "--json"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    let v = json(&again);
+    assert_eq!(v["unchanged"], 5);
+    assert!(v["inserted"].as_array().unwrap().is_empty());
+    assert!(v["replaced"].as_array().unwrap().is_empty());
+}
+
+/// Changed keys, names and addresses are replaced (force enabled, with
+/// the conditions off); prune deletes only agents absent from the store,
+/// never 000; without --prune nothing is deleted.
+#[test]
+fn replace_and_prune_only_what_is_absent_never_000() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    standin.put("001", "agent-1", "10.1.0.1", &key(1));
+    standin.put("002", "agent-2", "10.1.0.2", &key(99));
+    standin.put("003", "old-name", "10.1.0.3", &key(3));
+    standin.put("050", "decommissioned", "any", &key(50));
+    let setup = Setup::new(&standin, &store(3), PASSWORD);
+
+    let apply = setup.run(&["sync", "--apply", "--json"]);
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    let v = json(&apply);
+    assert_eq!(v["replaced"], serde_json::json!(["002", "003"]));
+    assert_eq!(v["deleted"], serde_json::json!([]));
+    assert!(standin.agents().contains_key("050"));
+
+    let prune = setup.run(&["sync", "--apply", "--prune", "--json"]);
+    assert_eq!(prune.status.code(), Some(0), "{}", text(&prune));
+    assert_eq!(json(&prune)["deleted"], serde_json::json!(["050"]));
+    assert_eq!(
+        standin.agents().keys().cloned().collect::<Vec<_>>(),
+        ["001", "002", "003"]
+    );
+    let log = standin.state().log.clone();
+    let deletes: Vec<&String> = log.iter().filter(|l| l.starts_with("DELETE")).collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert!(deletes[0].contains("agents_list=050"), "{deletes:?}");
+    assert!(deletes[0].contains("status=all") && deletes[0].contains("older_than=0s"));
+    // 000 is listed by the manager and never touched.
+    let page = log.iter().any(|l| l.starts_with("GET /agents?offset="));
+    assert!(page, "{log:?}");
+}
+
+/// A wrong password: exit 1 and a message naming the user and what to
+/// check, never the password.
+#[test]
+fn bad_password_exits_1_with_a_clear_message() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    let setup = Setup::new(&standin, &store(2), "not-the-password");
+    let out = setup.run(&["sync", "--apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("refused the credentials of user 'keygate'"),
+        "{all}"
+    );
+    assert!(all.contains("password_file"), "{all}");
+    assert!(!all.contains("not-the-password"), "{all}");
+    assert_eq!(standin.state().writes, 0);
+}
+
+/// HTTP 429 answers are retried and the run succeeds.
+#[test]
+fn http_429_is_retried() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    let setup = Setup::new(&standin, &store(3), PASSWORD);
+    standin.fail_next_with_429(2);
+    let out = setup.run(&["sync", "--apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(standin.state().served_429, 2);
+    assert_eq!(standin.agents().len(), 3);
+}
+
+/// A token that expires mid-run (401) is renewed with a new login and the
+/// run completes.
+#[test]
+fn expired_token_is_renewed_mid_run() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    let setup = Setup::new(&standin, &store(6), PASSWORD);
+    // One call at a time, so which call meets the expiry is deterministic.
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        config.replace("concurrency = 4", "concurrency = 1"),
+    )
+    .unwrap();
+    standin.expire_tokens_after(3);
+    let out = setup.run(&["sync", "--apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(standin.agents().len(), 6);
+    assert!(standin.state().logins >= 2, "{}", standin.state().logins);
+}
+
+/// A key the API cannot take (not 64 alphanumerics) is reported as failed
+/// with the reason and the other agents are applied; exit 1.
+#[test]
+fn a_wrong_length_key_is_reported_and_the_rest_applied() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    let keys = format!("{}004 short-key any abc123\n", store(3));
+    let setup = Setup::new(&standin, &keys, PASSWORD);
+    let out = setup.run(&["sync", "--apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("004 (insert): the Wazuh API takes only keys of exactly 64"),
+        "{}",
+        text(&out)
+    );
+    assert!(!stdout.contains("abc123"), "{stdout}");
+    assert_eq!(
+        standin.agents().keys().cloned().collect::<Vec<_>>(),
+        ["001", "002", "003"]
+    );
+}
+
+/// Without [wazuh], sync says what is missing and exits 1.
+#[test]
+fn sync_without_a_wazuh_section_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("client.keys"), store(1)).unwrap();
+    let config = dir.path().join("k.toml");
+    std::fs::write(
+        &config,
+        "[[backend]]\nname = \"keys\"\ntype = \"file\"\npath = \"client.keys\"\n",
+    )
+    .unwrap();
+    let out = keygate(&config, &["sync"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("needs a [wazuh] section"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// export → verify on the written file reports no drift; the file has mode
+/// 0640 and invalid records are reported, not written.
+#[test]
+fn export_then_verify_reports_no_drift() {
+    use std::os::unix::fs::PermissionsExt;
+    let standin = StandIn::start("keygate", PASSWORD);
+    let keys = format!("{}005 bad_name! any {}\n", store(4), key(5));
+    let setup = Setup::new(&standin, &keys, PASSWORD);
+    let out_file = setup.path("exported.keys");
+    let out = setup.run(&["export", "-o", out_file.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v = json(&out);
+    assert_eq!(v["written"], 4);
+    assert_eq!(v["invalid"].as_array().unwrap().len(), 1);
+    let mode = std::fs::metadata(&out_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), store(4));
+    // Leave only valid records in the store, then verify against the export.
+    std::fs::write(setup.path("client.keys"), store(4)).unwrap();
+    let verify = setup.run(&["verify", "--client-keys", out_file.to_str().unwrap()]);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("in sync"));
+
+    let csv = setup.run(&["export", "--format", "csv"]);
+    assert_eq!(csv.status.code(), Some(0), "{}", text(&csv));
+    let stdout = String::from_utf8_lossy(&csv.stdout);
+    assert!(
+        stdout.starts_with("id,name,ip,key\n001,agent-1,10.1.0.1,"),
+        "{stdout}"
+    );
+}
+
+/// verify finds each kind of drift in a crafted manager file (exit 1), and
+/// exits 2 when the file cannot be read.
+#[test]
+fn verify_finds_every_kind_of_drift() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    let store_text = format!(
+        "{}007 twin 10.9.0.1 {}\n008 twin 10.9.0.1 {}\n",
+        store(6),
+        key(7),
+        key(8)
+    );
+    let setup = Setup::new(&standin, &store_text, PASSWORD);
+    let manager = format!(
+        "# manager file\n001 agent-1 10.1.0.1 {}\n002 agent-2 10.1.0.2 {}\n003 renamed 10.1.0.3 {}\n004 agent-4 10.2.2.2 {}\n005 !agent-5 10.1.0.5 {}\n007 twin 10.9.0.1 {}\n008 twin 10.9.0.1 {}\n090 extra any {}\n091 extra any {}\n",
+        key(1), key(99), key(3), key(4), key(5), key(7), key(8), key(90), key(91)
+    );
+    let file = setup.path("manager.keys");
+    std::fs::write(&file, manager).unwrap();
+    let out = setup.run(&["verify", "--client-keys", file.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v = json(&out);
+    let found: Vec<(String, String)> = v["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_owned(),
+                d["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (kind, id) in [
+        ("key_differs", "002"),
+        ("name_differs", "003"),
+        ("ip_differs", "004"),
+        ("removed_in_manager", "005"),
+        ("only_in_store", "006"),
+        ("only_in_manager", "090"),
+        ("only_in_manager", "091"),
+        ("duplicate_name", "twin"),
+        ("duplicate_ip", "10.9.0.1"),
+        ("duplicate_name", "extra"),
+    ] {
+        assert!(
+            found.contains(&(kind.into(), id.into())),
+            "missing {kind} {id} in {found:?}"
+        );
+    }
+    assert!(!found.iter().any(|(_, id)| id == "001"), "{found:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&key(99)));
+
+    let missing = setup.run(&["verify", "--client-keys", "/nonexistent/client.keys"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+    std::fs::write(&file, "001 agent-1\n").unwrap();
+    let broken = setup.run(&["verify", "--client-keys", file.to_str().unwrap()]);
+    assert_eq!(broken.status.code(), Some(2), "{}", text(&broken));
+}
+
+/// list shows id, name and ip, never a key unless --with-keys, then the
+/// invalid records with their reasons.
+#[test]
+fn list_hides_keys_and_counts_invalid_records() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    let keys = format!("{}009 bad! any {}\n", store(2), key(9));
+    let setup = Setup::new(&standin, &keys, PASSWORD);
+    let out = setup.run(&["list"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("001") && stdout.contains("agent-2"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&key(1)), "{stdout}");
+    assert!(
+        stdout.contains("2 agent(s), 1 invalid record(s)"),
+        "{stdout}"
+    );
+    let with = setup.run(&["list", "--with-keys", "--json"]);
+    let v = json(&with);
+    assert_eq!(v["agents"][0]["key"], key(1));
+    assert_eq!(v["count"], 2);
+    assert_eq!(v["invalid"].as_array().unwrap().len(), 1);
+}
+
+fn max_rss_kib(config: &Path, args: &[&str]) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("rss");
+    let out = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&report)
+        .arg(env!("CARGO_BIN_EXE_keygate"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("KEYGATE_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .output()
+        .expect("/usr/bin/time is needed for the memory test (apt-get install time)");
+    assert!(out.status.code().is_some(), "{}", text(&out));
+    std::fs::read_to_string(&report)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Listing and exporting 100,000 agents from the file backend stream them:
+/// the extra memory over holding the backend's own index stays under half
+/// of what that index costs (a second copy of every record would double it).
+#[test]
+fn listing_100000_agents_keeps_memory_bounded() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    let mut keys = String::with_capacity(100_000 * 90);
+    for i in 1..=100_000u32 {
+        keys.push_str(&format!("{i:06} host-{i} any {}\n", key(i)));
+    }
+    let big = Setup::new(&standin, &keys, PASSWORD);
+    let small = Setup::new(&standin, &store(3), PASSWORD);
+    let baseline = max_rss_kib(&small.config, &["check"]);
+    let loaded = max_rss_kib(&big.config, &["check"]);
+    let index = loaded.saturating_sub(baseline);
+    assert!(
+        index > 1000,
+        "the index of 100,000 agents should cost memory: {index} KiB"
+    );
+    let out = big.path("all.keys");
+    for args in [vec!["list"], vec!["export", "-o", out.to_str().unwrap()]] {
+        let used = max_rss_kib(&big.config, &args);
+        assert!(
+            used < loaded + index / 2,
+            "{args:?}: {used} KiB, index alone {loaded} KiB (index cost {index} KiB)"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap().lines().count(),
+        100_000
+    );
+}
