@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces one row of BENCHMARKS.md:  crates/keygate-bench/scripts/bench.sh ROW
-#   ROW: floor | cache | file | sqlite | mysql | postgres | redis | ldap | exec | seed | memory | storm | sweep
+#   ROW: floor | cache | file | sqlite | mysql | postgres | redis | ldap | exec | seed | memory | storm | sync | sweep
 # Env: CLIENTS (default 8), DURATION (default 10s), AGENTS (default 100000),
 #      KEYGATE_TEST_MYSQL_URL, KEYGATE_TEST_POSTGRES_URL (as for the tests).
 # Needs release builds: cargo build --release --workspace
@@ -250,6 +250,36 @@ query_by_ip = \"SELECT id,name,ip,agent_key FROM agent WHERE ip = ?\"" true
     start=$(date +%s.%N)
     "$BENCH" socket --socket "$WORK/keygate.sock" --clients 1 --duration 600s --id-min 1 --id-max 10000 --sequential --max-requests 10000
     echo "# storm: 10,000 distinct ids, 1 client, cache cold, MariaDB: $(echo "$(date +%s.%N) - $start" | bc) s total" ;;
+sync)
+    # keygate sync --apply of SYNC_AGENTS (default 10,000) agents into an empty
+    # Wazuh API stand-in, then runs with nothing to change.
+    n=${SYNC_AGENTS:-10000}
+    "$BENCH" gen --count "$n" > "$WORK/client.keys"
+    echo "bench-api-password" > "$WORK/api.pass"
+    "$BENCH" wazuh-standin --ca "$WORK/ca.pem" --password bench-api-password > "$WORK/standin.url" &
+    PIDS+=($!)
+    for _ in $(seq 100); do [ -s "$WORK/standin.url" ] && break; sleep 0.1; done
+    cat > "$WORK/keygate.toml" <<TOML
+[[backend]]
+name = "keys"
+type = "file"
+path = "$WORK/client.keys"
+[wazuh]
+url = "$(head -1 "$WORK/standin.url")"
+user = "keygate"
+password_file = "$WORK/api.pass"
+ca_file = "$WORK/ca.pem"
+concurrency = ${CONCURRENCY:-8}
+TOML
+    timed() { local s e; s=$(date +%s.%N); "$@" > "$WORK/out" || true; e=$(date +%s.%N); echo "$(echo "$e - $s" | bc)"; }
+    t1=$(timed "$KG" --config "$WORK/keygate.toml" sync --apply)
+    grep -E "insert|failed" "$WORK/out" | sed 's/^/# /'
+    t2=$(timed "$KG" --config "$WORK/keygate.toml" sync)
+    grep -E "unchanged" "$WORK/out" | sed 's/^/# /'
+    t3=$(timed "$KG" --config "$WORK/keygate.toml" sync --apply)
+    echo "# sync --apply, $n agents into an empty stand-in: $t1 s"
+    echo "# sync (dry run), $n agents, nothing to change: $t2 s"
+    echo "# sync --apply, $n agents, nothing to change: $t3 s" ;;
 sweep)
     # Throughput against concurrency for each backend; writes a CSV for chart.py.
     out=${SWEEP_OUT:-$ROOT/crates/keygate-bench/results/sweep.csv}

@@ -16,6 +16,7 @@ mod floor;
 mod gen;
 mod load;
 mod socket;
+mod standin;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
@@ -38,12 +39,16 @@ enum Cmd {
     Exec(exec::ExecArgs),
     /// Writes N synthetic agents (ids 001.., addresses 10.x.y.z, 64-hex keys).
     Gen(gen::GenArgs),
+    /// Runs the Wazuh API stand-in (for `keygate sync`) until killed:
+    /// writes its CA to --ca and prints its URL.
+    WazuhStandin(standin::StandinArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Socket(a) => socket::main(a),
         Cmd::Gen(a) => gen::main(a),
+        Cmd::WazuhStandin(a) => standin::main(a),
         Cmd::Exec(a) => {
             if a.runs == 0 {
                 bail!("--runs must be at least 1");
