@@ -103,10 +103,34 @@ fn prefixed(several: bool, backend: &str, at: &str) -> String {
     }
 }
 
+/// Loads the config and runs `work` on a current-thread runtime; a config
+/// problem is an error with every problem listed.
+pub fn run<F, Fut, T>(config_path: &std::path::Path, work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let config = keygate_config::load(config_path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(work(config))
+}
+
+/// Whether `e` comes from writing to a pipe whose reader has gone
+/// (`keygate list | head`): the command then ends quietly.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keygate_core::testing::Fake;
+    use keygate_testkit::Fake;
     use keygate_core::AgentRecord;
 
     fn r(id: &str, name: &str) -> AgentRecord {
@@ -147,28 +171,4 @@ mod tests {
         let e = items[1].as_ref().unwrap_err().to_string();
         assert!(e.contains("backend 'down'"), "{e}");
     }
-}
-
-/// Loads the config and runs `work` on a current-thread runtime; a config
-/// problem is an error with every problem listed.
-pub fn run<F, Fut, T>(config_path: &std::path::Path, work: F) -> anyhow::Result<T>
-where
-    F: FnOnce(Config) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<T>>,
-{
-    let config = keygate_config::load(config_path)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    runtime.block_on(work(config))
-}
-
-/// Whether `e` comes from writing to a pipe whose reader has gone
-/// (`keygate list | head`): the command then ends quietly.
-pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use keygate_core::testing::Fake;
+use keygate_testkit::Fake;
 use keygate_core::{AgentRecord, BackendError, KeyBackend, Listed};
 use keygate_wazuh::sync::{self, Action, Options, Quiet};
 use keygate_wazuh::{Error, Retry, Settings, Wazuh};
