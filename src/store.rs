@@ -130,8 +130,8 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keygate_testkit::Fake;
     use keygate_core::AgentRecord;
+    use keygate_testkit::Fake;
 
     fn r(id: &str, name: &str) -> AgentRecord {
         AgentRecord::parse(id, name, "any", "k").unwrap()

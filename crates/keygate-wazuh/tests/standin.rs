@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use keygate_testkit::Fake;
 use keygate_core::{AgentRecord, BackendError, KeyBackend, Listed};
+use keygate_testkit::Fake;
 use keygate_wazuh::sync::{self, Action, Options, Quiet};
 use keygate_wazuh::{Error, Retry, Settings, Wazuh};
 use keygate_wazuh_standin::StandIn;
