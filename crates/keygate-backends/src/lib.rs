@@ -9,7 +9,7 @@
 //! lazily, so keygate starts and serves from its other backends.
 //!
 //! Heavy drivers sit behind cargo features (`file`, `sqlite`, `mysql`,
-//! `postgres`, `redis`, `ldap`), all on by default.
+//! `postgres`, `redis`, `ldap`, `exec`), all on by default.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +28,8 @@ pub use error::{BuildError, FileError};
 ))]
 pub mod endpoint;
 pub mod error;
+#[cfg(feature = "exec")]
+pub mod exec;
 #[cfg(feature = "file")]
 pub mod file;
 #[cfg(feature = "ldap")]

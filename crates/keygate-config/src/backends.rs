@@ -135,6 +135,7 @@ backend_kinds! {
     "postgres" => Postgres(keygate_backends::postgres::PostgresConfig),
     "redis" => Redis(keygate_backends::redis::RedisConfig),
     "ldap" => Ldap(keygate_backends::ldap::LdapConfig),
+    "exec" => Exec(keygate_backends::exec::ExecConfig),
 }
 
 fn parse_spec<S: BackendSpec>(
