@@ -30,6 +30,7 @@ const TESTED: &[&str] = &[
     "postgres.toml",
     "redis.toml",
     "ldap.toml",
+    "exec.toml",
 ];
 
 fn example(name: &str) -> PathBuf {
@@ -318,6 +319,47 @@ fn ldap_example_answers() {
     .set(
         "KEYGATE_BACKEND__DIRECTORY__PASSWORD_FILE",
         slapd.password_file().display(),
+    );
+    run.expect(&[
+        ("id:001", "001", "web-01", "10.0.0.1", KEY_001),
+        ("ip:10.0.0.1", "001", "web-01", "10.0.0.1", KEY_001),
+    ]);
+}
+
+/// exec.toml: the benchmark's port of the documented MySQL script as the
+/// command (run by python3), reading the example's table in a fresh
+/// database; only the command path and the script's database settings
+/// are replaced.
+#[test]
+fn exec_example_answers() {
+    let connector = Command::new("python3")
+        .args(["-c", "import mysql.connector"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        connector,
+        "python3 with mysql-connector-python is needed: run `bash tests/setup.sh`"
+    );
+    let db = TestDb::mysql();
+    let mut setup = vec!["DROP TABLE agent".to_owned()];
+    setup.extend(
+        data_block("exec.toml")
+            .iter()
+            .map(|l| l.trim_end_matches(';').to_owned()),
+    );
+    sql::run_sql(Kind::Mysql, db.url(), &setup.join(";\n"));
+    let script = repo_root().join("crates/keygate-bench/seed/seed_script.py");
+    let mut run = Run::new("exec.toml");
+    run.set(
+        "KEYGATE_BACKEND__LEGACY__COMMAND",
+        format!("[\"python3\", \"{}\"]", script.display()),
+    )
+    .set(
+        "KEYGATE_BACKEND__LEGACY__ENV",
+        format!(
+            "{{SEED_DB_HOST=\"127.0.0.1\", SEED_DB_USER=\"root\", SEED_DB_NAME=\"{}\"}}",
+            db.name()
+        ),
     );
     run.expect(&[
         ("id:001", "001", "web-01", "10.0.0.1", KEY_001),

@@ -67,6 +67,7 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 [ -x /bin/kill ] || need+=(procps)   # the unit's ExecReload, checked by verify
+command -v python3 >/dev/null || need+=(python3 python3-pip)  # the exec backend's seed-script test
 if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
 
 # cargo-deb builds the Debian package in tests/packaging.rs (a few minutes
@@ -74,6 +75,19 @@ if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
 if ! cargo deb --version >/dev/null 2>&1; then
     log "installing cargo-deb (cargo install cargo-deb --locked)"
     cargo install cargo-deb --locked --quiet || die "cargo install cargo-deb failed"
+fi
+
+# The exec backend's tests run the seed document's Python example
+# (crates/keygate-bench/seed/seed_script.py), which needs
+# mysql-connector-python: pip first, then pip with Debian's
+# externally-managed override.
+if ! python3 -c 'import mysql.connector' >/dev/null 2>&1; then
+    log "installing mysql-connector-python (pip)"
+    python3 -m pip install -q mysql-connector-python >/dev/null 2>&1 \
+        || python3 -m pip install -q --break-system-packages mysql-connector-python >/dev/null 2>&1 \
+        || true
+    python3 -c 'import mysql.connector' >/dev/null 2>&1 \
+        || die "python3 cannot import mysql.connector (pip install mysql-connector-python failed)"
 fi
 
 # --- MariaDB --------------------------------------------------------------
