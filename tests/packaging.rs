@@ -57,6 +57,7 @@ fn version_lists_the_backends_compiled_in() {
         ("postgres", cfg!(feature = "postgres")),
         ("redis", cfg!(feature = "redis")),
         ("ldap", cfg!(feature = "ldap")),
+        ("exec", cfg!(feature = "exec")),
     ];
     let compiled: Vec<&str> = features
         .iter()
