@@ -329,6 +329,8 @@ fn debian_package_contents() {
     assert_eq!(mode_of("etc/keygate/keygate.toml"), "-rw-r-----");
     for path in [
         "usr/lib/systemd/system/keygate.service",
+        "usr/lib/systemd/system/keygate-sync.service",
+        "usr/lib/systemd/system/keygate-sync.timer",
         "usr/share/doc/keygate/examples/mysql.toml",
         "usr/share/doc/keygate/examples/postgres.toml",
         "usr/share/doc/keygate/examples/sqlite.toml",

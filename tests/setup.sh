@@ -66,6 +66,7 @@ fi
 command -v systemd-analyze >/dev/null || need+=(systemd)
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
+[ -x /usr/bin/time ] || need+=(time)      # peak memory of the 100,000-agent listing test
 [ -x /bin/kill ] || need+=(procps)   # the unit's ExecReload, checked by verify
 command -v python3 >/dev/null || need+=(python3 python3-pip)  # the exec backend's seed-script test
 if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
