@@ -60,6 +60,12 @@ start_mariadb
 mariadb -h 127.0.0.1 -P "$PORT" -u root -e "CREATE DATABASE wazuh;
   CREATE TABLE wazuh.agent (id VARCHAR(8) PRIMARY KEY, name VARCHAR(128), ip VARCHAR(19), agent_key VARCHAR(128), INDEX(ip));"
 "$BENCH" gen --count "$AGENTS" --format sql | mariadb -h 127.0.0.1 -P "$PORT" -u root wazuh
+# One clean restart before the load: a SIGKILL soon after creating a fresh
+# datadir can leave InnoDB's system tablespace unreadable (seen here: "Header
+# page consists of zero bytes in datafile: ./ibdata1"), which would test the
+# fresh datadir, not keygate. After this the kill in the middle is a real crash.
+kill -TERM "$MARIADB_PID"; wait "$MARIADB_PID" 2>/dev/null || true
+start_mariadb
 
 cat > "$WORK/keygate.toml" <<TOML
 [server]
