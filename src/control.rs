@@ -11,7 +11,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use keygate_server::control::{self, BackendView, CacheStatsView, ControlRequest, ControlResponse};
+use keygate_core::CacheStats;
+use keygate_server::control::{self, BackendView, ControlRequest, ControlResponse};
 
 use crate::out::{errln, outln};
 
@@ -75,7 +76,7 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
 }
 
 /// `entries  3` lines, names and numbers each in their own column.
-fn stats_table(s: &CacheStatsView) -> String {
+fn stats_table(s: &CacheStats) -> String {
     let rows = [
         ("entries", s.entries),
         ("hits", s.hits),
@@ -206,7 +207,7 @@ mod tests {
 
     #[test]
     fn stats_table_aligns_names_and_values() {
-        let out = stats_table(&CacheStatsView {
+        let out = stats_table(&CacheStats {
             entries: 3,
             hits: 1_000_000,
             ..Default::default()

@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use keygate_config::{Config, Stack};
 use keygate_core::{Breaker, CacheLayer, KeyBackend, LatencyLayer, Request};
 use keygate_server::control::{
-    BackendView, CacheStatsView, Control, ControlHandler, ControlRequest, ControlResponse,
+    BackendView, Control, ControlHandler, ControlRequest, ControlResponse,
 };
 use keygate_server::socket::{self, SocketOptions};
 use keygate_server::{fdlimit, run, Access, Counters, Limits, Serving, Wazuh, WazuhSettings};
@@ -175,17 +175,8 @@ impl Control for Daemon {
                     return failed(CACHE_OFF.into());
                 };
                 cache.run_pending_tasks().await;
-                let s = cache.stats();
                 ControlResponse::CacheStats {
-                    stats: CacheStatsView {
-                        entries: s.entries,
-                        hits: s.hits,
-                        negative_hits: s.negative_hits,
-                        misses: s.misses,
-                        stale_served: s.stale_served,
-                        coalesced_waits: s.coalesced_waits,
-                        refreshes: s.refreshes,
-                    },
+                    stats: cache.stats(),
                 }
             }
             ControlRequest::CacheFlush { query } => {

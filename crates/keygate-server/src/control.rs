@@ -12,6 +12,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
+pub use keygate_core::CacheStats;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -50,7 +51,7 @@ pub enum ControlResponse {
     /// The cache's counters.
     CacheStats {
         /// The counters.
-        stats: CacheStatsView,
+        stats: CacheStats,
     },
     /// One line per backend, in chain order.
     Backends {
@@ -62,25 +63,6 @@ pub enum ControlResponse {
         /// The problems, one sentence each.
         errors: Vec<String>,
     },
-}
-
-/// `keygate cache stats`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CacheStatsView {
-    /// Entries held (found and not-found).
-    pub entries: u64,
-    /// Found answers served from the cache.
-    pub hits: u64,
-    /// Not-found answers served from the cache.
-    pub negative_hits: u64,
-    /// Requests the cache had to ask the backends for.
-    pub misses: u64,
-    /// Expired answers served because every backend was down.
-    pub stale_served: u64,
-    /// Requests that waited for an identical lookup in flight.
-    pub coalesced_waits: u64,
-    /// Background refreshes started.
-    pub refreshes: u64,
 }
 
 /// One backend in `keygate backends`.

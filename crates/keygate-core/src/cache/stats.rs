@@ -2,8 +2,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters since the cache was built, for `keygate cache stats`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Counters since the cache was built, for `keygate cache stats` (also its
+/// wire form on the control socket).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheStats {
     /// Entries held (found and not-found, fresh or stale). moka counts
     /// lazily, so this may lag behind recent inserts by a little.
