@@ -51,9 +51,11 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
                 "warning: [wazuh] insecure = true: the API's certificate is not verified; anyone on the path can read the API password and the agent keys"
             );
         }
-        let password =
-            keygate_backends::secret::read_password_file("password_file", &wazuh.password_file)
-                .context("[wazuh] password_file")?;
+        let password = wazuh
+            .password
+            .read()
+            .context("[wazuh]")?
+            .context("[wazuh] has no password source")?;
         let client = Wazuh::new(Settings {
             url: wazuh.url.clone(),
             user: wazuh.user.clone(),

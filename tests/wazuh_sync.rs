@@ -418,3 +418,53 @@ fn listing_100000_agents_keeps_memory_bounded() {
         100_000
     );
 }
+
+/// The API password may come from an environment variable
+/// (`password_env`) or a systemd credential (`password_credential`)
+/// instead of a file; an unset variable is named, never a password shown.
+#[test]
+fn password_from_env_or_systemd_credential() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    let setup = Setup::new(&standin, &store(2), "not-the-password");
+    let text_of = |source: &str| {
+        std::fs::read_to_string(&setup.config)
+            .unwrap()
+            .replace("password_file = \"api.pass\"", source)
+    };
+    let config = setup.path("env.toml");
+    std::fs::write(&config, text_of("password_env = \"KG_TEST_WAZUH_PW\"")).unwrap();
+    let run = |envs: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .arg("--config")
+            .arg(&config)
+            .args(["sync", "--json"])
+            .env_remove("KEYGATE_CONFIG")
+            .env_remove("KG_TEST_WAZUH_PW")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let out = run(&[("KG_TEST_WAZUH_PW", PASSWORD)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(json(&out)["inserted"].as_array().unwrap().len(), 2);
+
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("environment variable KG_TEST_WAZUH_PW is not set"),
+        "{}",
+        text(&out)
+    );
+
+    std::fs::write(&config, text_of("password_credential = \"wazuh-api\"")).unwrap();
+    let creds = setup.path("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("wazuh-api"), format!("{PASSWORD}\n")).unwrap();
+    let out = run(&[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    std::fs::write(creds.join("wazuh-api"), "wrong\n").unwrap();
+    let out = run(&[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())]);
+    assert_ne!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(!text(&out).contains("wrong"), "{}", text(&out));
+}

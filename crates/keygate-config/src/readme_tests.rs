@@ -71,7 +71,7 @@ fn same_default(code: &str, readme: &str) -> bool {
 }
 
 const EVERY_TABLE: &str =
-    "[server]\n[log]\n[cache]\n[metrics]\nlisten = \"127.0.0.1:9187\"\n[[backend]]\nname = \"k\"\ntype = \"file\"\npath = \"/k\"\n";
+    "[server]\n[log]\n[cache]\n[metrics]\nlisten = \"127.0.0.1:9187\"\n[wazuh]\nurl = \"https://m:55000\"\nuser = \"k\"\npassword_file = \"/p\"\n[[backend]]\nname = \"k\"\ntype = \"file\"\npath = \"/k\"\n";
 
 #[test]
 fn every_key_of_the_shared_tables_is_documented_with_its_default() {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::value::Value;
+use keygate_backends::secret::PasswordSource;
 use keygate_backends::Problem;
 
 use crate::section::Section;
@@ -18,9 +19,12 @@ pub struct WazuhConfig {
     /// `user` (required): an API user with `agent:create`, `agent:read` and
     /// `agent:delete`.
     pub user: String,
-    /// `password_file` (required): the file whose first line is the user's
-    /// password; relative to the config file's directory.
-    pub password_file: PathBuf,
+    /// Where the user's password comes from (exactly one is required):
+    /// `password_file` (a file whose first line is the password, relative to
+    /// the config file's directory), `password_env` (an environment
+    /// variable) or `password_credential` (a systemd credential,
+    /// `$CREDENTIALS_DIRECTORY/<name>`).
+    pub password: PasswordSource,
     /// `ca_file`: extra CA certificates (PEM) trusted for the API besides
     /// the system's. Verification is always on unless `insecure`.
     pub ca_file: Option<PathBuf>,
@@ -46,7 +50,11 @@ pub(crate) fn read(
     let mut s = Section::new("wazuh", Some(value), problems);
     let url: Option<String> = s.required("url");
     let user: Option<String> = s.required("user");
-    let password_file: Option<PathBuf> = s.required("password_file");
+    let mut password = PasswordSource {
+        password_file: s.optional("password_file"),
+        password_env: s.optional("password_env"),
+        password_credential: s.optional("password_credential"),
+    };
     let ca_file: Option<PathBuf> = s.optional("ca_file");
     let insecure: bool = s.field("insecure", false);
     let concurrency: usize = s.field("concurrency", 8);
@@ -76,11 +84,16 @@ pub(crate) fn read(
     if user.as_deref() == Some("") {
         s.problem("user", "must not be empty");
     }
-    if password_file
-        .as_ref()
-        .is_some_and(|p| p.as_os_str().is_empty())
-    {
-        s.problem("password_file", "must not be empty");
+    if password.is_set() {
+        password.validate(&mut s.scope());
+    } else {
+        s.problem(
+            "password_file",
+            format!(
+                "missing: set one of {}",
+                keygate_backends::secret::PASSWORD_KEYS
+            ),
+        );
     }
     if !(1..=64).contains(&concurrency) {
         s.problem("concurrency", "must be between 1 and 64");
@@ -91,10 +104,12 @@ pub(crate) fn read(
     if !s.finish() {
         return None;
     }
-    let (Some(url), Some(user), Some(mut password_file)) = (url, user, password_file) else {
+    let (Some(url), Some(user)) = (url, user) else {
         return None;
     };
-    keygate_backends::resolve(base, &mut password_file);
+    if let Some(file) = &mut password.password_file {
+        keygate_backends::resolve(base, file);
+    }
     let ca_file = ca_file.map(|mut f| {
         keygate_backends::resolve(base, &mut f);
         f
@@ -102,7 +117,7 @@ pub(crate) fn read(
     Some(Some(WazuhConfig {
         url: url.trim_end_matches('/').to_owned(),
         user,
-        password_file,
+        password,
         ca_file,
         insecure,
         concurrency,
@@ -124,7 +139,10 @@ mod tests {
         let c = crate::load_str(&text, Path::new("/etc/keygate")).unwrap();
         let w = c.wazuh.unwrap();
         assert_eq!(w.url, "https://m:55000");
-        assert_eq!(w.password_file, PathBuf::from("/etc/keygate/api.pass"));
+        assert_eq!(
+            w.password.password_file,
+            Some(PathBuf::from("/etc/keygate/api.pass"))
+        );
         assert_eq!(
             (w.concurrency, w.timeout, w.insecure),
             (8, Duration::from_secs(30), false)
@@ -169,7 +187,41 @@ mod tests {
         .to_string();
         assert!(e.contains("wazuh.user: missing required key"), "{e}");
         assert!(
-            e.contains("wazuh.password_file: missing required key"),
+            e.contains(
+                "wazuh.password_file: missing: set one of password_file, password_env or \
+                 password_credential"
+            ),
+            "{e}"
+        );
+    }
+
+    /// The password may come from an environment variable or a systemd
+    /// credential instead of a file; only one source at a time.
+    #[test]
+    fn password_from_env_or_credential_and_only_one_source() {
+        let c = |extra: &str| {
+            crate::load_str(
+                &format!("[wazuh]\nurl = \"https://m\"\nuser = \"k\"\n{extra}\n{BACKEND}"),
+                Path::new("/etc/keygate"),
+            )
+        };
+        let w = c("password_env = \"WAZUH_PW\"").unwrap().wazuh.unwrap();
+        assert_eq!(w.password.password_env.as_deref(), Some("WAZUH_PW"));
+        let w = c("password_credential = \"wazuh-api\"")
+            .unwrap()
+            .wazuh
+            .unwrap();
+        assert_eq!(w.password.password_credential.as_deref(), Some("wazuh-api"));
+        let e = c("password_env = \"A\"\npassword_file = \"p\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("wazuh.password_env: set only one of password_file"),
+            "{e}"
+        );
+        let e = c("password_credential = \"../x\"").unwrap_err().to_string();
+        assert!(
+            e.contains("wazuh.password_credential: must be a credential name"),
             "{e}"
         );
     }

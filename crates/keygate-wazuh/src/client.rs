@@ -49,17 +49,20 @@ impl Wazuh {
     /// One page of `GET /agents` (every agent, the manager `000` included).
     pub async fn agents_page(&self, offset: u64, limit: u64) -> Result<Items<Agent>, Error> {
         let (offset, limit) = (offset.to_string(), limit.to_string());
+        self.get_agents(&[("offset", &offset), ("limit", &limit), ("sort", "+id")])
+            .await
+    }
+
+    /// `GET /agents` with `query` and the fields sync reads (`select`).
+    async fn get_agents(&self, query: &[(&str, &str)]) -> Result<Items<Agent>, Error> {
+        let mut query = query.to_vec();
+        query.push(("select", SELECT));
         let envelope: Envelope<Items<Agent>> = self
             .http
             .call(Call::<()> {
                 method: Method::GET,
                 path: &["agents"],
-                query: &[
-                    ("offset", &offset),
-                    ("limit", &limit),
-                    ("select", SELECT),
-                    ("sort", "+id"),
-                ],
+                query: &query,
                 body: None,
             })
             .await?;
@@ -85,20 +88,10 @@ impl Wazuh {
     pub async fn agents(&self, ids: &[&str]) -> Result<(Vec<Agent>, Vec<FailedItem>), Error> {
         let list = ids.join(",");
         let limit = ids.len().max(1).to_string();
-        let envelope: Envelope<Items<Agent>> = self
-            .http
-            .call(Call::<()> {
-                method: Method::GET,
-                path: &["agents"],
-                query: &[
-                    ("agents_list", &list),
-                    ("select", SELECT),
-                    ("limit", &limit),
-                ],
-                body: None,
-            })
+        let items = self
+            .get_agents(&[("agents_list", &list), ("limit", &limit)])
             .await?;
-        Ok((envelope.data.affected_items, envelope.data.failed_items))
+        Ok((items.affected_items, items.failed_items))
     }
 
     /// `GET /agents/{id}/key`, decoded.

@@ -83,7 +83,7 @@ pub enum Error {
     #[error("{0}")]
     Setup(String),
     /// The API refused the user's credentials.
-    #[error("the Wazuh API refused the credentials of user '{user}' ({detail}); check [wazuh] user and password_file")]
+    #[error("the Wazuh API refused the credentials of user '{user}' ({detail}); check [wazuh] user and its password (password_file, password_env or password_credential)")]
     Auth {
         /// The user.
         user: String,
