@@ -306,6 +306,15 @@ impl PrivateMariadb {
     pub fn url(&self) -> String {
         format!("mysql://root@127.0.0.1:{}", self.port)
     }
+
+    /// The same server through its Unix socket:
+    /// `mysql://root@localhost?socket=DIR/mysqld.sock`.
+    pub fn socket_url(&self) -> String {
+        format!(
+            "mysql://root@localhost?socket={}",
+            self.dir.path().join("mysqld.sock").display()
+        )
+    }
 }
 
 impl Drop for PrivateMariadb {
@@ -412,6 +421,16 @@ impl PrivatePostgres {
     pub fn url(&self) -> String {
         format!(
             "postgres://postgres:{PRIVATE_PG_PASSWORD}@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+
+    /// The same server through its Unix socket:
+    /// `postgres://postgres:PASSWORD@localhost/postgres?host=DIR&port=PORT`.
+    pub fn socket_url(&self) -> String {
+        format!(
+            "postgres://postgres:{PRIVATE_PG_PASSWORD}@localhost/postgres?host={}&port={}",
+            self.dir.path().display(),
             self.port
         )
     }

@@ -9,14 +9,18 @@
 //! A lookup's row and a listed row (`query_all`) are decoded and validated
 //! by the same code ([`record_from_row`]).
 
+mod fetch;
 mod health;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub mod pool;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 pub mod server;
 
+pub use fetch::{fetch_one_record, Failed};
 pub use health::check_queries;
 
 use futures_util::future::BoxFuture;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use keygate_core::record::Field;
 use keygate_core::{AgentId, AgentRecord, BackendError, ListStream, Query, RecordError};
 
@@ -238,36 +242,6 @@ pub fn describe_error(e: &sqlx::Error) -> BackendError {
     }
 }
 
-/// Runs `query` with one bound value and returns its only row as a record:
-/// no row is `Ok(None)`, two or more are ambiguous. `decode` turns a row
-/// into four cells; it is the only database-specific part.
-pub async fn fetch_one_record<'e, DB, E, F>(
-    executor: E,
-    sql: &'e str,
-    value: String,
-    decode: F,
-) -> Result<Option<AgentRecord>, BackendError>
-where
-    DB: sqlx::Database,
-    E: sqlx::Executor<'e, Database = DB> + 'e,
-    String: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
-    <DB as sqlx::Database>::Arguments<'e>: sqlx::IntoArguments<'e, DB>,
-    F: Fn(&DB::Row) -> Result<[Cell; 4], BackendError>,
-{
-    let mut rows = sqlx::query::<DB>(sql).bind(value).fetch(executor);
-    let first = rows.try_next().await.map_err(|e| describe_error(&e))?;
-    let Some(first) = first else { return Ok(None) };
-    if rows
-        .try_next()
-        .await
-        .map_err(|e| describe_error(&e))?
-        .is_some()
-    {
-        return Err(BackendError::Ambiguous);
-    }
-    record_from_row(&first, decode).map(Some)
-}
-
 /// Checks a row has at least the four columns a record needs.
 pub fn require_columns(len: usize) -> Result<(), BackendError> {
     if len < 4 {
@@ -349,12 +323,26 @@ pub trait SqlConnection: sqlx::Connection {
     fn list<'p>(pool: &'p sqlx::Pool<Self::Database>, sql: &'p str) -> ListStream<'p>;
 
     /// Runs `sql` with `value` bound and returns its only row as a record
-    /// (see [`fetch_one_record`]).
+    /// (see [`fetch_one_record`]); a failure says whether the connection
+    /// is lost with it.
+    fn lookup_record<'c>(
+        &'c mut self,
+        sql: &'c str,
+        value: String,
+    ) -> BoxFuture<'c, Result<Option<AgentRecord>, Failed>>;
+
+    /// [`lookup_record`](Self::lookup_record), with only the error.
     fn fetch_record<'c>(
         &'c mut self,
         sql: &'c str,
         value: String,
-    ) -> BoxFuture<'c, Result<Option<AgentRecord>, BackendError>>;
+    ) -> BoxFuture<'c, Result<Option<AgentRecord>, BackendError>> {
+        use futures_util::FutureExt;
+        Box::pin(
+            self.lookup_record(sql, value)
+                .map(|r| r.map_err(|f| f.error)),
+        )
+    }
 
     /// Prepares `sql`: its bind parameter count (where the driver reports
     /// it) and its column count.
@@ -383,13 +371,13 @@ macro_rules! sql_connection {
                 $crate::sql::list_rows(pool, sql, $decode)
             }
 
-            fn fetch_record<'c>(
+            fn lookup_record<'c>(
                 &'c mut self,
                 sql: &'c str,
                 value: String,
             ) -> futures_util::future::BoxFuture<
                 'c,
-                Result<Option<keygate_core::AgentRecord>, keygate_core::BackendError>,
+                Result<Option<keygate_core::AgentRecord>, $crate::sql::Failed>,
             > {
                 Box::pin($crate::sql::fetch_one_record(self, sql, value, $decode))
             }

@@ -3,11 +3,12 @@
 //! dialect's; the config, the pools, failover, lookups and the health check
 //! are written here once.
 //!
-//! Each host has a small lazy pool: it connects on first use and reconnects
-//! by itself, so keygate starts while the server is down and answers again
-//! once it is back, without a restart. Every wait is bounded
-//! (`connect_timeout` for a connection, the backend's `timeout` around each
-//! lookup). Values are only ever bound to the query's one parameter;
+//! Each host has a small lazy pool ([`super::pool`]): it connects on first
+//! use and reconnects by itself, so keygate starts while the server is down
+//! and answers again once it is back, without a restart; a lookup is one
+//! round trip on a connection that keeps its prepared statements. Every
+//! wait is bounded (`connect_timeout` for a connection, the backend's
+//! `timeout` around each lookup). Values are only ever bound to the query's one parameter;
 //! passwords and URLs never reach a message or a log.
 
 use std::fmt;
@@ -20,9 +21,10 @@ use async_trait::async_trait;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use keygate_core::{AgentRecord, BackendError, KeyBackend, ListStream, Query};
 use serde::Deserialize;
-use sqlx::pool::{PoolConnection, PoolOptions};
+use sqlx::pool::PoolOptions;
 use sqlx::{ConnectOptions, Connection};
 
+use super::pool::ConnPool;
 use super::{check_queries, describe_error, Placeholders, Queries, SqlConnection};
 use crate::endpoint::{redact_url, Host, HostList, Hosts};
 use crate::error::{BuildError, FileError};
@@ -30,6 +32,9 @@ use crate::{BackendSpec, Problems};
 
 /// The default `connect_timeout` of the database servers.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a listing's connection stays open after the listing.
+const LIST_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a connection to a database server uses TLS (`tls = ...`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -243,16 +248,17 @@ impl<D: Dialect> BackendSpec for ServerConfig<D> {
                 ca_pem: ca_pem.as_deref(),
             })
             .ok_or_else(|| BuildError::invalid(key, "is not a valid connection URL"))?;
-            let pool = PoolOptions::<D::Db>::new()
+            // Listing only (rare, long): sqlx's pool, which may ping.
+            let list_pool = PoolOptions::<D::Db>::new()
                 .max_connections(self.pool_size)
                 .min_connections(0)
+                .idle_timeout(LIST_IDLE_TIMEOUT)
                 .acquire_timeout(connect_timeout)
-                .connect_lazy_with(options);
+                .connect_lazy_with(options.clone());
             Ok(SqlHost {
-                pool,
+                pool: ConnPool::new(options, self.pool_size, connect_timeout),
+                list_pool,
                 label: redact_url(url),
-                connect_timeout,
-                opening: tokio::sync::Mutex::new(()),
             })
         })?;
         Ok(Arc::new(ServerBackend::<D> {
@@ -290,19 +296,36 @@ impl<D: Dialect> KeyBackend for ServerBackend<D> {
         let sql = self.config.queries().for_query(query);
         self.hosts
             .run(|host| async move {
-                let mut conn = host.acquire().await?;
-                conn.fetch_record(sql, query.value()).await
+                let mut conn = host.pool.acquire().await?;
+                let mut result = conn.lookup_record(sql, query.value()).await;
+                if matches!(&result, Err(failed) if failed.lost && conn.reused()) {
+                    // Idle connections die with their server (a restart, a
+                    // wait_timeout): once more, on a fresh one.
+                    conn.reconnect().await?;
+                    result = conn.lookup_record(sql, query.value()).await;
+                }
+                conn.settle(result)
             })
             .await
     }
 
     /// Checks the active host (or, failing over, the next one that
-    /// answers): connects, prepares both queries and runs them once.
+    /// answers): connects, prepares both queries and runs them once. The
+    /// connection is kept only when the check passes.
     async fn health(&self) -> Result<(), BackendError> {
         self.hosts
             .run(|host| async move {
-                let mut conn = host.acquire().await?;
-                check_queries(&mut *conn, self.config.queries(), host.connect_timeout).await
+                let limit = host.pool.connect_timeout();
+                let mut conn = host.pool.acquire().await?;
+                let mut checked = check_queries(&mut *conn, self.config.queries(), limit).await;
+                if checked.is_err() && conn.reused() {
+                    conn.reconnect().await?;
+                    checked = check_queries(&mut *conn, self.config.queries(), limit).await;
+                }
+                if checked.is_ok() {
+                    conn.release();
+                }
+                checked
             })
             .await
     }
@@ -319,58 +342,65 @@ impl<D: Dialect> KeyBackend for ServerBackend<D> {
             Err(e) => return crate::listing::failed(e),
         };
         let host = self.hosts.run(|host| async move {
-            host.acquire().await?;
+            host.open_list_pool().await?;
             Ok(host)
         });
         stream::once(host)
-            .map_ok(move |host| ConnectionOf::<D>::list(&host.pool, sql))
+            .map_ok(move |host| ConnectionOf::<D>::list(&host.list_pool, sql))
             .try_flatten()
             .boxed()
     }
 }
 
-/// One database host of a backend: its lazy pool, and its URL redacted for
-/// `keygate backends`.
+/// One database host of a backend: its connections, and its URL redacted
+/// for `keygate backends`.
 pub struct SqlHost<DB: sqlx::Database> {
-    pool: sqlx::Pool<DB>,
+    /// Lookups and health checks.
+    pool: ConnPool<DB::Connection>,
+    /// Listing (`query_all`), on connections of its own.
+    list_pool: sqlx::Pool<DB>,
     label: String,
-    connect_timeout: Duration,
-    /// Held by the request that opens the pool's first connection.
-    opening: tokio::sync::Mutex<()>,
 }
 
 impl<DB: sqlx::Database> SqlHost<DB> {
-    /// A connection from the pool. While the pool holds no connection (at
-    /// start, after an outage), one direct attempt comes first: sqlx's pool
-    /// retries a refused connection until its timeout, and a refused
-    /// connection must be the fastest failure there is, so the next host
-    /// answers the same request. One request at a time makes that attempt
-    /// and the pool's first connection; the others then share the pool (a
-    /// burst at start does not open one connection per request).
-    async fn acquire(&self) -> Result<PoolConnection<DB>, BackendError> {
-        if self.pool.size() == 0 {
-            let _first = self.opening.lock().await;
-            if self.pool.size() == 0 {
-                let options = self.pool.connect_options();
-                let conn = tokio::time::timeout(self.connect_timeout, options.connect())
-                    .await
-                    .map_err(|_| BackendError::Timeout(self.connect_timeout))?
-                    .map_err(|e| describe_error(&e))?;
-                // A clean goodbye; the pool opens its own connection next.
-                let _ = conn.close().await;
-                return self.pool.acquire().await.map_err(|e| describe_error(&e));
-            }
+    /// Makes sure the listing pool has a connection. While it has none, one
+    /// direct attempt comes first: sqlx's pool retries a refused connection
+    /// until its timeout, and a refused connection must fail at once, so
+    /// the next host lists instead.
+    async fn open_list_pool(&self) -> Result<(), BackendError> {
+        let limit = self.pool.connect_timeout();
+        if self.list_pool.size() == 0 {
+            let conn = tokio::time::timeout(limit, self.list_pool.connect_options().connect())
+                .await
+                .map_err(|_| BackendError::Timeout(limit))?
+                .map_err(|e| describe_error(&e))?;
+            // A clean goodbye; the pool opens its own connection next.
+            let _ = conn.close().await;
         }
-        self.pool.acquire().await.map_err(|e| describe_error(&e))
+        let conn = self.list_pool.acquire().await;
+        drop(conn.map_err(|e| describe_error(&e))?);
+        Ok(())
     }
 }
 
 impl<DB: sqlx::Database> Host for SqlHost<DB> {
+    /// Whether the host answers: a connection from the pool (a fresh one
+    /// if the idle one is dead) that answers a ping.
     async fn probe(&self) -> bool {
-        matches!(
-            tokio::time::timeout(self.connect_timeout, self.pool.acquire()).await,
-            Ok(Ok(_))
-        )
+        let limit = self.pool.connect_timeout();
+        let probe = async {
+            let mut conn = self.pool.acquire().await.ok()?;
+            if conn.ping().await.is_err() {
+                if !conn.reused() {
+                    return None;
+                }
+                conn.reconnect().await.ok()?;
+                conn.ping().await.ok()?;
+            }
+            conn.release();
+            Some(())
+        };
+        matches!(tokio::time::timeout(limit, probe).await, Ok(Some(())))
     }
 
     fn label(&self) -> &str {
