@@ -2,7 +2,9 @@
 # Reproduces one row of BENCHMARKS.md:  crates/keygate-bench/scripts/bench.sh ROW
 #   ROW: floor | cache | file | sqlite | mysql | postgres | redis | ldap | exec | seed | memory | storm | sync | sweep
 # Env: CLIENTS (default 8), DURATION (default 10s), AGENTS (default 100000),
-#      KEYGATE_TEST_MYSQL_URL, KEYGATE_TEST_POSTGRES_URL (as for the tests).
+#      KEYGATE_TEST_MYSQL_URL, KEYGATE_TEST_POSTGRES_URL (as for the tests),
+#      BENCH_DB (default keygate_bench), DB_SOCKET=1 (mysql/postgres rows over
+#      the Unix sockets MYSQL_SOCKET, PG_SOCKET_DIR instead of TCP).
 # Needs release builds: cargo build --release --workspace
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -14,6 +16,9 @@ DURATION=${DURATION:-10s}
 AGENTS=${AGENTS:-100000}
 MYSQL_URL=${KEYGATE_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306}
 PG_URL=${KEYGATE_TEST_POSTGRES_URL:-postgres://root@127.0.0.1:5432/postgres}
+BENCH_DB=${BENCH_DB:-keygate_bench}
+MYSQL_SOCKET=${MYSQL_SOCKET:-/run/mysqld/mysqld.sock}
+PG_SOCKET_DIR=${PG_SOCKET_DIR:-/var/run/postgresql}
 WORK=$(mktemp -d /tmp/keygate-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
@@ -52,20 +57,28 @@ warm_cache() {
         --sequential --max-requests "$AGENTS" | sed 's/^/# warm-up: /'
 }
 
-mysql_db() { # creates keygate_bench with AGENTS agents
+mysql_db() { # creates BENCH_DB with AGENTS agents
     local auth=${MYSQL_URL#mysql://}; local hostport=${auth#*@}; local user=${auth%@*}
     MYSQL="mariadb -h ${hostport%:*} -P ${hostport#*:} -u ${user%%:*}"
-    $MYSQL -e "DROP DATABASE IF EXISTS keygate_bench; CREATE DATABASE keygate_bench;
-      CREATE TABLE keygate_bench.agent (id VARCHAR(8) PRIMARY KEY, name VARCHAR(128), ip VARCHAR(19), agent_key VARCHAR(128), INDEX(ip));"
-    "$BENCH" gen --count "$AGENTS" --format sql | $MYSQL keygate_bench
+    $MYSQL -e "DROP DATABASE IF EXISTS $BENCH_DB; CREATE DATABASE $BENCH_DB;
+      CREATE TABLE $BENCH_DB.agent (id VARCHAR(8) PRIMARY KEY, name VARCHAR(128), ip VARCHAR(19), agent_key VARCHAR(128), INDEX(ip));"
+    "$BENCH" gen --count "$AGENTS" --format sql | $MYSQL "$BENCH_DB"
 }
 
 pg_db() {
-    psql "$PG_URL" -q -c "DROP DATABASE IF EXISTS keygate_bench" -c "CREATE DATABASE keygate_bench"
-    local db=${PG_URL%/*}/keygate_bench
+    psql "$PG_URL" -q -c "DROP DATABASE IF EXISTS $BENCH_DB" -c "CREATE DATABASE $BENCH_DB"
+    local db=${PG_URL%/*}/$BENCH_DB
     psql "$db" -q -c "CREATE TABLE agent (id VARCHAR(8) PRIMARY KEY, name VARCHAR(128), ip VARCHAR(19), agent_key VARCHAR(128)); CREATE INDEX ON agent(ip);"
     "$BENCH" gen --count "$AGENTS" --format sql | psql "$db" -q
     PG_DB=$db
+}
+
+# compare TOOL RATE: keygate's rate (from the load generator's output in
+# $WORK/keygate.out) against the database tool's, and their ratio.
+compare() {
+    local kg; kg=$(sed -n 's/^keygate .*rps=\([0-9.]*\).*/\1/p' "$WORK/keygate.out" | tail -1)
+    sed 's/^/# /' "$WORK/db.out"
+    python3 -c "import sys; k, d = float(sys.argv[1]), float(sys.argv[2]); print(f'# {sys.argv[3]}: {d:,.0f}/s at $CLIENTS clients; keygate {k:,.0f}/s: ratio {k / d:.2f}x')" "$kg" "$2" "$1"
 }
 
 row=${1:?usage: bench.sh ROW}
@@ -110,37 +123,56 @@ query_by_id = \"SELECT id,name,ip,agent_key FROM agent WHERE id = ?\"
 query_by_ip = \"SELECT id,name,ip,agent_key FROM agent WHERE ip = ?\""
     socket_load --floor ;;
 mysql)
+    # keygate (cache off, pool of CLIENTS) and mariadb-slap: CLIENTS clients
+    # each, point selects by primary key on the same table, uniform ids.
+    # DB_SOCKET=1: both over MariaDB's Unix socket instead of TCP.
     mysql_db
+    if [ "${DB_SOCKET:-0}" = 1 ]; then
+        url="mysql://root@localhost/$BENCH_DB?socket=$MYSQL_SOCKET"; slap=(--socket="$MYSQL_SOCKET")
+    else
+        H=${MYSQL_URL#*@}; url="$MYSQL_URL/$BENCH_DB"; slap=(-h "${H%:*}" -P "${H#*:}")
+    fi
     start_daemon "[[backend]]
 name = \"db\"
 type = \"mysql\"
-url = \"$MYSQL_URL/keygate_bench\"
-pool_size = 8
+url = \"$url\"
+pool_size = $CLIENTS
 tls = \"disable\"
 query_by_id = \"SELECT id,name,ip,agent_key FROM agent WHERE id = ?\"
 query_by_ip = \"SELECT id,name,ip,agent_key FROM agent WHERE ip = ?\""
-    socket_load --floor
-    echo "# MariaDB's own point-select rate, same concurrency (mariadb-slap, prepared-less, one connection per client):"
-    H=${MYSQL_URL#*@}; mariadb-slap -h "${H%:*}" -P "${H#*:}" -u root --concurrency="$CLIENTS" --iterations=1 \
-        --number-of-queries=$((CLIENTS * 20000)) --create-schema=keygate_bench \
-        --query="SELECT id,name,ip,agent_key FROM agent WHERE id = '05000'" 2>&1 | sed 's/^/# /' ;;
+    socket_load | tee "$WORK/keygate.out"
+    # 5,000 random ids; each client cycles through them.
+    python3 -c "import random,sys; n=int(sys.argv[1]); print(''.join(f\"SELECT id,name,ip,agent_key FROM agent WHERE id = '{random.randint(1,n):03d}';\" for _ in range(5000)))" "$AGENTS" > "$WORK/slap.sql"
+    n=$((CLIENTS * ${SLAP_QUERIES:-20000}))
+    mariadb-slap "${slap[@]}" -u root --concurrency="$CLIENTS" --iterations=1 --number-of-queries="$n" \
+        --create-schema="$BENCH_DB" --query="$WORK/slap.sql" --delimiter=";" > "$WORK/db.out" 2>&1 || { cat "$WORK/db.out" >&2; exit 1; }
+    secs=$(sed -n 's/.*Average number of seconds to run all queries: *\([0-9.]*\).*/\1/p' "$WORK/db.out")
+    compare "mariadb-slap" "$(python3 -c "print($n / $secs)")" ;;
 postgres)
+    # keygate (cache off, pool of CLIENTS) and pgbench -S style: CLIENTS
+    # clients each, prepared point selects by primary key on the same
+    # table, uniform ids. DB_SOCKET=1: both over PostgreSQL's Unix socket.
     pg_db
+    if [ "${DB_SOCKET:-0}" = 1 ]; then
+        url="postgres://root@localhost/$BENCH_DB?host=$PG_SOCKET_DIR"; pgb=(-h "$PG_SOCKET_DIR" -U root "$BENCH_DB")
+    else
+        url="$PG_DB"; pgb=("$PG_DB")
+    fi
     start_daemon "[[backend]]
 name = \"db\"
 type = \"postgres\"
-url = \"$PG_DB\"
-pool_size = 8
+url = \"$url\"
+pool_size = $CLIENTS
 tls = \"disable\"
 query_by_id = \"SELECT id,name,ip,agent_key FROM agent WHERE id = \$1\"
 query_by_ip = \"SELECT id,name,ip,agent_key FROM agent WHERE ip = \$1\""
-    socket_load --floor
-    echo "# PostgreSQL's own point-select rate, same concurrency (pgbench, prepared):"
+    socket_load | tee "$WORK/keygate.out"
     cat > "$WORK/select.sql" <<SQL
-\set n random(1, $AGENTS)
+\\set n random(1, $AGENTS)
 SELECT id,name,ip,agent_key FROM agent WHERE id = lpad(:n::text, 3, '0');
 SQL
-    pgbench -n -M prepared -c "$CLIENTS" -j 2 -T "${DURATION%s}" -f "$WORK/select.sql" "$PG_DB" 2>&1 | grep -E 'tps|latency' | sed 's/^/# /' ;;
+    pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "${DURATION%s}" -f "$WORK/select.sql" "${pgb[@]}" > "$WORK/db.out" 2>&1 || { cat "$WORK/db.out" >&2; exit 1; }
+    compare "pgbench -M prepared" "$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/db.out" | head -1)" ;;
 redis)
     PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
     redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize no --logfile "$WORK/redis.log" &
