@@ -63,9 +63,11 @@ fn decode(row: &MySqlRow) -> Result<[Cell; 4], BackendError> {
         if raw.is_null() {
             return Ok(Cell::Null);
         }
-        let ty = raw.type_info().name().to_owned();
+        // The type's name is borrowed, not copied: four cells per lookup.
+        let info = raw.type_info();
+        let ty = info.name();
         let get_err = |e: sqlx::Error| sql::describe_error(&e);
-        Ok(match ty.as_str() {
+        Ok(match ty {
             "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "BOOLEAN" => {
                 Cell::Int(row.try_get::<i64, _>(i).map_err(get_err)?)
             }
@@ -79,7 +81,7 @@ fn decode(row: &MySqlRow) -> Result<[Cell; 4], BackendError> {
             | "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
                 sql::utf8_cell(row.try_get::<Vec<u8>, _>(i).map_err(get_err)?)
             }
-            _ => Cell::Other(ty),
+            _ => Cell::Other(ty.to_owned()),
         })
     };
     Ok([cell(0)?, cell(1)?, cell(2)?, cell(3)?])

@@ -66,9 +66,11 @@ fn decode(row: &PgRow) -> Result<[Cell; 4], BackendError> {
         if raw.is_null() {
             return Ok(Cell::Null);
         }
-        let ty = raw.type_info().name().to_owned();
+        // The type's name is borrowed, not copied: four cells per lookup.
+        let info = raw.type_info();
+        let ty = info.name();
         let get_err = |e: sqlx::Error| sql::describe_error(&e);
-        Ok(match ty.as_str() {
+        Ok(match ty {
             "INT2" => Cell::Int(row.try_get::<i16, _>(i).map_err(get_err)?.into()),
             "INT4" => Cell::Int(row.try_get::<i32, _>(i).map_err(get_err)?.into()),
             "INT8" => Cell::Int(row.try_get::<i64, _>(i).map_err(get_err)?),
@@ -85,7 +87,7 @@ fn decode(row: &PgRow) -> Result<[Cell; 4], BackendError> {
                 let net = row.try_get::<ipnet::IpNet, _>(i).map_err(get_err)?;
                 Cell::Text(AgentAddress::network(net).as_str().to_owned())
             }
-            _ => Cell::Other(ty),
+            _ => Cell::Other(ty.to_owned()),
         })
     };
     Ok([cell(0)?, cell(1)?, cell(2)?, cell(3)?])
