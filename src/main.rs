@@ -139,6 +139,11 @@ enum CacheCommand {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    // Wazuh's exec_path call, once per lookup: its start-up time is the
+    // product, so it skips building the CLI parser (see exec::lean_call).
+    if let Some(call) = exec::lean_call(&args) {
+        return exec::main(&call.config, call.kind, Some(call.value), Vec::new());
+    }
     // In exec mode stdout and stderr are one pipe to Wazuh: nothing may go to
     // stderr, and even bad arguments get a JSON answer with exit code 0.
     let exec_kind = exec::exec_kind(&args);
@@ -195,5 +200,83 @@ fn output(json: bool) -> Output {
         Output::Json
     } else {
         Output::Text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-shot's own reading of the command line, and clap's.
+    fn both(args: &[&str]) -> (Option<exec::LeanCall>, Option<exec::LeanCall>) {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let lean = exec::lean_call(&args);
+        let clap = Cli::try_parse_from(&args).ok().and_then(|cli| {
+            let (kind, value, extra) = match cli.command? {
+                Command::Id { value, extra } => ("id", value, extra),
+                Command::Ip { value, extra } => ("ip", value, extra),
+                Command::Serve { exec } => match exec::after_serve(exec) {
+                    exec::AfterServe::OneShot(kind, value, extra) => (kind, value, extra),
+                    _ => return None,
+                },
+                _ => return None,
+            };
+            extra.is_empty().then_some(exec::LeanCall {
+                config: cli.config,
+                kind,
+                value: value?,
+            })
+        });
+        (lean, clap)
+    }
+
+    /// Every call the lean path takes is parsed by clap to the same config,
+    /// kind and value; the shapes Wazuh uses are all taken.
+    #[test]
+    fn the_lean_one_shot_path_agrees_with_clap() {
+        // KEYGATE_CONFIG is not set in the test environment (both would
+        // read it the same way, but the expected values below assume it).
+        assert!(std::env::var_os("KEYGATE_CONFIG").is_none());
+        let taken: &[&[&str]] = &[
+            &["keygate", "id", "001"],
+            &["keygate", "ip", "10.0.0.1"],
+            &["keygate", "--config", "/etc/k.toml", "id", "001"],
+            &["keygate", "-c", "/etc/k.toml", "ip", "::1"],
+            &["keygate", "--config=/etc/k.toml", "id", "abc"],
+            &["keygate", "--config", "/etc/k.toml", "serve", "id", "001"],
+            &["keygate", "serve", "ip", "10.0.0.1"],
+            &["keygate", "-c", "id", "id", "0001"],
+            &["keygate", "--config", "serve", "serve", "id", "1"],
+        ];
+        for args in taken {
+            let (lean, clap) = both(args);
+            assert!(lean.is_some(), "{args:?} should take the lean path");
+            assert_eq!(lean, clap, "{args:?}");
+        }
+        // Everything else goes through clap, which explains its errors.
+        let left_to_clap: &[&[&str]] = &[
+            &["keygate"],
+            &["keygate", "serve"],
+            &["keygate", "id"],
+            &["keygate", "id", "001", "x"],
+            &["keygate", "id", "-1"],
+            &["keygate", "id", ""],
+            &["keygate", "id", "--help"],
+            &["keygate", "--help", "id", "001"],
+            &["keygate", "--config", "-x", "id", "001"],
+            &["keygate", "--config", "", "id", "001"],
+            &["keygate", "--config=", "id", "001"],
+            &["keygate", "-c", "a", "-c", "b", "id", "001"],
+            &["keygate", "-ca", "id", "001"],
+            &["keygate", "--verbose", "id", "001"],
+            &["keygate", "id", "001", "--config", "x"],
+            &["keygate", "serve", "foo", "001"],
+            &["keygate", "check"],
+            &["keygate", "--config"],
+        ];
+        for args in left_to_clap {
+            let (lean, _) = both(args);
+            assert_eq!(lean, None, "{args:?}");
+        }
     }
 }

@@ -81,6 +81,17 @@ compare() {
     python3 -c "import sys; k, d = float(sys.argv[1]), float(sys.argv[2]); print(f'# {sys.argv[3]}: {d:,.0f}/s at $CLIENTS clients; keygate {k:,.0f}/s: ratio {k / d:.2f}x')" "$kg" "$2" "$1"
 }
 
+# $WORK/seed-wrap.sh: the seed script (crates/keygate-bench/seed) called as
+# keygate is (`--config F id X`; it ignores the config and reads SEED_DB_*).
+seed_wrapper() {
+    python3 -c 'import mysql.connector' 2>/dev/null || pip install -q mysql-connector-python
+    cat > "$WORK/seed-wrap.sh" <<SH
+#!/bin/sh
+shift 2; SEED_DB_NAME=$BENCH_DB exec python3 $ROOT/crates/keygate-bench/seed/seed_script.py "\$@"
+SH
+    chmod +x "$WORK/seed-wrap.sh"
+}
+
 row=${1:?usage: bench.sh ROW}
 machine
 case $row in
@@ -210,44 +221,42 @@ pool_size = 4"
     socket_load --floor
     echo "# slapd CPU during the run is what bounds this row (see BENCHMARKS.md)." ;;
 exec)
+    # Target 4: the one-shot through a running daemon against the spawn time
+    # of /bin/true; target 3: the one-shot with no daemon, directly against
+    # MariaDB, against the seed script on the same table. Every reference
+    # runs interleaved with keygate's runs in the same loop (see
+    # keygate-bench exec --references / --versus), so the ratios hold on a
+    # busy machine. EXEC_RUNS (default 300) one-shots per part.
+    runs=${EXEC_RUNS:-300}
     keys_file
     start_daemon "[[backend]]
 name = \"keys\"
 type = \"file\"
 path = \"$WORK/client.keys\"" true
-    echo "# daemon up:"
-    "$BENCH" exec --keygate "$KG" --config "$WORK/keygate.toml" --runs 300 --id-max "$AGENTS"
+    echo "# daemon up (file backend, $AGENTS agents, cache on); /bin/true and keygate --version interleaved:"
+    "$BENCH" exec --keygate "$KG" --config "$WORK/keygate.toml" --runs "$runs" --id-max "$AGENTS" --references
     kill "${PIDS[-1]}"; sleep 0.5
-    echo "# daemon down, direct file ($AGENTS agents):"
-    "$BENCH" exec --keygate "$KG" --config "$WORK/keygate.toml" --runs 100 --id-max "$AGENTS"
+    echo "# daemon down, direct file ($AGENTS agents: every run loads the whole file):"
+    "$BENCH" exec --keygate "$KG" --config "$WORK/keygate.toml" --runs 20 --id-max "$AGENTS"
     mysql_db
+    seed_wrapper
     cat > "$WORK/direct-mysql.toml" <<TOML
 [server]
 socket = "$WORK/none.sock"
 [[backend]]
 name = "db"
 type = "mysql"
-url = "$MYSQL_URL/keygate_bench"
+url = "$MYSQL_URL/$BENCH_DB"
 tls = "disable"
 query_by_id = "SELECT id,name,ip,agent_key FROM agent WHERE id = ?"
 query_by_ip = "SELECT id,name,ip,agent_key FROM agent WHERE ip = ?"
 TOML
-    echo "# daemon down, direct MariaDB:"
-    "$BENCH" exec --keygate "$KG" --config "$WORK/direct-mysql.toml" --runs 300 --id-max "$AGENTS" ;;
+    echo "# daemon down, direct MariaDB ($MYSQL_URL), the seed script on the same table interleaved:"
+    "$BENCH" exec --keygate "$KG" --config "$WORK/direct-mysql.toml" --runs "$runs" --id-max "$AGENTS" \
+        --versus "$WORK/seed-wrap.sh" --versus-label "seed script" --versus-runs "${SEED_RUNS:-50}" --references ;;
 seed)
     mysql_db
-    python3 -c 'import mysql.connector' 2>/dev/null || pip install -q mysql-connector-python
-    cat > "$WORK/seed.sh" <<SH
-#!/bin/sh
-exec python3 $ROOT/crates/keygate-bench/seed/seed_script.py "\$@"
-SH
-    chmod +x "$WORK/seed.sh"
-    # The exec timer passes --config; the wrapper ignores it.
-    cat > "$WORK/seed-wrap.sh" <<SH
-#!/bin/sh
-shift 2; exec python3 $ROOT/crates/keygate-bench/seed/seed_script.py "\$@"
-SH
-    chmod +x "$WORK/seed-wrap.sh"
+    seed_wrapper
     echo "# the seed script (python3 + mysql.connector, fresh connection per lookup):"
     "$BENCH" exec --keygate "$WORK/seed-wrap.sh" --config /dev/null --runs 50 --id-max "$AGENTS" ;;
 memory)

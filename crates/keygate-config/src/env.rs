@@ -28,6 +28,20 @@ fn provider() -> Env {
 
 /// The overrides set in the environment, as a table like the file's.
 pub(crate) fn overrides() -> Result<Dict, Problem> {
+    // Most environments set none: skip figment's provider then (exec mode
+    // reads the overrides once per lookup, and the provider costs more than
+    // parsing a small config file).
+    // The same test figment applies: trimmed, lossy, prefix in any case.
+    let prefixed = std::env::vars_os().any(|(k, _)| {
+        k.to_string_lossy()
+            .trim()
+            .as_bytes()
+            .get(..ENV_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX.as_bytes()))
+    });
+    if !prefixed {
+        return Ok(Dict::new());
+    }
     let mut data = provider().data().map_err(|e| Problem {
         path: "(environment)".into(),
         message: e.to_string(),

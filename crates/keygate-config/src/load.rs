@@ -104,10 +104,13 @@ pub fn control_socket_of(path: &Path) -> PathBuf {
 /// unreadable takes its default. For reaching a running daemon before, or
 /// without, validating the whole file.
 pub fn sockets_of(path: &Path) -> (PathBuf, PathBuf) {
-    let server = lenient_server(path);
+    sockets_in(lenient_server(path).as_ref(), path)
+}
+
+/// [`sockets_of`] from a `[server]` table already read.
+fn sockets_in(server: Option<&Dict>, path: &Path) -> (PathBuf, PathBuf) {
     let get = |key: &str| {
         server
-            .as_ref()
             .and_then(|s| s.get(key))
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
@@ -153,8 +156,10 @@ pub struct DaemonAccess {
 /// elsewhere. A timeout that cannot be read (or is out of range) takes its
 /// default; the full validation happens on the direct path.
 pub fn daemon_access(path: &Path) -> DaemonAccess {
-    let (socket, _) = sockets_of(path);
-    let request_timeout = lenient_server(path)
+    // Read once: exec mode runs this once per lookup.
+    let server = lenient_server(path);
+    let (socket, _) = sockets_in(server.as_ref(), path);
+    let request_timeout = server
         .as_ref()
         .and_then(|s| s.get("request_timeout"))
         .and_then(Value::as_str)
