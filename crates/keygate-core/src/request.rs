@@ -33,8 +33,14 @@ pub type Query = Request;
 /// The digits of an `id:` request: 3 to 8 of them and not `000`, the rule
 /// every stored agent id follows, so an id no record can have is refused
 /// as a bad request (3) before any backend is asked.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct QueryId(String);
+///
+/// Held inline: parsing a request, and copying it as a cache key, never
+/// allocates.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct QueryId {
+    len: u8,
+    digits: [u8; MAX_QUERY_ID_LEN],
+}
 
 /// Fewest digits of an agent id (Wazuh writes ids as `001` at least).
 pub const MIN_QUERY_ID_LEN: usize = 3;
@@ -57,18 +63,31 @@ impl QueryId {
         if s.bytes().all(|b| b == b'0') {
             return Err(RequestError::Bad("agent id 000 is the manager itself"));
         }
-        Ok(Self(s.to_owned()))
+        let mut digits = [0u8; MAX_QUERY_ID_LEN];
+        digits[..s.len()].copy_from_slice(s.as_bytes());
+        Ok(Self {
+            len: s.len() as u8,
+            digits,
+        })
     }
 
     /// The digits as sent.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII digits are ever stored, so this never fails.
+        std::str::from_utf8(self.digits.get(..usize::from(self.len)).unwrap_or_default())
+            .unwrap_or_default()
     }
 }
 
 impl fmt::Display for QueryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for QueryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("QueryId").field(&self.as_str()).finish()
     }
 }
 
@@ -211,7 +230,14 @@ mod tests {
     fn parses_wazuh_requests_without_terminator() {
         assert_eq!(
             Request::parse(b"id:001").unwrap(),
-            Request::Id(QueryId("001".into()))
+            Request::Id(QueryId::parse("001").unwrap())
+        );
+        let id = Request::parse(b"id:12345678").unwrap();
+        assert_eq!(id.to_string(), "id:12345678");
+        assert_eq!(format!("{id:?}"), "Id(QueryId(\"12345678\"))");
+        assert_ne!(
+            Request::parse(b"id:001").unwrap(),
+            Request::parse(b"id:0001").unwrap()
         );
         assert_eq!(
             Request::parse(b"ip:10.0.0.1").unwrap(),

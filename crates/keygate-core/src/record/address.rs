@@ -16,12 +16,12 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net};
 
-use super::{invalid, Field, RecordError};
+use super::{invalid, Field, RecordError, Text};
 
 /// An agent address: `any`, a host address, or a network in CIDR notation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AgentAddress {
-    text: String,
+    text: Text,
     kind: AddressKind,
 }
 
@@ -85,7 +85,7 @@ impl AgentAddress {
             ));
         };
         Ok(Self {
-            text: s.to_owned(),
+            text: Text::new(s),
             kind,
         })
     }
@@ -93,7 +93,7 @@ impl AgentAddress {
     /// Builds the address of one host.
     pub fn host(ip: IpAddr) -> Self {
         Self {
-            text: ip.to_string(),
+            text: Text::new(&ip.to_string()),
             kind: AddressKind::of_host(ip),
         }
     }
@@ -105,7 +105,7 @@ impl AgentAddress {
             Self::host(net.addr())
         } else {
             Self {
-                text: net.to_string(),
+                text: Text::new(&net.to_string()),
                 kind: AddressKind::of_net(net),
             }
         }
@@ -113,7 +113,7 @@ impl AgentAddress {
 
     /// The address text, as it goes into client.keys.
     pub fn as_str(&self) -> &str {
-        &self.text
+        self.text.as_str()
     }
 
     /// The parsed, canonical form.

@@ -13,6 +13,7 @@ mod address;
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use zeroize::Zeroize;
 
@@ -86,8 +87,17 @@ fn invalid(field: Field, rule: &'static str) -> RecordError {
 }
 
 /// An agent id: 3 to 8 ASCII digits, not `000` (the manager itself).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct AgentId(String);
+///
+/// Held inline (no allocation): a record's id, and a copy of it, cost no
+/// trip to the allocator.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct AgentId {
+    len: u8,
+    digits: [u8; MAX_ID_LEN],
+}
+
+/// Most digits an agent id may have.
+const MAX_ID_LEN: usize = 8;
 
 impl AgentId {
     /// Parses an id.
@@ -98,13 +108,18 @@ impl AgentId {
         if !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid(Field::Id, "must be digits only"));
         }
-        if !(3..=8).contains(&s.len()) {
+        if !(3..=MAX_ID_LEN).contains(&s.len()) {
             return Err(invalid(Field::Id, "must have 3 to 8 digits"));
         }
         if s.bytes().all(|b| b == b'0') {
             return Err(invalid(Field::Id, "000 is the manager itself"));
         }
-        Ok(Self(s.to_owned()))
+        let mut digits = [0u8; MAX_ID_LEN];
+        digits[..s.len()].copy_from_slice(s.as_bytes());
+        Ok(Self {
+            len: s.len() as u8,
+            digits,
+        })
     }
 
     /// Renders an integer id the way Wazuh writes ids: zero-padded to at
@@ -118,13 +133,82 @@ impl AgentId {
 
     /// The id text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII digits are ever stored, so this never fails.
+        std::str::from_utf8(self.digits.get(..usize::from(self.len)).unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AgentId").field(&self.as_str()).finish()
+    }
+}
+
+/// Most bytes [`Text`] keeps inline.
+const INLINE_TEXT: usize = 22;
+
+/// A short immutable string kept inline (up to [`INLINE_TEXT`] bytes: every
+/// IPv4 address, most names) or, when longer, in its own heap buffer. A
+/// record's name and address then usually live inside the record's one
+/// allocation instead of two more. Not for keys: an inline value is copied
+/// when it moves, and a key must stay in one buffer that is wiped once.
+#[derive(Clone)]
+pub(crate) enum Text {
+    Inline { len: u8, bytes: [u8; INLINE_TEXT] },
+    Heap(Box<str>),
+}
+
+impl Text {
+    pub(crate) fn new(s: &str) -> Self {
+        match s.as_bytes() {
+            b if b.len() <= INLINE_TEXT => {
+                let mut bytes = [0u8; INLINE_TEXT];
+                bytes[..b.len()].copy_from_slice(b);
+                Self::Inline {
+                    len: b.len() as u8,
+                    bytes,
+                }
+            }
+            _ => Self::Heap(s.into()),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            // Built from a `&str` cut at its own length: always valid UTF-8.
+            Self::Inline { len, bytes } => {
+                std::str::from_utf8(bytes.get(..usize::from(*len)).unwrap_or_default())
+                    .unwrap_or_default()
+            }
+            Self::Heap(s) => s,
+        }
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Text {}
+
+impl std::hash::Hash for Text {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 /// An agent name: ASCII letters, digits, `-`, `_` and `.`, 1 to 128 bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct AgentName(String);
+pub struct AgentName(Text);
 
 impl AgentName {
     /// Parses a name.
@@ -144,12 +228,12 @@ impl AgentName {
                 "only letters, digits, '-', '_' and '.' are allowed",
             ));
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(Text::new(s)))
     }
 
     /// The name text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
@@ -158,7 +242,7 @@ impl AgentName {
 /// The bytes are wiped when the value is dropped, and `Debug` never shows
 /// them.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AgentKey(String);
+pub struct AgentKey(Box<str>);
 
 impl AgentKey {
     /// Parses a key.
@@ -175,7 +259,7 @@ impl AgentKey {
                 "only printable ASCII without whitespace is allowed",
             ));
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(s.into()))
     }
 
     /// The key text. Never log it.
@@ -197,8 +281,19 @@ impl fmt::Debug for AgentKey {
 }
 
 /// One agent's registration, every field valid.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AgentRecord {
+///
+/// The fields live behind one shared, immutable allocation: cloning a record
+/// (a cache hit, a lookup in an in-memory backend, a listing) copies a
+/// pointer, never the fields, and the cache and the backend that loaded a
+/// record hold the same copy. The fields read as before (`record.id`,
+/// `record.key.expose()`), through [`Deref`](std::ops::Deref) to
+/// [`RecordFields`]. The key is wiped when the last clone is dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AgentRecord(Arc<RecordFields>);
+
+/// The four validated fields of an [`AgentRecord`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct RecordFields {
     /// The agent id.
     pub id: AgentId,
     /// The agent name.
@@ -209,16 +304,52 @@ pub struct AgentRecord {
     pub key: AgentKey,
 }
 
+impl std::ops::Deref for AgentRecord {
+    type Target = RecordFields;
+
+    fn deref(&self) -> &RecordFields {
+        &self.0
+    }
+}
+
+impl From<RecordFields> for AgentRecord {
+    fn from(fields: RecordFields) -> Self {
+        Self(Arc::new(fields))
+    }
+}
+
+impl fmt::Debug for AgentRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("ip", &self.ip)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
 impl AgentRecord {
+    /// A record of four fields that are each valid already.
+    pub fn new(id: AgentId, name: AgentName, ip: AgentAddress, key: AgentKey) -> Self {
+        Self(Arc::new(RecordFields { id, name, ip, key }))
+    }
+
     /// Validates four text fields into a record. The first failing field,
     /// in id, name, ip, key order, is reported.
     pub fn parse(id: &str, name: &str, ip: &str, key: &str) -> Result<Self, RecordError> {
-        Ok(Self {
-            id: AgentId::parse(id)?,
-            name: AgentName::parse(name)?,
-            ip: AgentAddress::parse(ip)?,
-            key: AgentKey::parse(key)?,
-        })
+        Ok(Self::new(
+            AgentId::parse(id)?,
+            AgentName::parse(name)?,
+            AgentAddress::parse(ip)?,
+            AgentKey::parse(key)?,
+        ))
+    }
+
+    /// Whether `self` and `other` are the same shared copy (not merely
+    /// equal): what a cache hit hands out.
+    pub fn shares(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// Validates four optional fields, as they come from a row where any
@@ -367,6 +498,50 @@ mod tests {
         assert!(v6
             .check_matches(&Request::parse(b"ip:2001:DB8:0::1").unwrap())
             .is_ok());
+    }
+
+    /// A clone is the same copy (what a cache hit hands out); two parses
+    /// of the same text are equal but apart.
+    #[test]
+    fn clones_share_one_copy() {
+        let r = AgentRecord::parse("001", "a", "10.0.0.1", KEY).unwrap();
+        let c = r.clone();
+        assert!(c.shares(&r));
+        assert_eq!(c.key.expose(), KEY);
+        let other = AgentRecord::parse("001", "a", "10.0.0.1", KEY).unwrap();
+        assert_eq!(other, r);
+        assert!(!other.shares(&r));
+    }
+
+    /// Names and addresses round-trip at every length, on both sides of
+    /// the inline limit, and ids at every allowed length.
+    #[test]
+    fn fields_round_trip_at_every_length() {
+        for len in 1..=MAX_NAME_LEN {
+            let name: String = "abcdefghij".chars().cycle().take(len).collect();
+            let parsed = AgentName::parse(&name).unwrap();
+            assert_eq!(parsed.as_str(), name);
+            assert_eq!(parsed, AgentName::parse(&name).unwrap());
+        }
+        for ip in [
+            "1.2.3.4",
+            "255.255.255.255/32",
+            "2001:db8::1",
+            "2001:db8:1234:5678:9abc:def0:1234:5678",
+            "2001:db8:1234:5678:9abc:def0:1234:5678/128",
+            "0000:0000:0000:0000:0000:ffff:10.0.0.1",
+        ] {
+            assert_eq!(AgentAddress::parse(ip).unwrap().as_str(), ip);
+        }
+        for id in ["001", "0012", "12345678"] {
+            let parsed = AgentId::parse(id).unwrap();
+            assert_eq!(parsed.as_str(), id);
+            assert_eq!(format!("{parsed:?}"), format!("AgentId({id:?})"));
+        }
+        assert_ne!(
+            AgentId::parse("001").unwrap(),
+            AgentId::parse("0001").unwrap()
+        );
     }
 
     #[test]
