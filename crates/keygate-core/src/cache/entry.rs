@@ -1,13 +1,11 @@
-//! What the cache holds: its settings, one entry with its deadlines, and
-//! the bound that tells moka when an entry is gone for good.
+//! What the cache holds: its settings, and one entry with its deadlines.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::{AgentRecord, Query};
+use crate::AgentRecord;
 
 /// How the cache behaves; see the `[cache]` section of the config.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,36 +82,5 @@ impl Entry {
             expires_at,
             stale_until: expires_at + s.stale_ttl,
         }
-    }
-}
-
-/// Tells moka when to drop an entry for good: once it is past `stale_ttl`.
-/// Whether an entry is fresh is decided by [`Entry::expires_at`] instead.
-pub(super) struct StaleBound;
-
-impl StaleBound {
-    fn remaining(entry: &Entry) -> Duration {
-        entry.stale_until.saturating_duration_since(Instant::now())
-    }
-}
-
-impl moka::Expiry<Query, Arc<Entry>> for StaleBound {
-    fn expire_after_create(
-        &self,
-        _key: &Query,
-        value: &Arc<Entry>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(Self::remaining(value))
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &Query,
-        value: &Arc<Entry>,
-        _updated_at: std::time::Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(Self::remaining(value))
     }
 }

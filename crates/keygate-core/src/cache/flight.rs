@@ -9,6 +9,7 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use super::entry::{CacheSettings, Entry};
 use super::stats::Counters;
+use super::store::Store;
 use crate::audit::{attributed, Source};
 use crate::{AgentRecord, BackendError, KeyBackend, Query};
 
@@ -23,7 +24,7 @@ pub(super) type Flight = Shared<BoxFuture<'static, (Answer, Option<Source>)>>;
 pub(super) struct State {
     pub(super) inner: Arc<dyn KeyBackend>,
     pub(super) settings: CacheSettings,
-    pub(super) entries: moka::future::Cache<Query, Arc<Entry>>,
+    pub(super) entries: Arc<Store>,
     pub(super) in_flight: Mutex<HashMap<Query, Flight>>,
     pub(super) counters: Arc<Counters>,
 }
@@ -74,12 +75,14 @@ impl State {
         match answer {
             Ok(found) => {
                 let entry = Arc::new(Entry::new(&self.settings, found.clone()));
-                self.entries.insert(query.clone(), entry).await;
+                self.entries.insert(query, entry);
             }
             // Keep the entry: it may be served stale through the outage.
             Err(e) if e.is_outage() => {}
             // The backends answered, and differently: the entry is wrong now.
-            Err(_) => self.entries.invalidate(query).await,
+            Err(_) => {
+                self.entries.remove(query);
+            }
         }
     }
 }

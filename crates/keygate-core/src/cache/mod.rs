@@ -9,9 +9,10 @@
 //! known agents through an outage, like Dovecot's auth cache.
 //!
 //! Freshness is decided here, against [`tokio::time::Instant`] deadlines kept
-//! in each entry, not by moka's own clock: that keeps the behaviour testable
-//! with paused time. moka only bounds memory (capacity, and removal once an
-//! entry is past `stale_ttl`).
+//! in each entry: that keeps the behaviour testable with paused time. The
+//! store ([`store`]) only bounds memory (capacity, and removal once an entry
+//! is past `stale_ttl`). A hit takes one read lock on one shard and clones
+//! a reference-counted record: no allocation.
 //!
 //! Entries hold an [`AgentRecord`](crate::AgentRecord) whose key is wiped when the record is
 //! dropped; the cache keeps exactly one copy per entry (behind an `Arc`), so
@@ -21,6 +22,7 @@
 mod entry;
 mod flight;
 mod stats;
+mod store;
 #[cfg(test)]
 mod tests;
 
@@ -33,7 +35,6 @@ use tokio::time::Instant;
 use crate::audit::{answered_by, Source};
 use crate::{BackendError, KeyBackend, Query};
 pub use entry::CacheSettings;
-use entry::StaleBound;
 use flight::{Answer, State};
 use stats::bump;
 pub use stats::CacheStats;
@@ -47,10 +48,7 @@ pub struct CacheLayer {
 impl CacheLayer {
     /// Wraps `inner` (usually the whole chain).
     pub fn new(inner: Arc<dyn KeyBackend>, settings: CacheSettings) -> Self {
-        let entries = moka::future::Cache::builder()
-            .max_capacity(settings.capacity)
-            .expire_after(StaleBound)
-            .build();
+        let entries = Arc::new(store::Store::new(settings.capacity));
         Self {
             state: Arc::new(State {
                 inner,
@@ -71,7 +69,7 @@ impl CacheLayer {
             state: Arc::new(State {
                 inner,
                 settings: self.state.settings.clone(),
-                entries: self.state.entries.clone(),
+                entries: Arc::clone(&self.state.entries),
                 in_flight: Mutex::new(HashMap::new()),
                 counters: Arc::clone(&self.state.counters),
             }),
@@ -85,37 +83,28 @@ impl CacheLayer {
 
     /// Drops every entry (each key is wiped once no request still reads it).
     pub async fn flush_all(&self) {
-        let keys: Vec<Arc<Query>> = self.state.entries.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.state.entries.invalidate(&*key).await;
-        }
-        self.state.entries.invalidate_all();
-        self.state.entries.run_pending_tasks().await;
+        self.state.entries.clear();
     }
 
     /// Drops the entry for one query; says whether there was one.
     pub async fn flush(&self, query: &Query) -> bool {
-        let removed = self.state.entries.remove(query).await.is_some();
-        self.state.entries.run_pending_tasks().await;
-        removed
+        self.state.entries.remove(query)
     }
 
     /// The counters so far.
     pub fn stats(&self) -> CacheStats {
-        self.state
-            .counters
-            .snapshot(self.state.entries.entry_count())
+        self.state.counters.snapshot(self.state.entries.len())
     }
 
-    /// Runs moka's pending housekeeping (evictions, removals), so that
-    /// [`CacheStats::entries`] is exact. For tests and the stats command.
+    /// Drops the entries past their `stale_ttl` now (inserts do it every so
+    /// often), so that [`CacheStats::entries`] counts only live ones.
     pub async fn run_pending_tasks(&self) {
-        self.state.entries.run_pending_tasks().await;
+        self.state.entries.run_pending_tasks();
     }
 
     #[cfg(test)]
     async fn entry(&self, query: &Query) -> Option<Arc<entry::Entry>> {
-        self.state.entries.get(query).await
+        self.state.entries.get(query)
     }
 }
 
@@ -128,7 +117,7 @@ impl KeyBackend for CacheLayer {
     async fn lookup(&self, query: &Query) -> Answer {
         let state = &self.state;
         let now = Instant::now();
-        let cached = state.entries.get(query).await;
+        let cached = state.entries.get(query);
         if let Some(entry) = &cached {
             if now < entry.expires_at {
                 bump(if entry.answer.is_some() {

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// wire form on the control socket).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheStats {
-    /// Entries held (found and not-found, fresh or stale). moka counts
-    /// lazily, so this may lag behind recent inserts by a little.
+    /// Entries held (found and not-found, fresh or stale; an entry past
+    /// `stale_ttl` until the next sweep drops it).
     pub entries: u64,
     /// Requests answered from a fresh found entry.
     pub hits: u64,
