@@ -10,20 +10,25 @@
 use keygate_core::record::Field;
 use keygate_core::{AgentAddress, AgentId, AgentKey, AgentName, AgentRecord, RecordError};
 
-use super::index::Snapshot;
+use std::io::Read;
+
+use super::index::{Keys, Snapshot};
 
 /// Validates an entry's four raw fields, in id, name, ip, key order, the
 /// first failing field reported: absent is `Missing`, bytes that are not
 /// UTF-8 break the rule "not UTF-8 text" (as in the Redis and LDAP
 /// backends), anything else the field's own rule.
-fn record(fields: [Option<&[u8]>; 4]) -> Result<AgentRecord, RecordError> {
+fn record(fields: [Option<&[u8]>; 4]) -> Result<AgentRecord, Box<RecordError>> {
     let [id, name, ip, key] = fields;
-    Ok(AgentRecord {
-        id: AgentId::parse(text(id, Field::Id)?)?,
-        name: AgentName::parse(text(name, Field::Name)?)?,
-        ip: AgentAddress::parse(text(ip, Field::Ip)?)?,
-        key: AgentKey::parse(text(key, Field::Key)?)?,
-    })
+    let fields = || {
+        Ok(AgentRecord::new(
+            AgentId::parse(text(id, Field::Id)?)?,
+            AgentName::parse(text(name, Field::Name)?)?,
+            AgentAddress::parse(text(ip, Field::Ip)?)?,
+            AgentKey::parse(text(key, Field::Key)?)?,
+        ))
+    };
+    fields().map_err(Box::new)
 }
 
 /// A field's bytes as text: `Missing` when absent, "not UTF-8 text" when
@@ -58,42 +63,80 @@ fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Parses client.keys bytes.
-pub(super) fn client_keys(text: &[u8]) -> Result<Snapshot, String> {
-    // Validating records is most of the work: do it on every core, in
-    // chunks cut at line ends, then index the results in file order.
+/// How much of the file is read and parsed at a time. The file is never
+/// in memory whole: at 1,000,000 lines that would be 90 MB more at the peak
+/// of a load, next to the records themselves.
+const BLOCK: usize = 8 << 20;
+
+/// Parses client.keys from `file`, a block of lines at a time, each block
+/// on every core. `size` (the file's length) sizes the indexes.
+pub(super) fn client_keys(file: impl Read, size: u64) -> Result<Snapshot, String> {
+    client_keys_in_blocks(file, size, BLOCK)
+}
+
+/// [`client_keys`] with a given block size (small ones in tests).
+fn client_keys_in_blocks(mut file: impl Read, size: u64, block: usize) -> Result<Snapshot, String> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
-    let chunks = split_lines(text, if text.len() < 1 << 20 { 1 } else { threads });
-    let parsed: Vec<(Vec<Line<'_>>, usize)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .iter()
-            .map(|chunk| scope.spawn(move || client_keys_chunk(chunk)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().map_err(|_| "a loader thread failed".to_owned()))
-            .collect::<Result<Vec<_>, String>>()
-    })?;
-    let mut snap = Snapshot::with_capacity(parsed.iter().map(|(l, _)| l.len()).sum());
+    // Wazuh's lines are about 90 bytes; a guess too high costs a little
+    // memory, one too low a rehash or two.
+    let guess = usize::try_from(size / 80).unwrap_or(0).min(1 << 24);
+    let mut snap = Snapshot::with_capacity(guess);
+    let mut buf: Vec<u8> =
+        Vec::with_capacity(block.min(usize::try_from(size).unwrap_or(block)) + 1);
     let mut first_line = 0;
-    for (entries, line_count) in parsed {
-        for l in entries {
-            snap.add(line_number(first_line + l.index), l.id, l.ip, l.record);
+    let mut eof = false;
+    while !eof {
+        // Fill the buffer to a block, reading at least an eighth of one
+        // past what is left of the last (so reading 0 bytes means the end).
+        let room = block.saturating_sub(buf.len()).max(block / 8).max(1);
+        let got = (&mut file)
+            .take(room as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("read failed: {e}"))?;
+        eof = got == 0;
+        // Parse up to the last line end; the rest waits for more bytes
+        // (a line longer than a block makes the buffer grow).
+        let cut = if eof {
+            buf.len()
+        } else {
+            match memchr::memrchr(b'\n', &buf) {
+                Some(i) => i + 1,
+                None => continue,
+            }
+        };
+        let text = buf.get(..cut).unwrap_or_default();
+        let chunks = split_lines(text, if text.len() < 1 << 20 { 1 } else { threads });
+        // (The last block may be empty: a file ending with a line end.)
+        let parsed: Vec<(Vec<Line>, usize)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .iter()
+                .map(|chunk| scope.spawn(move || client_keys_chunk(chunk)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().map_err(|_| "a loader thread failed".to_owned()))
+                .collect::<Result<Vec<_>, String>>()
+        })?;
+        for (entries, line_count) in parsed {
+            for l in entries {
+                snap.add_keyed(line_number(first_line + l.index as usize), l.keys, l.record);
+            }
+            first_line += line_count;
         }
-        first_line += line_count;
+        buf.drain(..cut);
     }
     Ok(snap)
 }
 
-/// One agent line of a chunk, before indexing.
-struct Line<'a> {
+/// One agent line of a chunk, before indexing: everything the index needs
+/// was worked out on the loader thread, and nothing borrows the text.
+struct Line {
     /// 0-based line index within the chunk.
-    index: usize,
-    id: &'a [u8],
-    ip: Option<&'a [u8]>,
-    record: Result<AgentRecord, RecordError>,
+    index: u32,
+    keys: Keys,
+    record: Result<AgentRecord, Box<RecordError>>,
 }
 
 /// Cuts `text` into about `n` pieces, each but the last ending at a line
@@ -117,8 +160,8 @@ fn split_lines(text: &[u8], n: usize) -> Vec<&[u8]> {
 }
 
 /// The entries of one chunk and how many lines it has.
-fn client_keys_chunk(text: &[u8]) -> (Vec<Line<'_>>, usize) {
-    let mut out = Vec::with_capacity(text.len() / 100 + 1);
+fn client_keys_chunk(text: &[u8]) -> (Vec<Line>, usize) {
+    let mut out = Vec::with_capacity(text.len() / 80 + 1);
     let mut count = 0;
     for (index, line) in lines(text).enumerate() {
         count = index + 1;
@@ -136,27 +179,28 @@ fn client_keys_chunk(text: &[u8]) -> (Vec<Line<'_>>, usize) {
         let key = fields.next();
         let record = match (ip, key, fields.next()) {
             (Some(ip), Some(key), None) => record([Some(id), Some(name), Some(ip), Some(key)]),
-            _ => Err(RecordError::Malformed(
+            _ => Err(Box::new(RecordError::Malformed(
                 "a client.keys line needs exactly 4 space-separated fields",
-            )),
+            ))),
         };
         out.push(Line {
-            index,
-            id,
-            ip,
+            // A block holds far fewer than 4 billion lines.
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            keys: Keys::of(id, ip, &record),
             record,
         });
     }
     (out, count)
 }
 
-/// Parses CSV bytes whose header names `id`, `name`, `ip` and `key`. Only
-/// a header without those columns fails the whole file.
-pub(super) fn csv(text: &[u8]) -> Result<Snapshot, String> {
+/// Parses CSV whose header names `id`, `name`, `ip` and `key`, read from
+/// `file` as it goes. Only a header without those columns fails the whole
+/// file. `size` (the file's length) sizes the indexes.
+pub(super) fn csv(file: impl Read, size: u64) -> Result<Snapshot, String> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::None)
-        .from_reader(text);
+        .from_reader(file);
     let headers = reader
         .byte_headers()
         .map_err(|e| format!("cannot read the CSV header: {e}"))?
@@ -175,7 +219,7 @@ pub(super) fn csv(text: &[u8]) -> Result<Snapshot, String> {
         column("ip")?,
         column("key")?,
     ];
-    let mut snap = Snapshot::with_capacity(memchr::memchr_iter(b'\n', text).count());
+    let mut snap = Snapshot::with_capacity(usize::try_from(size / 80).unwrap_or(0).min(1 << 24));
     let mut row = csv::ByteRecord::new();
     loop {
         match reader.read_byte_record(&mut row) {
@@ -189,7 +233,7 @@ pub(super) fn csv(text: &[u8]) -> Result<Snapshot, String> {
                         line_number(p.line().saturating_sub(1) as usize),
                         b"",
                         None,
-                        Err(RecordError::Malformed("a CSV row cannot be read")),
+                        Err(Box::new(RecordError::Malformed("a CSV row cannot be read"))),
                     );
                     continue;
                 }
@@ -199,9 +243,9 @@ pub(super) fn csv(text: &[u8]) -> Result<Snapshot, String> {
         let line = line_number(row.position().map_or(0, |p| p.line().saturating_sub(1)) as usize);
         let get = |i: usize| row.get(cols[i]);
         let record = if row.len() != headers.len() {
-            Err(RecordError::Malformed(
+            Err(Box::new(RecordError::Malformed(
                 "a CSV row has a different number of fields than the header",
-            ))
+            )))
         } else {
             record([get(0), get(1), get(2), get(3)])
         };
@@ -227,6 +271,55 @@ mod tests {
                     .all(|p| p.ends_with(b"\n")),
                 "{n}: {pieces:?}"
             );
+        }
+    }
+
+    /// Reading a block at a time gives the same entries, line numbers and
+    /// answers as reading the file at once, wherever the blocks end, also
+    /// with a line longer than a block and without a final line end.
+    #[test]
+    fn blocks_give_the_same_snapshot_as_one_read() {
+        let long = format!("005 {} 10.0.0.5 k5\n", "n".repeat(100));
+        let text = format!(
+            "# comment\n001 a 10.0.0.1 k1\n\n002 b 10.0.0.2 k2\r\n003 !removed any k\n004 bad 10.0.0.300 k4\n{long}006 dup 10.0.0.1 k6\n007 last any k7"
+        );
+        let whole = client_keys_in_blocks(text.as_bytes(), 0, 1 << 20).unwrap();
+        let view = |s: &Snapshot| {
+            let entries: Vec<(u32, String)> = s
+                .entries()
+                .iter()
+                .map(|e| match &e.record {
+                    Ok(r) => (e.line, r.id.as_str().to_owned()),
+                    Err(err) => (e.line, err.to_string()),
+                })
+                .collect();
+            let answers: Vec<String> = [
+                "id:001",
+                "id:004",
+                "id:005",
+                "id:007",
+                "ip:10.0.0.1",
+                "ip:10.0.0.2",
+            ]
+            .iter()
+            .map(|req| {
+                format!(
+                    "{:?}",
+                    s.find(&keygate_testkit::q(req))
+                        .map(|r| r.map(|r| r.name.as_str().to_owned()))
+                        .map_err(|e| e.code())
+                )
+            })
+            .collect();
+            (entries, answers)
+        };
+        let want = view(&whole);
+        assert_eq!(want.0.len(), 6);
+        assert_eq!(want.0[4], (8, "006".to_owned()));
+        assert_eq!(want.0[5], (9, "007".to_owned()));
+        for block in [1, 2, 7, 16, 33, 64, 100, 1000] {
+            let s = client_keys_in_blocks(text.as_bytes(), text.len() as u64, block).unwrap();
+            assert_eq!(view(&s), want, "block {block}");
         }
     }
 

@@ -31,7 +31,7 @@ const KEYS: &str = "\
 ";
 
 fn keys(text: &[u8]) -> Snapshot {
-    parse::client_keys(text).unwrap()
+    parse::client_keys(text, text.len() as u64).unwrap()
 }
 
 fn code(s: &Snapshot, req: &str) -> ErrorCode {
@@ -123,7 +123,7 @@ fn a_non_utf8_byte_costs_one_line_not_the_file() {
 #[test]
 fn csv_with_header_in_any_order() {
     let text = "name,id,key,ip\nweb-01,001,k1,10.0.0.1\n\"has space\",002,k2,10.0.0.2\nweb-03,003,,10.0.0.3\nonly,004\n";
-    let s = parse::csv(text.as_bytes()).unwrap();
+    let s = parse::csv(text.as_bytes(), 0).unwrap();
     assert_eq!(
         s.find(&q("ip:10.0.0.1")).unwrap().unwrap().name.as_str(),
         "web-01"
@@ -131,7 +131,7 @@ fn csv_with_header_in_any_order() {
     for req in ["id:002", "id:003", "id:004", "ip:10.0.0.2"] {
         assert_eq!(code(&s, req), ErrorCode::InvalidRecord, "{req}");
     }
-    assert!(parse::csv(b"id,name,address,key\n")
+    assert!(parse::csv(&b"id,name,address,key\n"[..], 0)
         .err()
         .unwrap()
         .contains("'ip'"));
@@ -142,7 +142,7 @@ fn csv_with_header_in_any_order() {
 #[test]
 fn csv_non_utf8_row_is_invalid_and_the_rest_served() {
     let text = b"id,name,ip,key\n001,web-01,10.0.0.1,k1\n002,m\xfcnchen,10.0.0.2,k2\n003,\"two\nlines\",10.0.0.3,k3\n004,last,10.0.0.4,k4\n";
-    let s = parse::csv(text).unwrap();
+    let s = parse::csv(&text[..], 0).unwrap();
     assert!(s.find(&q("id:001")).unwrap().is_some());
     assert!(s.find(&q("id:004")).unwrap().is_some());
     assert_eq!(code(&s, "id:002"), ErrorCode::InvalidRecord);

@@ -34,15 +34,18 @@ pub(super) fn stamp(path: &Path) -> std::io::Result<Stamp> {
     })
 }
 
-/// Reads and parses the file. Fails only when it cannot be read or (CSV)
-/// its header lacks a column; bad lines are entries of the snapshot.
+/// Reads and parses the file, a block at a time (it is never in memory
+/// whole). Fails only when it cannot be read or (CSV) its header lacks a
+/// column; bad lines are entries of the snapshot.
 pub(super) fn load(path: &Path, format: FileFormat) -> Result<(Stamp, Snapshot), String> {
-    let before = stamp(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let cannot = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", path.display());
+    let before = stamp(path).map_err(|e| cannot(&e))?;
+    let file = std::fs::File::open(path).map_err(|e| cannot(&e))?;
     let snap = match format {
-        FileFormat::ClientKeys => parse::client_keys(&bytes)?,
-        FileFormat::Csv => parse::csv(&bytes)?,
-    };
+        FileFormat::ClientKeys => parse::client_keys(file, before.len),
+        FileFormat::Csv => parse::csv(std::io::BufReader::new(file), before.len),
+    }
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((before, snap))
 }
 
