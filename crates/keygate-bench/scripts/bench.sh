@@ -2,6 +2,7 @@
 # Reproduces one row of BENCHMARKS.md:  crates/keygate-bench/scripts/bench.sh ROW
 #   ROW: floor | cache | file | sqlite | mysql | postgres | redis | ldap | exec | seed | memory | storm | sync | sweep
 # Env: CLIENTS (default 8), DURATION (default 10s), AGENTS (default 100000),
+#      ROUNDS (cache: on/off pairs, default 2; memory: check runs, default 3),
 #      KEYGATE_TEST_MYSQL_URL, KEYGATE_TEST_POSTGRES_URL (as for the tests),
 #      BENCH_DB (default keygate_bench), DB_SOCKET=1 (mysql/postgres rows over
 #      the Unix sockets MYSQL_SOCKET, PG_SOCKET_DIR instead of TCP).
@@ -98,15 +99,33 @@ case $row in
 floor)
     "$BENCH" socket --floor --clients "${FLOOR_CLIENTS:-1,8}" --duration "$DURATION" ;;
 cache)
+    # The cache in front of the in-memory file backend must not serve fewer
+    # requests than the same backend with the cache off: both daemons run
+    # in this one invocation, alternately (ROUNDS times each), and the row
+    # ends with the ratio of their medians.
     keys_file
-    start_daemon "[[backend]]
+    FILE_BACKEND="[[backend]]
 name = \"keys\"
 type = \"file\"
-path = \"$WORK/client.keys\"" true
-    warm_cache
-    "$KG" --config "$WORK/keygate.toml" cache stats | sed 's/^/# after warm-up: /'
-    socket_load --floor
-    "$KG" --config "$WORK/keygate.toml" cache stats | sed 's/^/# after the run: /' ;;
+path = \"$WORK/client.keys\""
+    on=(); off=()
+    for round in $(seq 1 "${ROUNDS:-2}"); do
+        start_daemon "$FILE_BACKEND" true
+        warm_cache
+        "$KG" --config "$WORK/keygate.toml" cache stats | sed 's/^/# after warm-up: /'
+        line=$(socket_load --floor | tee /dev/stderr | grep -E '^keygate ' | tail -1)
+        on+=("$(echo "$line" | sed -n 's/.*rps=\([0-9.]*\).*/\1/p')")
+        "$KG" --config "$WORK/keygate.toml" cache stats | sed 's/^/# after the run: /'
+        kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; rm -f "$WORK/keygate.sock"
+        start_daemon "$FILE_BACKEND" false
+        line=$(socket_load | tee /dev/stderr | grep -E '^keygate ' | tail -1)
+        off+=("$(echo "$line" | sed -n 's/.*rps=\([0-9.]*\).*/\1/p')")
+        kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; rm -f "$WORK/keygate.sock"
+        echo "# round $round: cache on ${on[-1]}/s, cache off ${off[-1]}/s"
+    done
+    median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+    m_on=$(median "${on[@]}"); m_off=$(median "${off[@]}")
+    echo "# cache hits vs cache off (file backend, $CLIENTS clients, medians of ${ROUNDS:-2}): $m_on/s vs $m_off/s = $(echo "scale=3; $m_on / $m_off" | bc) x (target >= 1)" ;;
 file)
     keys_file
     start_daemon "[[backend]]
@@ -260,6 +279,9 @@ seed)
     echo "# the seed script (python3 + mysql.connector, fresh connection per lookup):"
     "$BENCH" exec --keygate "$WORK/seed-wrap.sh" --config /dev/null --runs 50 --id-max "$AGENTS" ;;
 memory)
+    # RSS of the daemon with AGENTS agents loaded, then all of them cached;
+    # then `keygate check` (which loads the file) on a 1,000,000-line
+    # client.keys under /usr/bin/time -v: wall time and peak RSS.
     keys_file
     start_daemon "[[backend]]
 name = \"keys\"
@@ -269,15 +291,29 @@ path = \"$WORK/client.keys\"" true
     echo "# RSS after start, $AGENTS agents loaded: $(awk '/VmRSS/{print $2" "$3}' /proc/$PID/status)"
     warm_cache
     "$KG" --config "$WORK/keygate.toml" cache stats | sed 's/^/# /'
-    echo "# RSS with $AGENTS agents cached: $(awk '/VmRSS/{print $2" "$3}' /proc/$PID/status)"
+    rss=$(awk '/VmRSS/{print $2}' /proc/$PID/status)
+    echo "# RSS with $AGENTS agents cached: $rss kB = $(echo "scale=1; $rss / 1024" | bc) MiB = $(echo "scale=2; $rss / 1024 / 96" | bc) x the 96 MiB target"
     kill "$PID"; sleep 0.5
     "$BENCH" gen --count 1000000 > "$WORK/big.keys"
+    cat > "$WORK/big.toml" <<TOML
+[[backend]]
+name = "big"
+type = "file"
+path = "$WORK/big.keys"
+TOML
+    "$KG" --config "$WORK/big.toml" check > /dev/null # the file in the page cache
+    for run in $(seq 1 "${ROUNDS:-3}"); do
+        /usr/bin/time -v "$KG" --config "$WORK/big.toml" check > /dev/null 2> "$WORK/time.txt" || { cat "$WORK/time.txt" >&2; exit 1; }
+        wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$WORK/time.txt" | awk -F: '{print $(NF-1)*60 + $NF}')
+        peak=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$WORK/time.txt")
+        echo "# keygate check, 1,000,000-line client.keys, run $run: wall $wall s = $(echo "scale=2; $wall / 0.5" | bc) x the 0.5 s target; peak RSS $peak kB = $(echo "scale=1; $peak / 1024" | bc) MiB = $(echo "scale=2; $peak / 1024 / 300" | bc) x the 300 MiB target"
+    done
     LOG_LEVEL=info start_daemon "[[backend]]
 name = \"big\"
 type = \"file\"
 path = \"$WORK/big.keys\""
-    sleep 0.5
-    grep -o 'agents=[0-9]* invalid=[0-9]* elapsed_ms=[0-9]*' "$WORK/keygate.log" | sed 's/^/# 1,000,000-line client.keys loaded: /'
+    for _ in $(seq 1 100); do grep -q 'elapsed_ms=' "$WORK/keygate.log" && break; sleep 0.1; done
+    grep -o 'agents=[0-9]* invalid=[0-9]* elapsed_ms=[0-9]*' "$WORK/keygate.log" | sed 's/^/# 1,000,000-line client.keys loaded by the daemon: /'
     echo "# RSS with 1,000,000 agents loaded: $(awk '/VmRSS/{print $2" "$3}' /proc/${PIDS[-1]}/status)" ;;
 storm)
     mysql_db
