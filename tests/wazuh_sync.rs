@@ -406,10 +406,17 @@ fn listing_100000_agents_keeps_memory_bounded() {
         "the index of 100,000 agents should cost memory: {index} KiB"
     );
     let out = big.path("all.keys");
-    for args in [vec!["list"], vec!["export", "-o", out.to_str().unwrap()]] {
+    // `export` also keeps its own map of names and addresses to report
+    // duplicates (a few strings per agent, whatever the index costs), so
+    // its allowance is one index more rather than half of one: records
+    // shared with the backend made the index itself cheaper than that map.
+    for (args, allowance) in [
+        (vec!["list"], index / 2),
+        (vec!["export", "-o", out.to_str().unwrap()], index),
+    ] {
         let used = max_rss_kib(&big.config, &args);
         assert!(
-            used < loaded + index / 2,
+            used < loaded + allowance,
             "{args:?}: {used} KiB, index alone {loaded} KiB (index cost {index} KiB)"
         );
     }
