@@ -9,7 +9,7 @@
 //! lazily, so keygate starts and serves from its other backends.
 //!
 //! Heavy drivers sit behind cargo features (`file`, `sqlite`, `mysql`,
-//! `postgres`, `redis`, `ldap`, `exec`), all on by default.
+//! `postgres`, `redis`, `ldap`, `exec`, `http`), all on by default.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,7 +24,8 @@ pub use error::{BuildError, FileError};
     feature = "mysql",
     feature = "postgres",
     feature = "redis",
-    feature = "ldap"
+    feature = "ldap",
+    feature = "http"
 ))]
 pub mod endpoint;
 pub mod error;
@@ -32,6 +33,8 @@ pub mod error;
 pub mod exec;
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "ldap")]
 pub mod ldap;
 pub mod listing;
@@ -115,6 +118,13 @@ pub trait BackendSpec: DeserializeOwned + Send + Sync {
     /// keygate warns when the config file is readable by others.
     fn has_inline_password(&self) -> bool {
         false
+    }
+
+    /// Settings that are valid but risky (`insecure = true`), each with
+    /// its key: `keygate check` prints them, they never make a config
+    /// invalid.
+    fn warnings(&self, warnings: &mut Problems<'_>) {
+        let _ = warnings;
     }
 
     /// Builds the backend. Fails only on problems a restart cannot fix

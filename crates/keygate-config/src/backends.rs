@@ -90,6 +90,14 @@ macro_rules! backend_kinds {
                 }
             }
 
+            /// Valid but risky settings, under `prefix` (`backend[1]`).
+            pub fn warnings(&self, prefix: &str, out: &mut Vec<Problem>) {
+                let warnings = &mut Problems::new(prefix, out);
+                match self {
+                    $( #[cfg(feature = $feature)] Self::$variant(c) => c.warnings(warnings), )+
+                }
+            }
+
             /// Whether the backend's settings hold a password inline (in a URL).
             pub fn has_inline_password(&self) -> bool {
                 match self {
@@ -136,6 +144,7 @@ backend_kinds! {
     "redis" => Redis(keygate_backends::redis::RedisConfig),
     "ldap" => Ldap(keygate_backends::ldap::LdapConfig),
     "exec" => Exec(keygate_backends::exec::ExecConfig),
+    "http" => Http(keygate_backends::http::HttpConfig),
 }
 
 fn parse_spec<S: BackendSpec>(

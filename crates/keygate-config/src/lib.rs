@@ -189,7 +189,13 @@ impl Config {
     /// Valid settings that will probably not work as meant (`keygate
     /// check` prints them; they never make a config invalid).
     pub fn warnings(&self) -> Vec<Problem> {
-        self.server.warnings()
+        let mut warnings = self.server.warnings();
+        for (i, backend) in self.backends.iter().enumerate() {
+            backend
+                .kind
+                .warnings(&format!("backend[{i}]"), &mut warnings);
+        }
+        warnings
     }
 
     /// Whether `other` has the same backends (names and types, in order):

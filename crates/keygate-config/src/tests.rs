@@ -383,3 +383,28 @@ fn daemon_access_reads_the_socket_from_a_config_broken_elsewhere() {
     let access = crate::daemon_access(&dir.path().join("missing.toml"));
     assert_eq!(access.socket, PathBuf::from(crate::WAZUH_SOCKET));
 }
+
+/// A backend's risky but valid setting (`insecure = true` on an http
+/// backend) is a warning under its key path, which `keygate check` prints.
+#[cfg(feature = "http")]
+#[test]
+fn backend_warnings_carry_their_key_path() {
+    let text = "[[backend]]\nname = \"a\"\ntype = \"file\"\npath = \"/k\"\n\
+                [[backend]]\nname = \"cmdb\"\ntype = \"http\"\n\
+                url_by_id = \"https://cmdb/api/{id}\"\nurl_by_ip = \"https://cmdb/api?ip={ip}\"\n\
+                insecure = true\n";
+    let config = load_str(text, Path::new("/etc/keygate")).unwrap();
+    let warnings: Vec<String> = config
+        .warnings()
+        .into_iter()
+        .filter(|w| w.path.starts_with("backend"))
+        .map(|w| w.to_string())
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with(
+            "backend[1].insecure: insecure = true: the inventory's TLS certificate is NOT verified"
+        ),
+        "{warnings:?}"
+    );
+}

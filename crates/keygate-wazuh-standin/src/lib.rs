@@ -19,9 +19,13 @@
 //! token (the next call gets 401), and counters of requests and writes.
 //! What it does not model: groups, agent status and keep-alives (every
 //! agent counts as connected and registered at insert time), RBAC.
+//!
+//! [`inventory`] is a second stand-in, for the `type = "http"` backend: an
+//! HTTPS inventory (CMDB) whose answers each test decides.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod handlers;
+pub mod inventory;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -218,7 +222,7 @@ async fn serve(
 }
 
 /// A CA and a server certificate for `localhost` and 127.0.0.1 signed by it.
-fn certificates() -> (String, Arc<rustls::ServerConfig>) {
+pub(crate) fn certificates() -> (String, Arc<rustls::ServerConfig>) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
