@@ -17,6 +17,7 @@ use keygate_testkit::redis::RedisServer;
 use keygate_testkit::slapd::Slapd;
 use keygate_testkit::sql::{self, Kind, TestDb};
 use keygate_testkit::{daemon::bin, repo_root};
+use keygate_wazuh_standin::inventory::Inventory;
 
 const KEY_001: &str = "0b9d9f06cc8cf44765a12c0aa01a6e2217130979f4dfeda24e22b0af7e8d237e";
 const KEY_010: &str = "abbac1bcd1f31ca84918948f5e33b85c26133b5062e03933b554cdffbf9d9c14";
@@ -31,6 +32,7 @@ const TESTED: &[&str] = &[
     "redis.toml",
     "ldap.toml",
     "exec.toml",
+    "http.toml",
 ];
 
 fn example(name: &str) -> PathBuf {
@@ -365,4 +367,47 @@ fn exec_example_answers() {
         ("id:001", "001", "web-01", "10.0.0.1", KEY_001),
         ("ip:10.0.0.1", "001", "web-01", "10.0.0.1", KEY_001),
     ]);
+}
+
+/// The value of `key = "..."` in an example.
+fn example_value(name: &str, key: &str) -> String {
+    let text = std::fs::read_to_string(example(name)).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{key} = \"")))
+        .unwrap_or_else(|| panic!("{name} has no {key}"));
+    line.split('"').nth(1).unwrap().to_owned()
+}
+
+/// http.toml: its agents served by a local HTTPS inventory with its own
+/// CA; only the host, the token and the CA file are the test's.
+#[test]
+fn http_example_answers() {
+    let block = data_block("http.toml");
+    let agents: Vec<Vec<&str>> = block.iter().map(|l| l.split(' ').collect()).collect();
+    let agents: Vec<(&str, &str, &str, &str)> =
+        agents.iter().map(|a| (a[0], a[1], a[2], a[3])).collect();
+    let inventory = Inventory::cmdb(&agents);
+    let mut run = Run::new("http.toml");
+    let ca = run.dir.path().join("ca.pem");
+    inventory.write_ca(&ca);
+    let token = run.file("cmdb.token", "example-token\n");
+    for key in ["url_by_id", "url_by_ip", "url_all"] {
+        let template = example_value("http.toml", key);
+        run.set(
+            &format!("KEYGATE_BACKEND__CMDB__{}", key.to_uppercase()),
+            template.replace("https://cmdb.example.org", &inventory.url()),
+        );
+    }
+    run.set("KEYGATE_BACKEND__CMDB__CA_FILE", ca.display())
+        .set("KEYGATE_BACKEND__CMDB__TOKEN_FILE", token.display());
+    run.expect(&[
+        ("id:001", "001", "web-01", "10.0.0.1", KEY_001),
+        ("ip:10.0.0.2", "002", "db-01", "10.0.0.2", KEY_010),
+    ]);
+    let seen = inventory.seen();
+    assert!(seen.len() >= 3, "{seen:?}");
+    assert!(seen
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some("Bearer example-token")));
 }

@@ -58,6 +58,7 @@ fn version_lists_the_backends_compiled_in() {
         ("redis", cfg!(feature = "redis")),
         ("ldap", cfg!(feature = "ldap")),
         ("exec", cfg!(feature = "exec")),
+        ("http", cfg!(feature = "http")),
     ];
     let compiled: Vec<&str> = features
         .iter()
