@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces one row of BENCHMARKS.md:  crates/keygate-bench/scripts/bench.sh ROW
 #   ROW: floor | cache | file | sqlite | mysql | postgres | redis | ldap | exec | seed | memory | storm | sync | sweep
+#        | exec-backend | http
 # Env: CLIENTS (default 8), DURATION (default 10s), AGENTS (default 100000),
 #      ROUNDS (cache: on/off pairs, default 2; memory: check runs, default 3),
 #      KEYGATE_TEST_MYSQL_URL, KEYGATE_TEST_POSTGRES_URL (as for the tests),
@@ -357,6 +358,52 @@ TOML
     echo "# sync --apply, $n agents into an empty stand-in: $t1 s"
     echo "# sync (dry run), $n agents, nothing to change: $t2 s"
     echo "# sync --apply, $n agents, nothing to change: $t3 s" ;;
+exec-backend)
+    # The exec backend running the seed script (python3 + mysql.connector, a
+    # new interpreter and connection per lookup) against MariaDB: cache off,
+    # then cache on after every agent was asked once. EXEC_AGENTS (default
+    # 200) agents, so the warm-up (one script run each) stays short.
+    AGENTS=${EXEC_AGENTS:-200}
+    python3 -c 'import mysql.connector' 2>/dev/null || { echo "needs python3 with mysql-connector-python: bash tests/setup.sh" >&2; exit 1; }
+    mysql_db
+    auth=${MYSQL_URL#mysql://}; hostport=${auth#*@}; user=${auth%@*}
+    backend="[[backend]]
+name = \"legacy\"
+type = \"exec\"
+command = [\"python3\", \"$ROOT/crates/keygate-bench/seed/seed_script.py\"]
+timeout = \"10s\"
+max_concurrent = ${EXEC_CONCURRENT:-4}
+env = { SEED_DB_HOST = \"${hostport%:*}\", SEED_DB_USER = \"${user%%:*}\", SEED_DB_NAME = \"keygate_bench\" }"
+    start_daemon "$backend" false
+    off=$(socket_load | tee /dev/stderr | grep '^keygate' | sed -n 's/.*rps=\([0-9.]*\).*/\1/p')
+    kill "${PIDS[-1]}"; for _ in $(seq 1 100); do [ -S "$WORK/keygate.sock" ] || break; sleep 0.05; done
+    start_daemon "$backend" true
+    warm_cache
+    on=$(socket_load | tee /dev/stderr | grep '^keygate' | sed -n 's/.*rps=\([0-9.]*\).*/\1/p')
+    echo "# exec backend + seed script, $AGENTS agents, $CLIENTS clients, max_concurrent ${EXEC_CONCURRENT:-4}: cache off $off rps, cache on (warm) $on rps, ratio $(echo "scale=0; $on / $off" | bc)x" ;;
+http)
+    # The http backend against the inventory stand-in (keygate-bench
+    # inventory: HTTPS with its own CA, hyper on 2 threads, the same
+    # machine) serving AGENTS generated agents; cache off, with the floor.
+    "$BENCH" inventory --ca "$WORK/ca.pem" --count "$AGENTS" > "$WORK/inventory.url" &
+    PIDS+=($!)
+    for _ in $(seq 1 300); do [ -s "$WORK/inventory.url" ] && break; sleep 0.1; done
+    URL=$(head -1 "$WORK/inventory.url")
+    echo bench-token > "$WORK/cmdb.token"
+    start_daemon "[[backend]]
+name = \"cmdb\"
+type = \"http\"
+url_by_id = \"$URL/api/agents/{id}\"
+url_by_ip = \"$URL/api/agents?ip={ip}\"
+token_file = \"$WORK/cmdb.token\"
+ca_file = \"$WORK/ca.pem\"
+[backend.fields]
+id = \"/data/0/agent_id\"
+name = \"/data/0/hostname\"
+ip = \"/data/0/ip\"
+key = \"/data/0/wazuh_key\""
+    socket_load --floor
+    echo "# the inventory stand-in shares the cores with keygate and the load generator." ;;
 sweep)
     # Throughput against concurrency for each backend; writes a CSV for chart.py.
     out=${SWEEP_OUT:-$ROOT/crates/keygate-bench/results/sweep.csv}

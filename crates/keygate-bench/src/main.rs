@@ -42,6 +42,10 @@ enum Cmd {
     /// Runs the Wazuh API stand-in (for `keygate sync`) until killed:
     /// writes its CA to --ca and prints its URL.
     WazuhStandin(standin::StandinArgs),
+    /// Runs an inventory (CMDB) stand-in over the generated agents (for
+    /// the http backend) until killed: writes its CA to --ca and prints
+    /// its URL.
+    Inventory(standin::InventoryArgs),
 }
 
 fn main() -> Result<()> {
@@ -49,6 +53,7 @@ fn main() -> Result<()> {
         Cmd::Socket(a) => socket::main(a),
         Cmd::Gen(a) => gen::main(a),
         Cmd::WazuhStandin(a) => standin::main(a),
+        Cmd::Inventory(a) => standin::inventory(a),
         Cmd::Exec(a) => {
             if a.runs == 0 {
                 bail!("--runs must be at least 1");

@@ -1,6 +1,7 @@
 //! `keygate-bench wazuh-standin`: the Wazuh API stand-in as a process, for
 //! `bench.sh sync` (it writes its CA and prints its URL, then serves until
-//! killed).
+//! killed); `keygate-bench inventory`: the inventory (CMDB) stand-in with
+//! the generated agents, for `bench.sh http`.
 
 use std::time::Duration;
 
@@ -26,6 +27,34 @@ pub fn main(a: StandinArgs) -> Result<()> {
     let standin = keygate_wazuh_standin::StandIn::start(&a.user, &a.password);
     standin.write_ca(&a.ca);
     println!("{}", standin.url());
+    std::io::Write::flush(&mut std::io::stdout())?;
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// `inventory` options.
+#[derive(Args)]
+pub struct InventoryArgs {
+    /// Where to write the inventory's CA certificate (PEM).
+    #[arg(long)]
+    ca: std::path::PathBuf,
+    /// How many generated agents it serves (`gen`'s agents 1..=N).
+    #[arg(long, default_value_t = 100_000)]
+    count: u32,
+}
+
+/// Serves the generated agents until killed.
+pub fn inventory(a: InventoryArgs) -> Result<()> {
+    let agents: Vec<(String, String, String, String)> =
+        (1..=a.count).map(crate::gen::agent).collect();
+    let refs: Vec<(&str, &str, &str, &str)> = agents
+        .iter()
+        .map(|x| (x.0.as_str(), x.1.as_str(), x.2.as_str(), x.3.as_str()))
+        .collect();
+    let inventory = keygate_wazuh_standin::inventory::Inventory::cmdb(&refs);
+    inventory.write_ca(&a.ca);
+    println!("{}", inventory.url());
     std::io::Write::flush(&mut std::io::stdout())?;
     loop {
         std::thread::sleep(Duration::from_secs(3600));
