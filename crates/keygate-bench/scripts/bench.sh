@@ -7,6 +7,11 @@
 #      KEYGATE_TEST_MYSQL_URL, KEYGATE_TEST_POSTGRES_URL (as for the tests),
 #      BENCH_DB (default keygate_bench), DB_SOCKET=1 (mysql/postgres rows over
 #      the Unix sockets MYSQL_SOCKET, PG_SOCKET_DIR instead of TCP).
+#      ROUNDS (socket rows: floor and keygate measured side by side this many
+#      times, then the median ratio; default 3 for cache and file, else 1).
+# Every socket row measures the real floor (blocking threads: accept, one
+# read, one write, close; no runtime) in the same invocation, just before
+# keygate, and prints keygate's ratio to it.
 # Needs release builds: cargo build --release --workspace
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -51,7 +56,8 @@ TOML
     [ -S "$WORK/keygate.sock" ] || { cat "$WORK/keygate.log" >&2; exit 1; }
 }
 
-socket_load() { "$BENCH" socket --socket "$WORK/keygate.sock" --clients "$CLIENTS" --duration "$DURATION" --id-min 1 --id-max "$AGENTS" "$@"; }
+socket_load() { "$BENCH" socket --socket "$WORK/keygate.sock" --clients "$CLIENTS" --duration "$DURATION" --id-min 1 --id-max "$AGENTS" \
+    --rounds "${ROUNDS:-1}" --floor "$@"; }
 
 # Every agent asked once, in order, by one client: the cache then holds all.
 warm_cache() {
@@ -98,7 +104,7 @@ row=${1:?usage: bench.sh ROW}
 machine
 case $row in
 floor)
-    "$BENCH" socket --floor --clients "${FLOOR_CLIENTS:-1,8}" --duration "$DURATION" ;;
+    "$BENCH" socket --floor blocking,tokio --clients "${FLOOR_CLIENTS:-1,8}" --duration "$DURATION" ;;
 cache)
     # The cache in front of the in-memory file backend must not serve fewer
     # requests than the same backend with the cache off: both daemons run
@@ -114,12 +120,12 @@ path = \"$WORK/client.keys\""
         start_daemon "$FILE_BACKEND" true
         warm_cache
         "$KG" --config "$WORK/keygate.toml" cache stats | sed 's/^/# after warm-up: /'
-        line=$(socket_load --floor | tee /dev/stderr | grep -E '^keygate ' | tail -1)
+        line=$(ROUNDS=1 socket_load | tee /dev/stderr | grep -E '^keygate ' | tail -1)
         on+=("$(echo "$line" | sed -n 's/.*rps=\([0-9.]*\).*/\1/p')")
         "$KG" --config "$WORK/keygate.toml" cache stats | sed 's/^/# after the run: /'
         kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; rm -f "$WORK/keygate.sock"
         start_daemon "$FILE_BACKEND" false
-        line=$(socket_load | tee /dev/stderr | grep -E '^keygate ' | tail -1)
+        line=$(ROUNDS=1 socket_load | tee /dev/stderr | grep -E '^keygate ' | tail -1)
         off+=("$(echo "$line" | sed -n 's/.*rps=\([0-9.]*\).*/\1/p')")
         kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; rm -f "$WORK/keygate.sock"
         echo "# round $round: cache on ${on[-1]}/s, cache off ${off[-1]}/s"
@@ -133,7 +139,7 @@ file)
 name = \"keys\"
 type = \"file\"
 path = \"$WORK/client.keys\""
-    socket_load --floor ;;
+    ROUNDS=${ROUNDS:-3} socket_load ;;
 sqlite)
     "$BENCH" gen --count "$AGENTS" --format sql > "$WORK/agents.sql"
     python3 - "$WORK" <<'PY'
@@ -152,7 +158,7 @@ path = \"$WORK/agents.db\"
 pool_size = 8
 query_by_id = \"SELECT id,name,ip,agent_key FROM agent WHERE id = ?\"
 query_by_ip = \"SELECT id,name,ip,agent_key FROM agent WHERE ip = ?\""
-    socket_load --floor ;;
+    socket_load ;;
 mysql)
     # keygate (cache off, pool of CLIENTS) and mariadb-slap: CLIENTS clients
     # each, point selects by primary key on the same table, uniform ids.
@@ -214,7 +220,7 @@ redis)
 name = \"kv\"
 type = \"redis\"
 url = \"redis://127.0.0.1:$PORT/0\""
-    socket_load --floor
+    socket_load
     echo "# redis-benchmark HGETALL at the same concurrency:"
     redis-benchmark -p "$PORT" -c "$CLIENTS" -n 200000 -q HGETALL wazuh:agent:05000 2>&1 | tail -1 | sed 's/^/# /' ;;
 ldap)
@@ -238,7 +244,7 @@ bind_dn = \"cn=keygate,ou=services,dc=example,dc=org\"
 password_file = \"$WORK/ldap.pass\"
 base_dn = \"ou=agents,dc=example,dc=org\"
 pool_size = 4"
-    socket_load --floor
+    socket_load
     echo "# slapd CPU during the run is what bounds this row (see BENCHMARKS.md)." ;;
 exec)
     # Target 4: the one-shot through a running daemon against the spawn time

@@ -7,8 +7,10 @@
 //! and max latency, replies by error code, and failed connections.
 //!
 //! `--floor` also runs the same load against a built-in responder that
-//! returns a fixed reply without any lookup (tokio, like keygate): the
-//! kernel's and runtime's floor, measured in the same invocation.
+//! returns a fixed reply without any lookup, in the same invocation: the
+//! real floor is plain threads blocking in `accept()` (accept, one read,
+//! one write, close; no async runtime), and `--floor blocking,tokio` adds a
+//! tokio responder as a second, labelled reference.
 //! `exec` times `keygate --config F id X` runs, as Wazuh's exec mode does.
 
 mod exec;

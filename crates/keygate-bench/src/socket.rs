@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::floor::start_floor;
+use crate::floor::{self, Floor};
 use crate::load::{load_requests, run_load, Mix, RunResult};
 
 #[derive(Args)]
@@ -31,9 +31,18 @@ pub struct SocketArgs {
     /// wrong answers.
     #[arg(long)]
     pub verify: bool,
-    /// Also measure the fixed-reply floor in the same invocation.
-    #[arg(long)]
-    pub floor: bool,
+    /// Also measure fixed-reply floors in the same invocation, before
+    /// keygate at each client count: `--floor` alone is the real floor
+    /// (blocking threads, no runtime); `--floor blocking,tokio` adds the
+    /// tokio responder as a second reference. keygate's ratio is printed
+    /// against the first floor named.
+    #[arg(long, num_args = 0..=1, value_delimiter = ',', default_missing_value = "blocking")]
+    pub floor: Vec<Floor>,
+    /// Measure each client count this many times (floors then keygate,
+    /// side by side each time) and end with the median ratio: figures on a
+    /// busy machine vary from run to run, their ratio much less.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
     /// Print one JSON object per run instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -41,7 +50,23 @@ pub struct SocketArgs {
     pub mix: Mix,
 }
 
-fn print_result(r: &RunResult, json: bool, floor_rps: Option<f64>) {
+/// keygate's throughput against each floor measured just before it.
+struct Against<'a>(&'a [(Floor, f64)]);
+
+impl Against<'_> {
+    fn text(&self, rps: f64) -> String {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, (floor, f))| match i {
+                0 => format!("  {:.2}x {}", rps / f, floor.label()),
+                _ => format!(", {:.2}x {}", rps / f, floor.label()),
+            })
+            .collect()
+    }
+}
+
+fn print_result(r: &RunResult, json: bool, floors: &Against<'_>) {
     let codes: Vec<String> = r
         .tally
         .codes
@@ -51,19 +76,22 @@ fn print_result(r: &RunResult, json: bool, floor_rps: Option<f64>) {
         .map(|(c, n)| format!("{c}:{n}"))
         .collect();
     if json {
+        let against: serde_json::Map<String, serde_json::Value> = floors
+            .0
+            .iter()
+            .map(|(floor, f)| (floor.label().to_owned(), (r.rps() / f).into()))
+            .collect();
         let v = serde_json::json!({
             "target": r.label, "clients": r.clients, "seconds": r.elapsed.as_secs_f64(),
             "requests": r.total(), "rps": r.rps(), "p50_ms": r.pct(0.5), "p99_ms": r.pct(0.99),
             "max_ms": r.pct(1.0), "codes": r.tally.codes, "failed_connections": r.tally.failed_connections,
-            "bad_replies": r.tally.bad_replies, "wrong_answers": r.tally.wrong_answers, "vs_floor": floor_rps.map(|f| r.rps() / f),
+            "bad_replies": r.tally.bad_replies, "wrong_answers": r.tally.wrong_answers,
+            "vs_floor": floors.0.first().map(|(_, f)| r.rps() / f), "vs": against,
         });
         println!("{v}");
     } else {
-        let ratio = floor_rps
-            .map(|f| format!("  {:.2}x floor", r.rps() / f))
-            .unwrap_or_default();
         println!(
-            "{:<8} clients={:<3} requests={:<8} rps={:<10.0} p50={:.3}ms p99={:.3}ms max={:.3}ms codes=[{}] failed_conn={} bad_replies={} wrong={}{}",
+            "{:<11} clients={:<3} requests={:<8} rps={:<10.0} p50={:.3}ms p99={:.3}ms max={:.3}ms codes=[{}] failed_conn={} bad_replies={} wrong={}{}",
             r.label,
             r.clients,
             r.total(),
@@ -75,33 +103,86 @@ fn print_result(r: &RunResult, json: bool, floor_rps: Option<f64>) {
             r.tally.failed_connections,
             r.tally.bad_replies,
             r.tally.wrong_answers,
-            ratio
+            floors.text(r.rps()),
         );
     }
 }
 
-/// Runs every requested client count against the floor and/or keygate.
+/// The median of `v` (sorted in place); `None` if empty.
+fn median(v: &mut [f64]) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// Runs every requested client count against the floors and/or keygate.
 pub fn main(args: SocketArgs) -> Result<()> {
-    if args.socket.is_none() && !args.floor {
+    if args.socket.is_none() && args.floor.is_empty() {
         bail!("give --socket, --floor, or both");
     }
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
     let fixed = load_requests(&args.mix)?;
-    let floor = if args.floor {
-        Some(start_floor()?)
-    } else {
-        None
-    };
+    let floors = args
+        .floor
+        .iter()
+        .map(|&f| Ok((f, floor::start(f)?)))
+        .collect::<Result<Vec<_>>>()?;
     for &clients in &args.clients {
-        let mut floor_rps = None;
-        if let Some((_, path)) = &floor {
-            let r = run_load("floor", path, clients, &args, &fixed)?;
-            floor_rps = Some(r.rps());
-            print_result(&r, args.json, None);
+        let mut ratios = Vec::new();
+        let mut p99s = Vec::new();
+        for _ in 0..args.rounds {
+            let mut measured = Vec::new();
+            for (floor, running) in &floors {
+                let r = run_load(floor.label(), &running.path, clients, &args, &fixed)?;
+                print_result(&r, args.json, &Against(&measured));
+                measured.push((*floor, r.rps()));
+            }
+            if let Some(socket) = &args.socket {
+                let r = run_load("keygate", socket, clients, &args, &fixed)?;
+                print_result(&r, args.json, &Against(&measured));
+                if let Some((_, f)) = measured.first() {
+                    ratios.push(r.rps() / f);
+                }
+                p99s.push(r.pct(0.99));
+            }
         }
-        if let Some(socket) = &args.socket {
-            let r = run_load("keygate", socket, clients, &args, &fixed)?;
-            print_result(&r, args.json, floor_rps);
+        if args.rounds > 1 && !args.json {
+            if let (Some(ratio), Some(p99)) = (median(&mut ratios), median(&mut p99s)) {
+                let floor = floors.first().map_or("floor", |(f, _)| f.label());
+                println!(
+                    "# clients={clients}: median of {} rounds: keygate {ratio:.2}x {floor}, p99 {p99:.3}ms",
+                    args.rounds
+                );
+            }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn ratio_is_against_the_first_floor_named() {
+        let measured = [(Floor::Blocking, 100.0), (Floor::Tokio, 80.0)];
+        assert_eq!(
+            Against(&measured).text(80.0),
+            "  0.80x floor, 1.00x floor-tokio"
+        );
+        assert_eq!(Against(&[]).text(80.0), "");
+    }
 }
