@@ -3,6 +3,15 @@
 //! the config. Both sockets go through the same accept loop
 //! ([`keygate_server::run`]); the admin commands are executed here
 //! ([`Control`] for [`Daemon`]), and `src/control.rs` is only their client.
+//!
+//! Threads: a multi-threaded runtime runs everything but the Wazuh socket
+//! (control socket, metrics, signals, reloads, the backends' own tasks).
+//! The Wazuh socket is served by one accept loop per core, each on its own
+//! single-threaded runtime with its own clone of the listener
+//! ([`acceptors`]): a request is accepted, answered and closed on the core
+//! that accepted it, and what has to wait (a backend lookup) waits on that
+//! core too, instead of waking a thread on another core for each
+//! connection. The loops share the connection slots and counters.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,7 +25,9 @@ use keygate_server::control::{
     BackendView, Control, ControlHandler, ControlRequest, ControlResponse,
 };
 use keygate_server::socket::{self, SocketOptions};
-use keygate_server::{fdlimit, run, Access, Counters, Limits, Serving, Wazuh, WazuhSettings};
+use keygate_server::{
+    fdlimit, run, Access, Counters, Limits, Serving, Slots, Wazuh, WazuhSettings,
+};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::EX_CONFIG;
@@ -325,19 +336,21 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let reloader = tokio::spawn(reload_on_sighup(daemon.clone(), hup));
-    // Type=notify: bound and listening, so connections queue for the accept
-    // loops below.
+    let acceptors = match acceptors(listener, &wazuh, limits, &daemon.counters, &stopped).await {
+        Ok(done) => done,
+        Err(e) => return cannot_start("socket", &e),
+    };
+    // Type=notify: bound and watched, so connections queue for the accept
+    // loops.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "Cannot tell systemd that keygate is ready.");
     }
     tokio::join!(
-        run(
-            listener,
-            wazuh,
-            limits,
-            daemon.counters.clone(),
-            until_stopped(stopped.clone())
-        ),
+        async {
+            for done in acceptors {
+                let _ = done.await;
+            }
+        },
         run(
             control_listener,
             control,
@@ -355,6 +368,68 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
     drop(control_file);
     tracing::info!("Stopped.");
     ExitCode::SUCCESS
+}
+
+/// Starts one accept loop per core on the Wazuh socket, each in its own
+/// thread on a single-threaded runtime, sharing `limits`' connection slots
+/// and `counters`; each stops accepting when `stopped` turns true and then
+/// drains. Returns once every loop watches the socket, with one receiver
+/// per loop, completed when it has finished.
+async fn acceptors(
+    listener: tokio::net::UnixListener,
+    wazuh: &Arc<Wazuh>,
+    limits: Limits,
+    counters: &Arc<Counters>,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<Vec<tokio::sync::oneshot::Receiver<()>>> {
+    let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let listener = listener.into_std()?;
+    let slots = Slots::new(limits.max_connections);
+    let mut done = Vec::with_capacity(n);
+    for i in 0..n {
+        let listener = listener.try_clone()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (wazuh, slots, counters) = (wazuh.clone(), slots.clone(), counters.clone());
+        let mut stopped = stopped.clone();
+        let (finished, finished_rx) = tokio::sync::oneshot::channel();
+        let (ready, ready_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("keygate-accept-{i}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::UnixListener::from_std(listener) {
+                        Ok(l) => {
+                            let _ = ready.send(Ok(()));
+                            l
+                        }
+                        Err(error) => {
+                            let _ = ready.send(Err(error));
+                            return;
+                        }
+                    };
+                    let until_stopped = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    keygate_server::serve(
+                        listener,
+                        wazuh,
+                        &slots,
+                        limits.drain,
+                        counters,
+                        until_stopped,
+                    )
+                    .await;
+                });
+                let _ = finished.send(());
+            })?;
+        ready_rx
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("accept loop died")))?;
+        done.push(finished_rx);
+    }
+    Ok(done)
 }
 
 /// Completes at SIGTERM or SIGINT. The handlers are installed when this is

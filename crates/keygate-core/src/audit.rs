@@ -224,11 +224,39 @@ impl Asked {
     }
 }
 
+/// How long what `/proc` said about a peer process is reused for the next
+/// requests from the same pid on the same thread. Wazuh's authd asks from
+/// one long-lived process, so reading `/proc/<pid>/stat` (three system
+/// calls, more than the rest of a cached answer) once per connection is
+/// waste; a pid reused by another process within this time is not a case
+/// worth a system call per request for a label.
+const PEER_MEMO: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// The last peer looked up on this thread: its pid, when, and the answer.
+    static LAST_PEER: std::cell::Cell<Option<(i32, Instant, Option<i32>)>> =
+        const { std::cell::Cell::new(None) };
+}
+
 /// The parent of process `pid` if `pid` runs under our own process name
 /// (a keygate one-shot), read from `/proc/<pid>/stat`, which any user may
-/// read. Only a label for the metrics and the audit trail, never used to
-/// decide anything.
+/// read, or remembered from a lookup of the same pid less than
+/// [`PEER_MEMO`] ago. Only a label for the metrics and the audit trail,
+/// never used to decide anything.
 fn forwarding_exec_parent(pid: i32) -> Option<i32> {
+    let now = Instant::now();
+    if let Some((last, at, parent)) = LAST_PEER.get() {
+        if last == pid && now.saturating_duration_since(at) < PEER_MEMO {
+            return parent;
+        }
+    }
+    let parent = read_exec_parent(pid);
+    LAST_PEER.set(Some((pid, now, parent)));
+    parent
+}
+
+/// [`forwarding_exec_parent`], read from `/proc` every time.
+fn read_exec_parent(pid: i32) -> Option<i32> {
     static OURS: OnceLock<Option<String>> = OnceLock::new();
     let ours = OURS
         .get_or_init(|| stat("self").map(|(comm, _)| comm))
@@ -286,5 +314,21 @@ mod tests {
         let asked = Asked::socket(Some(0), Some(0), Some(me));
         assert_eq!(asked.frontend, Frontend::Exec);
         assert_eq!(asked.requester.parent_pid, Some(parent));
+    }
+
+    /// What `/proc` said about the last peer is reused for its next
+    /// requests, within `PEER_MEMO` only and for that pid only (a planted
+    /// answer shows which was used: pid 1 is never a keygate one-shot).
+    #[test]
+    fn the_last_peer_is_remembered_for_a_moment() {
+        let now = Instant::now();
+        LAST_PEER.set(Some((1, now, Some(42))));
+        assert_eq!(forwarding_exec_parent(1), Some(42));
+        LAST_PEER.set(Some((2, now, Some(42))));
+        assert_eq!(forwarding_exec_parent(1), None);
+        if let Some(old) = now.checked_sub(PEER_MEMO * 2) {
+            LAST_PEER.set(Some((1, old, Some(42))));
+            assert_eq!(forwarding_exec_parent(1), None);
+        }
     }
 }

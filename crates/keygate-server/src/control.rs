@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use crate::server::{Handler, Peer};
+use crate::server::{Connection, Handler, Peer};
 
 /// Largest request or response read, in bytes.
 const MAX_MESSAGE: u64 = 1 << 20;
@@ -118,7 +118,14 @@ fn may_administer(peer: Option<&Peer>) -> bool {
 }
 
 impl<C: Control> Handler for ControlHandler<C> {
-    async fn handle(&self, mut stream: UnixStream, peer: Option<Peer>) {
+    async fn handle(&self, connection: Connection, peer: Option<Peer>) {
+        let mut stream = match connection.into_tokio() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "Control connection lost.");
+                return;
+            }
+        };
         let response = if may_administer(peer.as_ref()) {
             let mut buf = Vec::new();
             let mut limited = (&mut stream).take(MAX_MESSAGE);

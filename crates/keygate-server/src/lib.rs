@@ -24,5 +24,5 @@ pub mod server;
 pub mod socket;
 pub mod wazuh;
 
-pub use server::{run, Counters, Handler, Limits, Peer};
+pub use server::{run, serve, Connection, Counters, Handler, Limits, Peer, Slots};
 pub use wazuh::{Access, Serving, Wazuh, WazuhSettings};

@@ -7,6 +7,18 @@
 //!   that connect and say nothing can never keep Wazuh's request in the
 //!   backlog. What bounds the work done at once is up to the handler (the
 //!   Wazuh handler bounds lookups in flight separately).
+//! - A connection is served on the accepting task while it can be, and
+//!   gets a task of its own only when it has to wait: the handler's future
+//!   is polled once right after `accept()`, and spawned only if that poll is
+//!   pending. A fresh [`Connection`] is a plain socket the runtime does not
+//!   watch: its reads and writes are first tried at once, and the socket is
+//!   handed back to the runtime's poller only if one would block. A Wazuh
+//!   request whose bytes are there and whose answer is in memory is thus
+//!   accepted, read, answered and closed with no task, no wait in the
+//!   poller and no wake-up of another thread.
+//! - Several loops may serve one socket ([`serve`] with shared [`Slots`]),
+//!   each on its own single-threaded runtime, so a connection is accepted,
+//!   answered and closed on the core that accepted it.
 //! - An accept error (EMFILE when file descriptors run out) backs off
 //!   exponentially up to [`MAX_BACKOFF`] instead of spinning, and the delay
 //!   resets after the next successful accept.
@@ -14,11 +26,14 @@
 //!   [`Limits::drain`] for the connections being served.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, Read, Write};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
@@ -52,22 +67,141 @@ impl Peer {
     }
 }
 
-/// What serves one accepted connection. The loop spawns one task per
-/// connection and calls this once in it.
+/// One accepted connection, with its peer's credentials.
+///
+/// Fresh from the listener it is a plain non-blocking socket that the
+/// runtime does not watch: [`read`](Self::read) and
+/// [`write_all`](Self::write_all) first try the system call at once, and
+/// only when it would block is the socket registered with the runtime's
+/// poller (once; it stays so) and the call awaited. A Wazuh client sends its
+/// request as soon as it is connected and reads a reply that fits the
+/// socket buffer, so most connections never wait in the poller.
+#[derive(Debug)]
+pub struct Connection {
+    state: State,
+    peer: Option<Peer>,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Not registered with the runtime; non-blocking.
+    Plain(std::os::unix::net::UnixStream),
+    /// Registered with the runtime's poller.
+    Watched(UnixStream),
+    /// Registering failed; the socket is closed.
+    Lost,
+}
+
+impl Connection {
+    /// A connection fresh from the listener (registered with the runtime,
+    /// as tokio's `accept` leaves it): its peer is read, then it is taken
+    /// off the poller and its first read is tried at once.
+    pub fn accepted(stream: UnixStream) -> io::Result<Self> {
+        let peer = Peer::of(&stream);
+        Ok(Self {
+            state: State::Plain(stream.into_std()?),
+            peer,
+        })
+    }
+
+    /// A connection that stays registered with the runtime.
+    pub fn watched(stream: UnixStream) -> Self {
+        Self {
+            peer: Peer::of(&stream),
+            state: State::Watched(stream),
+        }
+    }
+
+    /// Who connected; `None` if the kernel does not say.
+    pub fn peer(&self) -> Option<Peer> {
+        self.peer
+    }
+
+    /// Reads what the peer sent, at most `buf.len()` bytes; 0 at its end.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let State::Plain(s) = &mut self.state {
+            loop {
+                match s.read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.registered()?.read(buf).await
+    }
+
+    /// Writes all of `bytes`.
+    pub async fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        if let State::Plain(s) = &mut self.state {
+            while !bytes.is_empty() {
+                match s.write(bytes) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => bytes = &bytes[n..],
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if bytes.is_empty() {
+                return Ok(());
+            }
+        }
+        self.registered()?.write_all(bytes).await
+    }
+
+    /// The connection as a tokio stream, registered with the runtime (for
+    /// handlers that want tokio's reading and writing helpers).
+    pub fn into_tokio(mut self) -> io::Result<UnixStream> {
+        self.registered()?;
+        match self.state {
+            State::Watched(s) => Ok(s),
+            _ => Err(lost()),
+        }
+    }
+
+    /// Registers the socket with the runtime if it is not yet.
+    fn registered(&mut self) -> io::Result<&mut UnixStream> {
+        if matches!(self.state, State::Plain(_)) {
+            let State::Plain(plain) = std::mem::replace(&mut self.state, State::Lost) else {
+                return Err(lost());
+            };
+            self.state = State::Watched(UnixStream::from_std(plain)?);
+        }
+        match &mut self.state {
+            State::Watched(s) => Ok(s),
+            _ => Err(lost()),
+        }
+    }
+}
+
+fn lost() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the connection could not be registered with the runtime",
+    )
+}
+
+/// What serves one accepted connection. The loop calls this once per
+/// connection and polls the future once on the accepting task; only if it
+/// is pending then does it get a task of its own.
 pub trait Handler: Send + Sync + 'static {
-    /// Serves `stream`, opened by `peer`, to the end.
-    fn handle(&self, stream: UnixStream, peer: Option<Peer>) -> impl Future<Output = ()> + Send;
+    /// Serves `connection`, opened by `peer`, to the end.
+    fn handle(&self, connection: Connection, peer: Option<Peer>)
+        -> impl Future<Output = ()> + Send;
 }
 
 /// A source of connections: the Unix listener, or a stand-in in tests.
 pub trait Accept: Send {
     /// The next connection.
-    fn accept(&mut self) -> impl Future<Output = io::Result<UnixStream>> + Send;
+    fn accept(&mut self) -> impl Future<Output = io::Result<Connection>> + Send;
 }
 
 impl Accept for UnixListener {
-    async fn accept(&mut self) -> io::Result<UnixStream> {
-        UnixListener::accept(self).await.map(|(stream, _)| stream)
+    async fn accept(&mut self) -> io::Result<Connection> {
+        let (stream, _) = UnixListener::accept(self).await?;
+        Connection::accepted(stream)
     }
 }
 
@@ -148,17 +282,50 @@ impl Backoff {
     }
 }
 
+/// The connection slots of one socket, shared by every loop serving it
+/// ([`Limits::max_connections`] of them).
+#[derive(Clone, Debug)]
+pub struct Slots {
+    open: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl Slots {
+    /// `max_connections` slots (at least one).
+    pub fn new(max_connections: usize) -> Self {
+        let limit = max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            open: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+}
+
 /// Serves `listener` with `handler` until `shutdown` completes, then stops
 /// accepting and waits up to `limits.drain` for the connections open.
 pub async fn run<L: Accept, H: Handler>(
-    mut listener: L,
+    listener: L,
     handler: Arc<H>,
     limits: Limits,
     counters: Arc<Counters>,
     shutdown: impl Future,
 ) {
-    let limit = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    let open = Arc::new(Semaphore::new(limit));
+    let slots = Slots::new(limits.max_connections);
+    serve(listener, handler, &slots, limits.drain, counters, shutdown).await;
+}
+
+/// [`run`] for one of several loops serving the same socket: `slots` and
+/// `counters` are the socket's, shared by all its loops. At shutdown each
+/// loop waits up to `drain` for every connection of the socket.
+pub async fn serve<L: Accept, H: Handler>(
+    mut listener: L,
+    handler: Arc<H>,
+    slots: &Slots,
+    drain: Duration,
+    counters: Arc<Counters>,
+    shutdown: impl Future,
+) {
+    let (open, limit) = (&slots.open, slots.limit);
     let mut backoff = Backoff::default();
     tokio::pin!(shutdown);
     loop {
@@ -181,7 +348,7 @@ pub async fn run<L: Accept, H: Handler>(
                 }
             }
         };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
+        let Ok(permit) = Arc::clone(open).try_acquire_owned() else {
             let n = counters.refused_at_limit.fetch_add(1, Ordering::Relaxed) + 1;
             // Log the 1st, 2nd, 4th, 8th... so a flood cannot flood the log.
             if n.is_power_of_two() {
@@ -196,25 +363,36 @@ pub async fn run<L: Accept, H: Handler>(
         };
         counters.accepted.fetch_add(1, Ordering::Relaxed);
         counters.open.fetch_add(1, Ordering::Relaxed);
-        let peer = Peer::of(&stream);
+        let peer = stream.peer();
         let handler = handler.clone();
         let counters = counters.clone();
-        tokio::spawn(async move {
+        start(Box::pin(async move {
             handler.handle(stream, peer).await;
             counters.open.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
-        });
+        }));
     }
     drop(listener);
     let all = u32::try_from(limit).unwrap_or(u32::MAX);
-    if tokio::time::timeout(limits.drain, open.acquire_many(all))
+    if tokio::time::timeout(drain, open.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!(
-            drain_s = limits.drain.as_secs(),
+            drain_s = drain.as_secs(),
             "Connections still open at shutdown were abandoned."
         );
+    }
+}
+
+/// Polls `serving` once here, on the accepting task; spawns it only if it
+/// has to wait. Polling with a no-op waker is sound: a pending future has
+/// registered that waker, and the task's first poll registers the real one
+/// (every future must use the waker of its latest poll).
+fn start(mut serving: Pin<Box<dyn Future<Output = ()> + Send>>) {
+    let mut cx = Context::from_waker(Waker::noop());
+    if serving.as_mut().poll(&mut cx).is_pending() {
+        tokio::spawn(serving);
     }
 }
 
@@ -227,7 +405,7 @@ mod tests {
     struct Exhausted(Arc<AtomicUsize>);
 
     impl Accept for Exhausted {
-        async fn accept(&mut self) -> io::Result<UnixStream> {
+        async fn accept(&mut self) -> io::Result<Connection> {
             self.0.fetch_add(1, Ordering::Relaxed);
             Err(io::Error::from_raw_os_error(24)) // EMFILE
         }
@@ -235,7 +413,7 @@ mod tests {
 
     struct Nothing;
     impl Handler for Nothing {
-        async fn handle(&self, _stream: UnixStream, _peer: Option<Peer>) {}
+        async fn handle(&self, _connection: Connection, _peer: Option<Peer>) {}
     }
 
     #[test]
@@ -277,5 +455,132 @@ mod tests {
         assert_eq!(counters.accept_errors(), n as u64);
         tx.send(()).unwrap();
         task.await.unwrap();
+    }
+
+    /// Echoes what it reads, `times` times over, then closes: a reply as
+    /// large as the test wants.
+    struct Echo {
+        times: usize,
+    }
+    impl Handler for Echo {
+        async fn handle(&self, mut connection: Connection, _peer: Option<Peer>) {
+            let mut buf = [0u8; 64];
+            let Ok(n) = connection.read(&mut buf).await else {
+                return;
+            };
+            let reply = buf[..n].repeat(self.times);
+            let _ = connection.write_all(&reply).await;
+        }
+    }
+
+    struct Served {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        counters: Arc<Counters>,
+        stop: tokio::sync::watch::Sender<bool>,
+        loops: Vec<tokio::task::JoinHandle<()>>,
+    }
+
+    /// `loops` accept loops on clones of one listener, sharing `slots`.
+    async fn serve_with(handler: impl Handler, loops: usize, slots: Slots) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let handler = Arc::new(handler);
+        let counters = Arc::new(Counters::default());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let loops = (0..loops)
+            .map(|_| {
+                let listener = listener.try_clone().unwrap();
+                listener.set_nonblocking(true).unwrap();
+                let listener = UnixListener::from_std(listener).unwrap();
+                let (handler, slots, counters) = (handler.clone(), slots.clone(), counters.clone());
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move {
+                    let until = async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    };
+                    serve(
+                        listener,
+                        handler,
+                        &slots,
+                        Duration::from_secs(5),
+                        counters,
+                        until,
+                    )
+                    .await;
+                })
+            })
+            .collect();
+        Served {
+            _dir: dir,
+            path,
+            counters,
+            stop,
+            loops,
+        }
+    }
+
+    /// A request that arrives after the connection was accepted (the first
+    /// read would block) is still read and answered: the connection is
+    /// handed to the runtime and awaited.
+    #[tokio::test]
+    async fn a_request_sent_late_is_awaited_and_answered() {
+        let served = serve_with(Echo { times: 1 }, 1, Slots::new(4)).await;
+        let mut client = UnixStream::connect(&served.path).await.unwrap();
+        while served.counters.accepted() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.write_all(b"late").await.unwrap();
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"late");
+    }
+
+    /// A reply larger than the socket buffer is written in full: the part
+    /// that does not fit at once is awaited.
+    #[tokio::test]
+    async fn a_reply_larger_than_the_socket_buffer_is_written_in_full() {
+        let times = 200_000;
+        let served = serve_with(Echo { times }, 1, Slots::new(4)).await;
+        let mut client = UnixStream::connect(&served.path).await.unwrap();
+        client.write_all(b"0123456789").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out.len(), 10 * times);
+        assert!(out.chunks(10).all(|c| c == b"0123456789"));
+    }
+
+    /// Loops serving one socket share its connection slots: with three
+    /// idle connections open (whichever loop accepted them) the fourth is
+    /// closed at once and counted; and every loop stops at shutdown.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loops_on_one_socket_share_its_connection_limit() {
+        let served = serve_with(Echo { times: 1 }, 2, Slots::new(3)).await;
+        let mut idle = Vec::new();
+        for _ in 0..3 {
+            idle.push(UnixStream::connect(&served.path).await.unwrap());
+        }
+        while served.counters.open() < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut extra = UnixStream::connect(&served.path).await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(10), extra.read(&mut buf))
+            .await
+            .expect("the connection beyond the shared limit was kept waiting")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        assert_eq!(served.counters.refused_at_limit(), 1);
+        drop(idle);
+        served.stop.send(true).unwrap();
+        for l in served.loops {
+            tokio::time::timeout(Duration::from_secs(10), l)
+                .await
+                .unwrap()
+                .unwrap();
+        }
     }
 }

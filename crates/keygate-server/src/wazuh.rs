@@ -18,11 +18,9 @@ use arc_swap::ArcSwap;
 use keygate_core::audit::Asked;
 use keygate_core::request::MAX_REQUEST_LEN;
 use keygate_core::{gateway, ErrorCode, KeyBackend, Reply, RequestError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 use tokio::sync::Semaphore;
 
-use crate::server::{Counters, Handler, Peer};
+use crate::server::{Connection, Counters, Handler, Peer};
 
 /// What is being served; swapped whole on reload, so a request in flight
 /// finishes on the stack it started with.
@@ -133,7 +131,7 @@ impl Wazuh {
 }
 
 impl Handler for Wazuh {
-    async fn handle(&self, mut stream: UnixStream, peer: Option<Peer>) {
+    async fn handle(&self, mut stream: Connection, peer: Option<Peer>) {
         // Room for more than the longest valid request, so oversized input
         // is seen as such rather than cut to something that parses.
         let mut buf = [0u8; 4 * MAX_REQUEST_LEN];
@@ -183,6 +181,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     use std::path::{Path, PathBuf};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::UnixStream;
 
     struct Running {
         _dir: tempfile::TempDir,
