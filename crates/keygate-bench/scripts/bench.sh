@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces one row of BENCHMARKS.md:  crates/keygate-bench/scripts/bench.sh ROW
 #   ROW: floor | cache | file | sqlite | mysql | postgres | redis | ldap | exec | seed | memory | storm | sync | sweep
-#        | exec-backend | http
+#        | exec-backend | http | all (every row but sweep, one after another)
 # Env: CLIENTS (default 8), DURATION (default 10s), AGENTS (default 100000),
 #      ROUNDS (cache: on/off pairs, default 2; memory: check runs, default 3),
 #      KEYGATE_TEST_MYSQL_URL, KEYGATE_TEST_POSTGRES_URL (as for the tests),
@@ -58,6 +58,10 @@ TOML
 
 socket_load() { "$BENCH" socket --socket "$WORK/keygate.sock" --clients "$CLIENTS" --duration "$DURATION" --id-min 1 --id-max "$AGENTS" \
     --rounds "${ROUNDS:-1}" --floor "$@"; }
+
+# socket_load's output shown on stderr, its keygate line on stdout (not
+# `tee /dev/stderr`: that reopens stderr and truncates a log file it points to).
+load_line() { local out; out=$(socket_load "$@"); printf '%s\n' "$out" >&2; printf '%s\n' "$out" | grep -E '^keygate ' | tail -1; }
 
 # Every agent asked once, in order, by one client: the cache then holds all.
 warm_cache() {
@@ -120,12 +124,12 @@ path = \"$WORK/client.keys\""
         start_daemon "$FILE_BACKEND" true
         warm_cache
         "$KG" --config "$WORK/keygate.toml" cache stats | sed 's/^/# after warm-up: /'
-        line=$(ROUNDS=1 socket_load | tee /dev/stderr | grep -E '^keygate ' | tail -1)
+        line=$(ROUNDS=1 load_line)
         on+=("$(echo "$line" | sed -n 's/.*rps=\([0-9.]*\).*/\1/p')")
         "$KG" --config "$WORK/keygate.toml" cache stats | sed 's/^/# after the run: /'
         kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; rm -f "$WORK/keygate.sock"
         start_daemon "$FILE_BACKEND" false
-        line=$(ROUNDS=1 socket_load | tee /dev/stderr | grep -E '^keygate ' | tail -1)
+        line=$(ROUNDS=1 load_line)
         off+=("$(echo "$line" | sed -n 's/.*rps=\([0-9.]*\).*/\1/p')")
         kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; rm -f "$WORK/keygate.sock"
         echo "# round $round: cache on ${on[-1]}/s, cache off ${off[-1]}/s"
@@ -381,11 +385,11 @@ timeout = \"10s\"
 max_concurrent = ${EXEC_CONCURRENT:-4}
 env = { SEED_DB_HOST = \"${hostport%:*}\", SEED_DB_USER = \"${user%%:*}\", SEED_DB_NAME = \"keygate_bench\" }"
     start_daemon "$backend" false
-    off=$(socket_load | tee /dev/stderr | grep '^keygate' | sed -n 's/.*rps=\([0-9.]*\).*/\1/p')
+    off=$(load_line | sed -n 's/.*rps=\([0-9.]*\).*/\1/p')
     kill "${PIDS[-1]}"; for _ in $(seq 1 100); do [ -S "$WORK/keygate.sock" ] || break; sleep 0.05; done
     start_daemon "$backend" true
     warm_cache
-    on=$(socket_load | tee /dev/stderr | grep '^keygate' | sed -n 's/.*rps=\([0-9.]*\).*/\1/p')
+    on=$(load_line | sed -n 's/.*rps=\([0-9.]*\).*/\1/p')
     echo "# exec backend + seed script, $AGENTS agents, $CLIENTS clients, max_concurrent ${EXEC_CONCURRENT:-4}: cache off $off rps, cache on (warm) $on rps, ratio $(echo "scale=0; $on / $off" | bc)x" ;;
 http)
     # The http backend against the inventory stand-in (keygate-bench
@@ -408,8 +412,13 @@ id = \"/data/0/agent_id\"
 name = \"/data/0/hostname\"
 ip = \"/data/0/ip\"
 key = \"/data/0/wazuh_key\""
-    socket_load --floor
+    socket_load
     echo "# the inventory stand-in shares the cores with keygate and the load generator." ;;
+all)
+    # Every row of BENCHMARKS.md's tables, one after another (sweep is separate: it draws the chart).
+    for r in floor cache file sqlite mysql postgres redis ldap exec seed memory storm sync exec-backend http; do
+        echo "## bench.sh $r"; "$0" "$r" || echo "## bench.sh $r FAILED (exit $?)"
+    done ;;
 sweep)
     # Throughput against concurrency for each backend; writes a CSV for chart.py.
     out=${SWEEP_OUT:-$ROOT/crates/keygate-bench/results/sweep.csv}
