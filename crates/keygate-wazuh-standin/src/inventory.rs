@@ -97,56 +97,24 @@ struct Shared {
 
 /// A running inventory; stopped when dropped.
 pub struct Inventory {
-    port: u16,
-    ca_pem: String,
+    server: crate::server::TlsServer,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Inventory {
     /// Starts on a free port of 127.0.0.1, answering with `handler`.
     pub fn start(handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Self {
-        let (ca_pem, server_config) = crate::certificates();
         let shared = Arc::new(Shared {
             handler: Mutex::new(Arc::new(handler)),
             seen: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
         });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let state = shared.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let acceptor = TlsAcceptor::from(server_config);
-                loop {
-                    let tcp = tokio::select! {
-                        _ = &mut stopped => return,
-                        accepted = listener.accept() => match accepted {
-                            Ok((tcp, _)) => tcp,
-                            Err(_) => continue,
-                        },
-                    };
-                    state.connections.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(serve(acceptor.clone(), tcp, state.clone()));
-                }
-            });
+        let server = crate::server::TlsServer::start(move |acceptor, tcp| {
+            state.connections.fetch_add(1, Ordering::Relaxed);
+            serve(acceptor, tcp, state.clone())
         });
-        Self {
-            port,
-            ca_pem,
-            shared,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        Self { server, shared }
     }
 
     /// Starts with the [`cmdb`] handler over `agents` (id, name, ip, key).
@@ -156,22 +124,22 @@ impl Inventory {
 
     /// `https://localhost:PORT`.
     pub fn url(&self) -> String {
-        format!("https://localhost:{}", self.port)
+        self.server.url()
     }
 
     /// The port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// The CA certificate (PEM) that signed the server's certificate.
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        self.server.ca_pem()
     }
 
     /// Writes the CA certificate to `path`.
     pub fn write_ca(&self, path: &std::path::Path) {
-        std::fs::write(path, &self.ca_pem).unwrap();
+        std::fs::write(path, self.server.ca_pem()).unwrap();
     }
 
     /// Replaces the handler.
@@ -192,17 +160,6 @@ impl Inventory {
     /// How many TCP connections were accepted (keep-alive reuses them).
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Inventory {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -26,6 +26,7 @@
 
 mod handlers;
 pub mod inventory;
+mod server;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -79,57 +80,37 @@ pub struct State {
 
 /// A running stand-in; stopped when dropped.
 pub struct StandIn {
-    port: u16,
-    ca_pem: String,
+    server: server::TlsServer,
     state: Arc<Mutex<State>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl StandIn {
     /// Starts on a free port of 127.0.0.1 with one API user.
     pub fn start(user: &str, password: &str) -> StandIn {
-        let (ca_pem, server_config) = certificates();
         let state = Arc::new(Mutex::new(State {
             user: user.to_owned(),
             password: password.to_owned(),
             ..State::default()
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(serve(listener, server_config, shared, stopped));
-        });
-        StandIn {
-            port,
-            ca_pem,
-            state,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        let server =
+            server::TlsServer::start(move |acceptor, tcp| serve(acceptor, tcp, shared.clone()));
+        StandIn { server, state }
     }
 
     /// The base URL, `https://localhost:PORT`.
     pub fn url(&self) -> String {
-        format!("https://localhost:{}", self.port)
+        self.server.url()
     }
 
     /// The CA certificate (PEM) that signed the server's certificate.
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        self.server.ca_pem()
     }
 
     /// Writes the CA certificate to `path`.
     pub fn write_ca(&self, path: &Path) {
-        std::fs::write(path, &self.ca_pem).unwrap();
+        std::fs::write(path, self.server.ca_pem()).unwrap();
     }
 
     /// The state, locked.
@@ -177,48 +158,18 @@ impl StandIn {
     }
 }
 
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn serve(
-    listener: std::net::TcpListener,
-    config: Arc<rustls::ServerConfig>,
-    state: Arc<Mutex<State>>,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    let acceptor = TlsAcceptor::from(config);
-    loop {
-        let tcp = tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(_) => continue,
-            },
-        };
-        let acceptor = acceptor.clone();
+/// Serves one connection: TLS, then HTTP/1.1 with the API's handlers.
+async fn serve(acceptor: TlsAcceptor, tcp: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
+    let Ok(tls) = acceptor.accept(tcp).await else {
+        return;
+    };
+    let service = service_fn(move |request| {
         let state = state.clone();
-        tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let service = service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handlers::handle(&state, request).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-        });
-    }
+        async move { Ok::<_, std::convert::Infallible>(handlers::handle(&state, request).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(tls), service)
+        .await;
 }
 
 /// A CA and a server certificate for `localhost` and 127.0.0.1 signed by it.
