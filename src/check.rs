@@ -76,6 +76,10 @@ pub fn main(config_path: &Path) -> ExitCode {
             rows.push([name.clone(), (*kind).to_owned(), status, latency, detail]);
         }
         print_table(&rows);
+        // The loaded data is not freed one record at a time just before the
+        // process ends: the kernel takes the pages back at exit anyway
+        // (a 1,000,000-line client.keys took 40-50 ms of serial freeing).
+        std::mem::forget(stack);
         if failed > 0 {
             outln!("{failed} backend(s) failed");
             ExitCode::FAILURE

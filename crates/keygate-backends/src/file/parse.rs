@@ -11,6 +11,7 @@ use keygate_core::record::Field;
 use keygate_core::{AgentAddress, AgentId, AgentKey, AgentName, AgentRecord, RecordError};
 
 use std::io::Read;
+use std::sync::mpsc;
 
 use super::index::{Keys, Snapshot};
 
@@ -63,71 +64,181 @@ fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// How much of the file is read and parsed at a time. The file is never
-/// in memory whole: at 1,000,000 lines that would be 90 MB more at the peak
-/// of a load, next to the records themselves.
-const BLOCK: usize = 8 << 20;
+/// How much of the file is read at a time and handed to a parser thread
+/// as one piece. The file is never in memory whole (at 1,000,000 lines that
+/// would be 90 MB more at the peak of a load, next to the records): a few
+/// pieces are in flight at a time, and small ones keep every parser busy
+/// while this thread indexes what they returned.
+const BLOCK: usize = 1 << 20;
 
-/// Parses client.keys from `file`, a block of lines at a time, each block
-/// on every core. `size` (the file's length) sizes the indexes.
+/// How many pieces each parser thread may have been handed ahead of the
+/// indexing: enough that it does not wait for the next one, few enough that
+/// the text and parsed lines in flight stay a few MiB.
+const AHEAD_PER_PARSER: usize = 4;
+
+/// Parses client.keys from `file`, a piece at a time: parser threads (one
+/// per core) validate the lines of each piece while this thread reads the
+/// next pieces and indexes the ones parsed, in file order. `size` (the
+/// file's length) sizes the indexes.
 pub(super) fn client_keys(file: impl Read, size: u64) -> Result<Snapshot, String> {
-    client_keys_in_blocks(file, size, BLOCK)
-}
-
-/// [`client_keys`] with a given block size (small ones in tests).
-fn client_keys_in_blocks(mut file: impl Read, size: u64, block: usize) -> Result<Snapshot, String> {
-    let threads = std::thread::available_parallelism()
+    let parsers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
+    // A file of one piece is parsed here: no thread is worth starting.
+    let parsers = if size <= BLOCK as u64 { 0 } else { parsers };
+    client_keys_in_blocks(file, size, BLOCK, parsers)
+}
+
+/// [`client_keys`] with a given piece size (small ones in tests) and number
+/// of parser threads (0: every piece is parsed on this thread).
+fn client_keys_in_blocks(
+    file: impl Read,
+    size: u64,
+    block: usize,
+    parsers: usize,
+) -> Result<Snapshot, String> {
     // Wazuh's lines are about 90 bytes; a guess too high costs a little
     // memory, one too low a rehash or two.
     let guess = usize::try_from(size / 80).unwrap_or(0).min(1 << 24);
-    let mut snap = Snapshot::with_capacity(guess);
-    let mut buf: Vec<u8> =
-        Vec::with_capacity(block.min(usize::try_from(size).unwrap_or(block)) + 1);
-    let mut first_line = 0;
-    let mut eof = false;
-    while !eof {
-        // Fill the buffer to a block, reading at least an eighth of one
-        // past what is left of the last (so reading 0 bytes means the end).
-        let room = block.saturating_sub(buf.len()).max(block / 8).max(1);
-        let got = (&mut file)
-            .take(room as u64)
-            .read_to_end(&mut buf)
-            .map_err(|e| format!("read failed: {e}"))?;
-        eof = got == 0;
-        // Parse up to the last line end; the rest waits for more bytes
-        // (a line longer than a block makes the buffer grow).
-        let cut = if eof {
-            buf.len()
-        } else {
-            match memchr::memrchr(b'\n', &buf) {
-                Some(i) => i + 1,
-                None => continue,
-            }
-        };
-        let text = buf.get(..cut).unwrap_or_default();
-        let chunks = split_lines(text, if text.len() < 1 << 20 { 1 } else { threads });
-        // (The last block may be empty: a file ending with a line end.)
-        let parsed: Vec<(Vec<Line>, usize)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = chunks
-                .iter()
-                .map(|chunk| scope.spawn(move || client_keys_chunk(chunk)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().map_err(|_| "a loader thread failed".to_owned()))
-                .collect::<Result<Vec<_>, String>>()
-        })?;
-        for (entries, line_count) in parsed {
-            for l in entries {
-                snap.add_keyed(line_number(first_line + l.index as usize), l.keys, l.record);
-            }
-            first_line += line_count;
+    let mut indexer = Indexer {
+        snap: Snapshot::with_capacity(guess),
+        first_line: 0,
+    };
+    let mut pieces = Pieces {
+        file,
+        block,
+        buf: Vec::with_capacity(block.min(usize::try_from(size).unwrap_or(block)) + 1),
+    };
+    if parsers == 0 {
+        let (mut spare, mut lines) = (Vec::new(), Vec::new());
+        while let Some(piece) = pieces.next(spare)? {
+            let count = client_keys_chunk(&piece, &mut lines);
+            indexer.add(&mut lines, count);
+            spare = piece;
         }
-        buf.drain(..cut);
+        return Ok(indexer.snap);
     }
-    Ok(snap)
+    let failed = || "a loader thread failed".to_owned();
+    std::thread::scope(|scope| {
+        // One queue each way per parser; piece `n` goes to parser
+        // `n % parsers`, so taking the results round-robin keeps file order.
+        let mut to_parsers = Vec::with_capacity(parsers);
+        let mut from_parsers = Vec::with_capacity(parsers);
+        let mut handles = Vec::with_capacity(parsers);
+        for _ in 0..parsers {
+            let (to_parser, pieces) = mpsc::channel::<(Vec<u8>, Vec<Line>)>();
+            let (to_indexer, parsed) = mpsc::channel::<(Vec<u8>, Vec<Line>, usize)>();
+            handles.push(scope.spawn(move || {
+                for (piece, mut lines) in pieces {
+                    let count = client_keys_chunk(&piece, &mut lines);
+                    if to_indexer.send((piece, lines, count)).is_err() {
+                        break;
+                    }
+                }
+            }));
+            to_parsers.push(to_parser);
+            from_parsers.push(parsed);
+        }
+        // Text buffers and line lists come back with each result and are
+        // handed out again: no fresh pages to fault in for every piece.
+        let mut spare_text: Vec<Vec<u8>> = Vec::new();
+        let mut spare_lines: Vec<Vec<Line>> = Vec::new();
+        let (mut sent, mut indexed) = (0usize, 0usize);
+        let mut index_one = |indexed: &mut usize,
+                             spare_text: &mut Vec<Vec<u8>>,
+                             spare_lines: &mut Vec<Vec<Line>>|
+         -> Result<(), String> {
+            let from = from_parsers.get(*indexed % parsers).ok_or_else(failed)?;
+            let (piece, mut lines, count) = from.recv().map_err(|_| failed())?;
+            indexer.add(&mut lines, count);
+            spare_text.push(piece);
+            spare_lines.push(lines);
+            *indexed += 1;
+            Ok(())
+        };
+        let result = (|| {
+            while let Some(piece) = pieces.next(spare_text.pop().unwrap_or_default())? {
+                let lines = spare_lines.pop().unwrap_or_default();
+                let to = to_parsers.get(sent % parsers).ok_or_else(failed)?;
+                to.send((piece, lines)).map_err(|_| failed())?;
+                sent += 1;
+                while sent - indexed > parsers * AHEAD_PER_PARSER {
+                    index_one(&mut indexed, &mut spare_text, &mut spare_lines)?;
+                }
+            }
+            while indexed < sent {
+                index_one(&mut indexed, &mut spare_text, &mut spare_lines)?;
+            }
+            Ok(())
+        })();
+        // Closing the queues ends the parsers; a parser that panicked is an
+        // error here (joined by hand, so the panic does not spread).
+        drop(to_parsers);
+        let joined = handles.into_iter().all(|h| h.join().is_ok());
+        result.and_then(|()| if joined { Ok(()) } else { Err(failed()) })
+    })?;
+    Ok(indexer.snap)
+}
+
+/// The file read in pieces of about a block, each ending at a line end (the
+/// last one at the end of the file).
+struct Pieces<R> {
+    file: R,
+    block: usize,
+    /// What has been read and not handed out yet: the start of a line.
+    buf: Vec<u8>,
+}
+
+impl<R: Read> Pieces<R> {
+    /// The next piece, or `None` at the end of the file. `spare` (a piece
+    /// handed out before, or an empty `Vec`) becomes the buffer for what
+    /// follows.
+    fn next(&mut self, mut spare: Vec<u8>) -> Result<Option<Vec<u8>>, String> {
+        loop {
+            // Fill the buffer to a block, reading at least an eighth of one
+            // past what is left (so reading 0 bytes means the end).
+            let room = self
+                .block
+                .saturating_sub(self.buf.len())
+                .max(self.block / 8)
+                .max(1);
+            let got = (&mut self.file)
+                .take(room as u64)
+                .read_to_end(&mut self.buf)
+                .map_err(|e| format!("read failed: {e}"))?;
+            if got == 0 {
+                return Ok((!self.buf.is_empty()).then(|| std::mem::take(&mut self.buf)));
+            }
+            // Hand out up to the last line end; the rest waits for more
+            // bytes (a line longer than a block makes the buffer grow).
+            if let Some(i) = memchr::memrchr(b'\n', &self.buf) {
+                spare.clear();
+                spare.reserve(self.block + 1);
+                spare.extend_from_slice(self.buf.get(i + 1..).unwrap_or_default());
+                self.buf.truncate(i + 1);
+                return Ok(Some(std::mem::replace(&mut self.buf, spare)));
+            }
+        }
+    }
+}
+
+/// Adds parsed pieces to the snapshot, in file order.
+struct Indexer {
+    snap: Snapshot,
+    /// Lines in the pieces added so far.
+    first_line: usize,
+}
+
+impl Indexer {
+    /// Adds the entries of the next piece (emptying `lines`), which has
+    /// `count` lines.
+    fn add(&mut self, lines: &mut Vec<Line>, count: usize) {
+        for l in lines.drain(..) {
+            let line = line_number(self.first_line + l.index as usize);
+            self.snap.add_keyed(line, l.keys, l.record);
+        }
+        self.first_line += count;
+    }
 }
 
 /// One agent line of a chunk, before indexing: everything the index needs
@@ -139,29 +250,10 @@ struct Line {
     record: Result<AgentRecord, Box<RecordError>>,
 }
 
-/// Cuts `text` into about `n` pieces, each but the last ending at a line
-/// end.
-fn split_lines(text: &[u8], n: usize) -> Vec<&[u8]> {
-    let mut pieces = Vec::with_capacity(n);
-    let mut rest = text;
-    for i in (1..n).rev() {
-        let target = rest.len() / (i + 1);
-        match memchr::memchr(b'\n', &rest[target..]) {
-            Some(p) => {
-                let (head, tail) = rest.split_at(target + p + 1);
-                pieces.push(head);
-                rest = tail;
-            }
-            None => break,
-        }
-    }
-    pieces.push(rest);
-    pieces
-}
-
-/// The entries of one chunk and how many lines it has.
-fn client_keys_chunk(text: &[u8]) -> (Vec<Line>, usize) {
-    let mut out = Vec::with_capacity(text.len() / 80 + 1);
+/// Appends the entries of one chunk to `out`; returns how many lines it
+/// has.
+fn client_keys_chunk(text: &[u8], out: &mut Vec<Line>) -> usize {
+    out.reserve(text.len() / 80 + 1);
     let mut count = 0;
     for (index, line) in lines(text).enumerate() {
         count = index + 1;
@@ -190,7 +282,7 @@ fn client_keys_chunk(text: &[u8]) -> (Vec<Line>, usize) {
             record,
         });
     }
-    (out, count)
+    count
 }
 
 /// Parses CSV whose header names `id`, `name`, `ip` and `key`, read from
@@ -258,32 +350,17 @@ pub(super) fn csv(file: impl Read, size: u64) -> Result<Snapshot, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn split_lines_cuts_at_line_ends_and_loses_nothing() {
-        let text = b"001 a 10.0.0.1 k\n002 b 10.0.0.2 k\n003 c 10.0.0.3 k\n004 d any k";
-        for n in 1..6 {
-            let pieces = split_lines(text, n);
-            assert_eq!(pieces.concat(), text, "{n}");
-            assert!(
-                pieces
-                    .iter()
-                    .take(pieces.len() - 1)
-                    .all(|p| p.ends_with(b"\n")),
-                "{n}: {pieces:?}"
-            );
-        }
-    }
-
     /// Reading a block at a time gives the same entries, line numbers and
     /// answers as reading the file at once, wherever the blocks end, also
-    /// with a line longer than a block and without a final line end.
+    /// with a line longer than a block and without a final line end, and
+    /// whether the pieces are parsed here or by 1 to 3 parser threads.
     #[test]
     fn blocks_give_the_same_snapshot_as_one_read() {
         let long = format!("005 {} 10.0.0.5 k5\n", "n".repeat(100));
         let text = format!(
             "# comment\n001 a 10.0.0.1 k1\n\n002 b 10.0.0.2 k2\r\n003 !removed any k\n004 bad 10.0.0.300 k4\n{long}006 dup 10.0.0.1 k6\n007 last any k7"
         );
-        let whole = client_keys_in_blocks(text.as_bytes(), 0, 1 << 20).unwrap();
+        let whole = client_keys_in_blocks(text.as_bytes(), 0, 1 << 20, 0).unwrap();
         let view = |s: &Snapshot| {
             let entries: Vec<(u32, String)> = s
                 .entries()
@@ -318,8 +395,11 @@ mod tests {
         assert_eq!(want.0[4], (8, "006".to_owned()));
         assert_eq!(want.0[5], (9, "007".to_owned()));
         for block in [1, 2, 7, 16, 33, 64, 100, 1000] {
-            let s = client_keys_in_blocks(text.as_bytes(), text.len() as u64, block).unwrap();
-            assert_eq!(view(&s), want, "block {block}");
+            for parsers in 0..=3 {
+                let s = client_keys_in_blocks(text.as_bytes(), text.len() as u64, block, parsers)
+                    .unwrap();
+                assert_eq!(view(&s), want, "block {block}, {parsers} parsers");
+            }
         }
     }
 
@@ -327,6 +407,9 @@ mod tests {
     fn lines_split_on_newline_only_and_count_every_line() {
         let got: Vec<&[u8]> = lines(b"a\r\n\nb\xfc c\nlast").collect();
         assert_eq!(got, [&b"a\r"[..], b"", b"b\xfc c", b"last"]);
-        assert_eq!(client_keys_chunk(b"# x\n\n001 a any k\n").1, 3);
+        assert_eq!(
+            client_keys_chunk(b"# x\n\n001 a any k\n", &mut Vec::new()),
+            3
+        );
     }
 }
