@@ -4,14 +4,16 @@
 //! ([`keygate_server::run`]); the admin commands are executed here
 //! ([`Control`] for [`Daemon`]), and `src/control.rs` is only their client.
 //!
-//! Threads: a multi-threaded runtime runs everything but the Wazuh socket
-//! (control socket, metrics, signals, reloads, the backends' own tasks).
-//! The Wazuh socket is served by one accept loop per core, each on its own
-//! single-threaded runtime with its own clone of the listener
-//! ([`acceptors`]): a request is accepted, answered and closed on the core
-//! that accepted it, and what has to wait (a backend lookup) waits on that
-//! core too, instead of waking a thread on another core for each
-//! connection. The loops share the connection slots and counters.
+//! Threads: a multi-threaded runtime runs everything but the Wazuh socket's
+//! accepts (control socket, metrics, signals, reloads, the backends' own
+//! tasks, and Wazuh connections that have to wait). The Wazuh socket is
+//! served by one thread per core blocking in `accept()` on the one
+//! listener ([`acceptors`], [`keygate_server::accept_blocking`]): a request
+//! whose bytes are there and whose answer is in memory (the cache, the
+//! file backend) is accepted, answered and closed on the thread the kernel
+//! woke for it, with no poller and no other thread involved; what has to
+//! wait (a late request, a database lookup) becomes a task on the runtime.
+//! The threads share the connection slots and counters.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,7 +28,7 @@ use keygate_server::control::{
 };
 use keygate_server::socket::{self, SocketOptions};
 use keygate_server::{
-    fdlimit, run, Access, Counters, Limits, Serving, Slots, Wazuh, WazuhSettings,
+    fdlimit, run, Access, BlockingListener, Counters, Limits, Serving, Slots, Wazuh, WazuhSettings,
 };
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -336,7 +338,7 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let reloader = tokio::spawn(reload_on_sighup(daemon.clone(), hup));
-    let acceptors = match acceptors(listener, &wazuh, limits, &daemon.counters, &stopped).await {
+    let acceptors = match acceptors(listener, &wazuh, limits, &daemon.counters, &stopped) {
         Ok(done) => done,
         Err(e) => return cannot_start("socket", &e),
     };
@@ -346,11 +348,7 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
         tracing::warn!(error = %e, "Cannot tell systemd that keygate is ready.");
     }
     tokio::join!(
-        async {
-            for done in acceptors {
-                let _ = done.await;
-            }
-        },
+        acceptors,
         run(
             control_listener,
             control,
@@ -370,66 +368,55 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Starts one accept loop per core on the Wazuh socket, each in its own
-/// thread on a single-threaded runtime, sharing `limits`' connection slots
-/// and `counters`; each stops accepting when `stopped` turns true and then
-/// drains. Returns once every loop watches the socket, with one receiver
-/// per loop, completed when it has finished.
-async fn acceptors(
+/// Starts one thread per core (at least two) blocking in `accept()` on the
+/// Wazuh socket, sharing `limits`' connection slots and `counters`, inside
+/// this runtime's context (what has to wait is spawned on it). Returns,
+/// once every thread is started, a future that stops them when `stopped`
+/// turns true and completes when they have returned and the connections
+/// open then are drained (at most `limits.drain`).
+fn acceptors(
     listener: tokio::net::UnixListener,
     wazuh: &Arc<Wazuh>,
     limits: Limits,
     counters: &Arc<Counters>,
     stopped: &tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<Vec<tokio::sync::oneshot::Receiver<()>>> {
-    let n = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let listener = listener.into_std()?;
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let n = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let listener = Arc::new(BlockingListener::new(listener.into_std()?)?);
     let slots = Slots::new(limits.max_connections);
+    let runtime = tokio::runtime::Handle::current();
     let mut done = Vec::with_capacity(n);
     for i in 0..n {
-        let listener = listener.try_clone()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (wazuh, slots, counters) = (wazuh.clone(), slots.clone(), counters.clone());
-        let mut stopped = stopped.clone();
-        let (finished, finished_rx) = tokio::sync::oneshot::channel();
-        let (ready, ready_rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
+        let (mine, wazuh, slots, counters) = (
+            listener.clone(),
+            wazuh.clone(),
+            slots.clone(),
+            counters.clone(),
+        );
+        let runtime = runtime.clone();
+        let (finished, finished_rx) = tokio::sync::oneshot::channel::<()>();
+        let started = std::thread::Builder::new()
             .name(format!("keygate-accept-{i}"))
             .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::UnixListener::from_std(listener) {
-                        Ok(l) => {
-                            let _ = ready.send(Ok(()));
-                            l
-                        }
-                        Err(error) => {
-                            let _ = ready.send(Err(error));
-                            return;
-                        }
-                    };
-                    let until_stopped = async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
-                    };
-                    keygate_server::serve(
-                        listener,
-                        wazuh,
-                        &slots,
-                        limits.drain,
-                        counters,
-                        until_stopped,
-                    )
-                    .await;
-                });
+                let _context = runtime.enter();
+                keygate_server::accept_blocking(&mine, &wazuh, &slots, &counters);
                 let _ = finished.send(());
-            })?;
-        ready_rx
-            .await
-            .unwrap_or_else(|_| Err(std::io::Error::other("accept loop died")))?;
+            });
+        if let Err(error) = started {
+            listener.stop();
+            return Err(error);
+        }
         done.push(finished_rx);
     }
-    Ok(done)
+    let mut stopped = stopped.clone();
+    Ok(async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+        listener.stop();
+        for finished in done {
+            let _ = finished.await;
+        }
+        slots.drain(limits.drain).await;
+    })
 }
 
 /// Completes at SIGTERM or SIGINT. The handlers are installed when this is

@@ -24,5 +24,8 @@ pub mod server;
 pub mod socket;
 pub mod wazuh;
 
-pub use server::{run, serve, Connection, Counters, Handler, Limits, Peer, Slots};
+pub use server::{
+    accept_blocking, run, serve, BlockingListener, Connection, Counters, Handler, Limits, Peer,
+    Slots,
+};
 pub use wazuh::{Access, Serving, Wazuh, WazuhSettings};

@@ -16,9 +16,14 @@
 //!   request whose bytes are there and whose answer is in memory is thus
 //!   accepted, read, answered and closed with no task, no wait in the
 //!   poller and no wake-up of another thread.
-//! - Several loops may serve one socket ([`serve`] with shared [`Slots`]),
-//!   each on its own single-threaded runtime, so a connection is accepted,
-//!   answered and closed on the core that accepted it.
+//! - Several loops may serve one socket ([`serve`] with shared [`Slots`]).
+//!   The Wazuh socket is served by [`accept_blocking`] instead: plain
+//!   threads blocking in `accept()` on the one listener (the kernel wakes
+//!   one of them per connection), each serving what it accepted on the spot
+//!   and handing only what has to wait to the runtime. No poller
+//!   registration, no wake-up of another thread, no spurious accept: per
+//!   answered request the system calls are those of a fixed-reply server
+//!   plus one `getsockopt` for the peer's credentials.
 //! - An accept error (EMFILE when file descriptors run out) backs off
 //!   exponentially up to [`MAX_BACKOFF`] instead of spinning, and the delay
 //!   resets after the next successful accept.
@@ -26,9 +31,10 @@
 //!   [`Limits::drain`] for the connections being served.
 
 use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::Duration;
@@ -55,25 +61,27 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// The credentials of the process that connected `stream`; `None` if the
-    /// kernel does not say (never on Linux).
-    pub fn of(stream: &UnixStream) -> Option<Self> {
-        let cred = stream.peer_cred().ok()?;
+    /// The credentials (SO_PEERCRED) of the process that connected `stream`;
+    /// `None` if the kernel does not say (never on Linux).
+    pub fn of(stream: &impl AsFd) -> Option<Self> {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        let cred = getsockopt(stream, PeerCredentials).ok()?;
         Some(Self {
             uid: cred.uid(),
             gid: cred.gid(),
-            pid: cred.pid(),
+            pid: Some(cred.pid()).filter(|&p| p > 0),
         })
     }
 }
 
 /// One accepted connection, with its peer's credentials.
 ///
-/// Fresh from the listener it is a plain non-blocking socket that the
-/// runtime does not watch: [`read`](Self::read) and
-/// [`write_all`](Self::write_all) first try the system call at once, and
-/// only when it would block is the socket registered with the runtime's
-/// poller (once; it stays so) and the call awaited. A Wazuh client sends its
+/// Fresh from the listener it is a plain socket that the runtime does not
+/// watch: [`read`](Self::read) and [`write_all`](Self::write_all) first try
+/// the system call at once without waiting (`MSG_DONTWAIT`, whatever the
+/// socket's own mode), and only when it would block is the socket made
+/// non-blocking, registered with the runtime's poller (once; it stays so)
+/// and the call awaited. A Wazuh client sends its
 /// request as soon as it is connected and reads a reply that fits the
 /// socket buffer, so most connections never wait in the poller.
 #[derive(Debug)]
@@ -84,7 +92,7 @@ pub struct Connection {
 
 #[derive(Debug)]
 enum State {
-    /// Not registered with the runtime; non-blocking.
+    /// Not registered with the runtime; blocking or not.
     Plain(std::os::unix::net::UnixStream),
     /// Registered with the runtime's poller.
     Watched(UnixStream),
@@ -97,11 +105,16 @@ impl Connection {
     /// as tokio's `accept` leaves it): its peer is read, then it is taken
     /// off the poller and its first read is tried at once.
     pub fn accepted(stream: UnixStream) -> io::Result<Self> {
-        let peer = Peer::of(&stream);
-        Ok(Self {
-            state: State::Plain(stream.into_std()?),
-            peer,
-        })
+        Ok(Self::plain(stream.into_std()?))
+    }
+
+    /// A connection fresh from a blocking `accept()`: its peer is read,
+    /// and its first read is tried at once.
+    pub fn plain(stream: std::os::unix::net::UnixStream) -> Self {
+        Self {
+            peer: Peer::of(&stream),
+            state: State::Plain(stream),
+        }
     }
 
     /// A connection that stays registered with the runtime.
@@ -119,13 +132,14 @@ impl Connection {
 
     /// Reads what the peer sent, at most `buf.len()` bytes; 0 at its end.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use nix::sys::socket::{recv, MsgFlags};
         if let State::Plain(s) = &mut self.state {
             loop {
-                match s.read(buf) {
+                match recv(s.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
                     Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(nix::errno::Errno::EAGAIN) => break,
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
@@ -134,14 +148,16 @@ impl Connection {
 
     /// Writes all of `bytes`.
     pub async fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        use nix::sys::socket::{send, MsgFlags};
         if let State::Plain(s) = &mut self.state {
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
             while !bytes.is_empty() {
-                match s.write(bytes) {
+                match send(s.as_raw_fd(), bytes, flags) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => bytes = &bytes[n..],
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(nix::errno::Errno::EAGAIN) => break,
+                    Err(e) => return Err(e.into()),
                 }
             }
             if bytes.is_empty() {
@@ -167,6 +183,9 @@ impl Connection {
             let State::Plain(plain) = std::mem::replace(&mut self.state, State::Lost) else {
                 return Err(lost());
             };
+            // A socket from a blocking accept() is blocking; the poller
+            // needs it not to be.
+            plain.set_nonblocking(true)?;
             self.state = State::Watched(UnixStream::from_std(plain)?);
         }
         match &mut self.state {
@@ -325,7 +344,6 @@ pub async fn serve<L: Accept, H: Handler>(
     counters: Arc<Counters>,
     shutdown: impl Future,
 ) {
-    let (open, limit) = (&slots.open, slots.limit);
     let mut backoff = Backoff::default();
     tokio::pin!(shutdown);
     loop {
@@ -333,55 +351,140 @@ pub async fn serve<L: Accept, H: Handler>(
             _ = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok(stream) => {
+        match accepted {
+            Ok(connection) => {
                 backoff.reset();
-                stream
+                admit(connection, &handler, slots, &counters);
             }
             Err(error) => {
-                let delay = backoff.next_delay();
-                let n = counters.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(%error, errors = n, retry_in_ms = delay.as_millis() as u64, "Accept failed; backing off.");
+                let delay = accept_failed(&counters, &mut backoff, &error);
                 tokio::select! {
                     _ = &mut shutdown => break,
                     _ = tokio::time::sleep(delay) => continue,
                 }
             }
-        };
-        let Ok(permit) = Arc::clone(open).try_acquire_owned() else {
-            let n = counters.refused_at_limit.fetch_add(1, Ordering::Relaxed) + 1;
-            // Log the 1st, 2nd, 4th, 8th... so a flood cannot flood the log.
-            if n.is_power_of_two() {
-                tracing::warn!(
-                    max_connections = limit,
-                    refused = n,
-                    "Connection closed at once: max_connections are open."
-                );
-            }
-            drop(stream);
-            continue;
-        };
-        counters.accepted.fetch_add(1, Ordering::Relaxed);
-        counters.open.fetch_add(1, Ordering::Relaxed);
-        let peer = stream.peer();
-        let handler = handler.clone();
-        let counters = counters.clone();
-        start(Box::pin(async move {
-            handler.handle(stream, peer).await;
-            counters.open.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-        }));
+        }
     }
     drop(listener);
-    let all = u32::try_from(limit).unwrap_or(u32::MAX);
-    if tokio::time::timeout(drain, open.acquire_many(all))
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            drain_s = drain.as_secs(),
-            "Connections still open at shutdown were abandoned."
-        );
+    slots.drain(drain).await;
+}
+
+impl Slots {
+    /// Waits up to `drain` for every connection of the socket to close
+    /// (after its loops stopped accepting).
+    pub async fn drain(&self, drain: Duration) {
+        let all = u32::try_from(self.limit).unwrap_or(u32::MAX);
+        if tokio::time::timeout(drain, self.open.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                drain_s = drain.as_secs(),
+                "Connections still open at shutdown were abandoned."
+            );
+        }
+    }
+}
+
+/// Counts and logs a failed accept; returns how long to wait before the
+/// next one.
+fn accept_failed(counters: &Counters, backoff: &mut Backoff, error: &io::Error) -> Duration {
+    let delay = backoff.next_delay();
+    let n = counters.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::warn!(%error, errors = n, retry_in_ms = delay.as_millis() as u64, "Accept failed; backing off.");
+    delay
+}
+
+/// Serves an accepted connection if a slot is free (on this thread while
+/// it can be, see [`start`]); closes it at once and counts it if not.
+fn admit<H: Handler>(
+    connection: Connection,
+    handler: &Arc<H>,
+    slots: &Slots,
+    counters: &Arc<Counters>,
+) {
+    let Ok(permit) = Arc::clone(&slots.open).try_acquire_owned() else {
+        let n = counters.refused_at_limit.fetch_add(1, Ordering::Relaxed) + 1;
+        // Log the 1st, 2nd, 4th, 8th... so a flood cannot flood the log.
+        if n.is_power_of_two() {
+            tracing::warn!(
+                max_connections = slots.limit,
+                refused = n,
+                "Connection closed at once: max_connections are open."
+            );
+        }
+        return;
+    };
+    counters.accepted.fetch_add(1, Ordering::Relaxed);
+    counters.open.fetch_add(1, Ordering::Relaxed);
+    let peer = connection.peer();
+    let (handler, counters) = (handler.clone(), counters.clone());
+    start(Box::pin(async move {
+        handler.handle(connection, peer).await;
+        counters.open.fetch_sub(1, Ordering::Relaxed);
+        drop(permit);
+    }));
+}
+
+/// One listener served by threads blocking in `accept()`: see
+/// [`accept_blocking`].
+#[derive(Debug)]
+pub struct BlockingListener {
+    listener: std::os::unix::net::UnixListener,
+    stopping: AtomicBool,
+}
+
+impl BlockingListener {
+    /// Takes `listener` for blocking accepts (it is made blocking).
+    pub fn new(listener: std::os::unix::net::UnixListener) -> io::Result<Self> {
+        listener.set_nonblocking(false)?;
+        Ok(Self {
+            listener,
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// Stops accepting: every thread blocked in [`accept_blocking`] returns
+    /// once the connections already queued are taken, and a connect from
+    /// now on is refused (`shutdown(SHUT_RD)` on the listening socket).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let fd = self.listener.as_raw_fd();
+        if let Err(error) = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read) {
+            tracing::warn!(%error, "Cannot stop the accept threads.");
+        }
+    }
+}
+
+/// Serves `listener` from the calling thread until [`BlockingListener::stop`]:
+/// blocks in `accept()`, serves each connection on this thread while it
+/// can (read, answer, write and close with no task), and spawns on the
+/// runtime only what has to wait (a late request, a lookup that waits).
+/// Run one per core on the same listener; the kernel wakes one waiting
+/// thread per connection. Must run inside the runtime's context
+/// ([`tokio::runtime::Handle::enter`]): timers and spawned connections are
+/// the runtime's. Accept errors back off as in [`serve`] (the thread
+/// sleeps). Draining is the caller's ([`Slots::drain`]).
+pub fn accept_blocking<H: Handler>(
+    listener: &BlockingListener,
+    handler: &Arc<H>,
+    slots: &Slots,
+    counters: &Arc<Counters>,
+) {
+    let mut backoff = Backoff::default();
+    loop {
+        match listener.listener.accept() {
+            Ok((stream, _)) => {
+                backoff.reset();
+                admit(Connection::plain(stream), handler, slots, counters);
+            }
+            Err(_) if listener.stopping.load(Ordering::SeqCst) => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                let delay = accept_failed(counters, &mut backoff, &error);
+                std::thread::sleep(delay);
+            }
+        }
     }
 }
 
@@ -582,5 +685,83 @@ mod tests {
                 .unwrap()
                 .unwrap();
         }
+    }
+
+    /// Threads blocking in `accept()` on one listener: a request there at
+    /// once and a request sent late (handed to the runtime) are both
+    /// answered; the threads share the socket's connection slots (the
+    /// connection beyond them is closed at once and counted); `stop` ends
+    /// every thread and refuses later connects.
+    #[test]
+    fn blocking_acceptors_answer_share_slots_and_stop() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listener = Arc::new(BlockingListener::new(listener).unwrap());
+        let handler = Arc::new(Echo { times: 1 });
+        let slots = Slots::new(3);
+        let counters = Arc::new(Counters::default());
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (l, h, s, c) = (
+                    listener.clone(),
+                    handler.clone(),
+                    slots.clone(),
+                    counters.clone(),
+                );
+                let rt = runtime.handle().clone();
+                std::thread::spawn(move || {
+                    let _context = rt.enter();
+                    accept_blocking(&l, &h, &s, &c);
+                })
+            })
+            .collect();
+        use std::io::{Read, Write};
+        let ask = |late: bool| {
+            let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            if late {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            c.write_all(b"ping").unwrap();
+            let mut out = Vec::new();
+            c.read_to_end(&mut out).unwrap();
+            out
+        };
+        assert_eq!(ask(false), b"ping");
+        assert_eq!(ask(true), b"ping");
+
+        let idle: Vec<_> = (0..3)
+            .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while counters.open() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "idle connections not accepted"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut extra = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(extra.read(&mut buf).unwrap_or(0), 0);
+        assert_eq!(counters.refused_at_limit(), 1);
+        drop(idle);
+
+        listener.stop();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_err());
+        assert_eq!(counters.accepted(), 5);
     }
 }

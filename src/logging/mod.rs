@@ -7,6 +7,10 @@
 //!   lines when it is set, else into the diagnostic log whatever its level;
 //!   `audit = false` drops them.
 //! - The daemon reopens both files on SIGUSR1, after logrotate moved them.
+//! - The daemon's lines are written in batches by a thread of their own
+//!   ([`batch`]); exec mode writes its line or two directly.
+
+pub mod batch;
 
 use std::fs::File;
 use std::io::{IsTerminal, Write};
@@ -17,7 +21,6 @@ use anyhow::Context;
 use keygate_config::{LogConfig, LogFormat};
 use keygate_core::audit::AUDIT_TARGET;
 use tokio::signal::unix::Signal;
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -36,7 +39,7 @@ pub enum Fallback {
 /// Keeps the background writers running; drop it last, so buffered lines
 /// are written before exit.
 #[must_use]
-pub struct Guards(#[allow(dead_code)] Vec<WorkerGuard>);
+pub struct Guards(#[allow(dead_code)] Vec<batch::Flusher>);
 
 /// The files the daemon reopens on SIGUSR1.
 static REOPEN: OnceLock<Vec<Arc<LogFile>>> = OnceLock::new();
@@ -131,27 +134,7 @@ pub fn audit_destination(config: &LogConfig) -> String {
 /// Installs the global subscriber.
 pub fn init(config: &LogConfig, fallback: Fallback) -> anyhow::Result<Guards> {
     let daemon = fallback == Fallback::Stderr;
-    let mut guards = Vec::new();
-    let mut reopen = Vec::new();
-    // A file writer: in the daemon a background writer around a reopenable
-    // file; in exec mode direct writes (a line or two per process, and a
-    // background writer's shutdown handshake would add milliseconds to
-    // every one-shot lookup). `lossless` writers block rather than drop
-    // lines when the disk is slow: the audit trail must be complete.
-    let mut file_layer =
-        |path: &Path, format: LogFormat, lossless: bool| -> anyhow::Result<Boxed> {
-            if !daemon {
-                return Ok(fmt_layer(format, Mutex::new(open_append(path)?), false));
-            }
-            let file = LogFile::open(path)?;
-            reopen.push(file.clone());
-            let (writer, guard) = NonBlockingBuilder::default()
-                .lossy(!lossless)
-                .finish(FileWriter(file));
-            guards.push(guard);
-            Ok(fmt_layer(format, writer, false))
-        };
-
+    let mut writers = Writers::default();
     let separate_audit = config.audit && config.audit_file.is_some();
     let audit_in_log = if config.audit && !separate_audit {
         "info"
@@ -165,10 +148,17 @@ pub fn init(config: &LogConfig, fallback: Fallback) -> anyhow::Result<Guards> {
     .context("invalid log level")?;
     let mut layers: Vec<Boxed> = Vec::new();
     let diagnostic = match (&config.file, fallback) {
-        (Some(path), _) => Some(file_layer(path, config.format, false)?),
+        (Some(path), _) => Some(file_layer(
+            path,
+            config.format,
+            false,
+            daemon,
+            &mut writers,
+        )?),
         (None, Fallback::Stderr) => {
             let ansi = std::io::stderr().is_terminal();
-            Some(fmt_layer(config.format, std::io::stderr, ansi))
+            let writer = writers.batched(Box::new(std::io::stderr()), false)?;
+            Some(fmt_layer(config.format, writer, ansi))
         }
         (None, Fallback::Nowhere) => None,
     };
@@ -178,16 +168,59 @@ pub fn init(config: &LogConfig, fallback: Fallback) -> anyhow::Result<Guards> {
     if let (true, Some(path)) = (config.audit, &config.audit_file) {
         let only_audit = Targets::new().with_target(AUDIT_TARGET, LevelFilter::INFO);
         layers.push(
-            file_layer(path, LogFormat::Json, true)?
+            file_layer(path, LogFormat::Json, true, daemon, &mut writers)?
                 .with_filter(only_audit)
                 .boxed(),
         );
     }
     tracing_subscriber::registry().with(layers).try_init().ok();
     if daemon {
-        let _ = REOPEN.set(reopen);
+        let _ = REOPEN.set(writers.reopen);
     }
-    Ok(Guards(guards))
+    Ok(Guards(writers.flushers))
+}
+
+/// The daemon's writers made so far: their flushing threads, and the files
+/// SIGUSR1 reopens.
+#[derive(Default)]
+struct Writers {
+    flushers: Vec<batch::Flusher>,
+    reopen: Vec<Arc<LogFile>>,
+}
+
+impl Writers {
+    /// A batching writer into `sink`; `lossless` ones never drop a line.
+    fn batched(
+        &mut self,
+        sink: Box<dyn Write + Send>,
+        lossless: bool,
+    ) -> anyhow::Result<batch::Batched> {
+        let (writer, flusher) = batch::Batched::new(sink, lossless, batch::CAPACITY, "keygate-log")
+            .context("cannot start the log writer thread")?;
+        self.flushers.push(flusher);
+        Ok(writer)
+    }
+}
+
+/// A layer writing `format` to the file at `path`: in the daemon through a
+/// batching writer around a reopenable file; in exec mode directly (a line
+/// or two per process, and a background writer's shutdown would add
+/// milliseconds to every one-shot lookup). `lossless` writers block rather
+/// than drop lines when the disk is slow: the audit trail must be complete.
+fn file_layer(
+    path: &Path,
+    format: LogFormat,
+    lossless: bool,
+    daemon: bool,
+    writers: &mut Writers,
+) -> anyhow::Result<Boxed> {
+    if !daemon {
+        return Ok(fmt_layer(format, Mutex::new(open_append(path)?), false));
+    }
+    let file = LogFile::open(path)?;
+    writers.reopen.push(file.clone());
+    let writer = writers.batched(Box::new(FileWriter(file)), lossless)?;
+    Ok(fmt_layer(format, writer, false))
 }
 
 /// Reopens the log and audit files (each at its configured path) whenever
