@@ -25,7 +25,7 @@ use std::time::Duration;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Longest a line waits in memory before it is written.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
+pub const FLUSH_EVERY: Duration = Duration::from_millis(10);
 
 /// Bytes waiting that make the thread write at once.
 pub const HIGH_WATER: usize = 256 << 10;

@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long the daemon's log must stay unchanged for [`Daemon::log`] to
+/// take it as complete: five times the daemon's longest batching delay.
+pub const LOG_SETTLED: Duration = Duration::from_millis(50);
+
 /// The binary under test. Cargo tells the root package's integration tests
 /// where it is (`CARGO_BIN_EXE_keygate`, set when it runs them); a test
 /// binary started by hand finds it beside its own directory
@@ -137,9 +141,23 @@ impl Daemon {
         self.dir.path()
     }
 
-    /// The daemon's log file.
+    /// The daemon's log file, once it has settled: the daemon writes its
+    /// log in batches (up to 10 ms apart), so this waits until the file
+    /// stays the same for [`LOG_SETTLED`] (at most 10 s) before returning
+    /// it, so that what was logged before the call is in it.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("keygate.log")).unwrap_or_default()
+        let path = self.dir.path().join("keygate.log");
+        let read = || std::fs::read_to_string(&path).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = read();
+        loop {
+            std::thread::sleep(LOG_SETTLED);
+            let now = read();
+            if now == last || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
     }
 
     /// What the daemon wrote to stderr.
