@@ -11,6 +11,7 @@
 //!   ([`batch`]); exec mode writes its line or two directly.
 
 pub mod batch;
+pub mod plain;
 
 use std::fs::File;
 use std::io::{IsTerminal, Write};
@@ -109,8 +110,13 @@ where
 {
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
+        .with_timer(plain::Rfc3339Micros)
         .with_writer(writer);
     match format {
+        LogFormat::Text if !ansi => layer
+            .with_target(false)
+            .fmt_fields(plain::PlainFields)
+            .boxed(),
         LogFormat::Text => layer.with_target(false).boxed(),
         LogFormat::Json => layer
             .json()
