@@ -88,7 +88,20 @@ impl Visit for PlainVisitor<'_> {
         if Self::special(field) {
             self.by_default(field, |d| d.record_str(field, value));
         } else if self.name(field) {
-            self.result = write!(self.writer, "{value:?}");
+            // `Debug` leaves printable ASCII but `"` and `\` as it is: such a
+            // string (every name, address and label keygate logs) is copied
+            // between quotes instead of escaped character by character.
+            let plain = value
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+            self.result = if plain {
+                self.writer
+                    .write_char('"')
+                    .and_then(|()| self.writer.write_str(value))
+                    .and_then(|()| self.writer.write_char('"'))
+            } else {
+                write!(self.writer, "{value:?}")
+            };
         }
     }
 
@@ -96,7 +109,7 @@ impl Visit for PlainVisitor<'_> {
         if Self::special(field) {
             self.by_default(field, |d| d.record_u64(field, value));
         } else if self.name(field) {
-            self.result = write!(self.writer, "{value}");
+            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
         }
     }
 
@@ -104,7 +117,7 @@ impl Visit for PlainVisitor<'_> {
         if Self::special(field) {
             self.by_default(field, |d| d.record_i64(field, value));
         } else if self.name(field) {
-            self.result = write!(self.writer, "{value}");
+            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
         }
     }
 
@@ -230,6 +243,13 @@ mod tests {
                 big = u128::MAX,
                 list = ?vec![1, 2],
                 r#type = "raw",
+                quote = "it's a \\ path",
+                plain = "agent-00042 10.0.0.1/24 ~{}|",
+                del = "a\x7fb",
+                wide = "ü",
+                empty = "",
+                neg = i64::MIN,
+                max = u64::MAX,
                 "Key request answered."
             );
             tracing::warn!(%error, "Message with \x1b[31mcolour\x1b[0m and a {}.", "format");

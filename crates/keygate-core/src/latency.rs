@@ -34,6 +34,9 @@ pub struct LatencyStats {
 /// The layer, itself a [`KeyBackend`].
 pub struct LatencyLayer {
     inner: Arc<dyn KeyBackend>,
+    /// The backend's name as the metrics label it: shared, so a lookup
+    /// clones a reference count instead of copying the name twice.
+    label: Arc<str>,
     window: Mutex<VecDeque<Duration>>,
 }
 
@@ -41,6 +44,7 @@ impl LatencyLayer {
     /// Times the lookups of `inner`.
     pub fn new(inner: Arc<dyn KeyBackend>) -> Self {
         Self {
+            label: inner.name().into(),
             inner,
             window: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
         }
@@ -81,7 +85,7 @@ impl KeyBackend for LatencyLayer {
         let start = Instant::now();
         let result = self.inner.lookup(query).await;
         let elapsed = start.elapsed();
-        crate::metrics::backend_lookup(self.inner.name(), &result, elapsed);
+        crate::metrics::backend_lookup(&self.label, &result, elapsed);
         let mut window = self.window();
         if window.len() == LATENCY_WINDOW {
             window.pop_front();

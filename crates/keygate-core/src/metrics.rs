@@ -8,6 +8,7 @@
 //! [`CacheStats`], each breaker's state) is copied in by [`cache_stats`]
 //! and [`backend_state`] when the metrics are read.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -135,13 +136,13 @@ pub fn outcome(result: &Result<Option<AgentRecord>, BackendError>) -> &'static s
 
 /// Counts one lookup that reached `backend`, and how long it took.
 pub fn backend_lookup(
-    backend: &str,
+    backend: &Arc<str>,
     result: &Result<Option<AgentRecord>, BackendError>,
     elapsed: Duration,
 ) {
-    let name = backend.to_owned();
-    counter!(BACKEND_LOOKUPS, "backend" => name.clone(), "outcome" => outcome(result)).increment(1);
-    histogram!(BACKEND_DURATION, "backend" => name).record(elapsed.as_secs_f64());
+    counter!(BACKEND_LOOKUPS, "backend" => Arc::clone(backend), "outcome" => outcome(result))
+        .increment(1);
+    histogram!(BACKEND_DURATION, "backend" => Arc::clone(backend)).record(elapsed.as_secs_f64());
 }
 
 /// Copies a breaker's state and its count of skipped lookups.
