@@ -6,10 +6,11 @@
 //! It replaces tracing-appender's background writer, which hands every
 //! line to its thread through a channel: one wake-up of that thread and one
 //! `write` per line, and the thread spinning (`sched_yield`) while it waits.
-//! With the audit trail on, that was one line per Wazuh request, and on two
-//! cores it cost about 15 % of the socket's throughput (BENCHMARKS.md,
-//! round two). Here a request's line costs a lock and a copy; the thread
-//! wakes once per batch.
+//! With the audit trail on, that was one line per Wazuh request (on two
+//! cores the audit line, formatting and writing together, cost about 15 %
+//! of the socket's throughput: BENCHMARKS.md, "Server hot path, second
+//! pass"). Here a request's line costs a lock and a copy; the thread wakes
+//! once per batch.
 //!
 //! When the sink cannot keep up and its capacity is waiting, a
 //! lossy writer (the diagnostic log) drops lines, counts them and says so
