@@ -96,7 +96,6 @@ impl Batched {
         sink: impl Write + Send + 'static,
         lossless: bool,
         capacity: usize,
-        name: &str,
     ) -> io::Result<(Self, Flusher)> {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
@@ -111,7 +110,7 @@ impl Batched {
         });
         let theirs = shared.clone();
         let thread = std::thread::Builder::new()
-            .name(name.to_owned())
+            .name("keygate-log".to_owned())
             .spawn(move || flush_loop(&theirs, sink))?;
         Ok((
             Self(shared.clone()),
@@ -243,7 +242,7 @@ mod tests {
     #[test]
     fn every_line_arrives_whole_in_few_writes() {
         let sink = Sink::default();
-        let (writer, flusher) = Batched::new(sink.clone(), true, CAPACITY, "t").unwrap();
+        let (writer, flusher) = Batched::new(sink.clone(), true, CAPACITY).unwrap();
         std::thread::scope(|s| {
             for t in 0..4 {
                 let writer = writer.clone();
@@ -275,7 +274,7 @@ mod tests {
     #[test]
     fn lines_are_written_while_the_flusher_runs() {
         let sink = Sink::default();
-        let (writer, _flusher) = Batched::new(sink.clone(), false, CAPACITY, "t").unwrap();
+        let (writer, _flusher) = Batched::new(sink.clone(), false, CAPACITY).unwrap();
         writer.make_writer().write_all(b"hello\n").unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while sink.data.lock().unwrap().as_slice() != b"hello\n" {
@@ -290,7 +289,7 @@ mod tests {
     fn a_lossy_writer_drops_and_counts_when_full() {
         let sink = Sink::default();
         let held = sink.hold.lock().unwrap();
-        let (writer, flusher) = Batched::new(sink.clone(), false, 100, "t").unwrap();
+        let (writer, flusher) = Batched::new(sink.clone(), false, 100).unwrap();
         writer.make_writer().write_all(&[b'a'; 60]).unwrap();
         // The thread takes that first batch and blocks on the sink.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -315,7 +314,7 @@ mod tests {
     fn a_lossless_writer_waits_for_room() {
         let sink = Sink::default();
         let held = sink.hold.lock().unwrap();
-        let (writer, flusher) = Batched::new(sink.clone(), true, 100, "t").unwrap();
+        let (writer, flusher) = Batched::new(sink.clone(), true, 100).unwrap();
         let done = Arc::new(AtomicUsize::new(0));
         let (w, d) = (writer.clone(), done.clone());
         let logger = std::thread::spawn(move || {

@@ -201,7 +201,7 @@ impl Writers {
         sink: Box<dyn Write + Send>,
         lossless: bool,
     ) -> anyhow::Result<batch::Batched> {
-        let (writer, flusher) = batch::Batched::new(sink, lossless, batch::CAPACITY, "keygate-log")
+        let (writer, flusher) = batch::Batched::new(sink, lossless, batch::CAPACITY)
             .context("cannot start the log writer thread")?;
         self.flushers.push(flusher);
         Ok(writer)

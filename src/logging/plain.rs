@@ -83,50 +83,60 @@ impl PlainVisitor<'_> {
     }
 }
 
+impl PlainVisitor<'_> {
+    /// Writes `field`: [`DefaultVisitor`] records a special one through
+    /// `special`, any other is `name=` followed by what `value` writes.
+    fn field(
+        &mut self,
+        field: &Field,
+        special: impl FnOnce(&mut DefaultVisitor<'_>),
+        value: impl FnOnce(&mut Writer<'_>) -> fmt::Result,
+    ) {
+        if Self::special(field) {
+            self.by_default(field, special);
+        } else if self.name(field) {
+            self.result = value(&mut self.writer);
+        }
+    }
+}
+
 impl Visit for PlainVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if Self::special(field) {
-            self.by_default(field, |d| d.record_str(field, value));
-        } else if self.name(field) {
-            // `Debug` leaves printable ASCII but `"` and `\` as it is: such a
-            // string (every name, address and label keygate logs) is copied
-            // between quotes instead of escaped character by character.
-            let plain = value
-                .bytes()
-                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
-            self.result = if plain {
-                self.writer
-                    .write_char('"')
-                    .and_then(|()| self.writer.write_str(value))
-                    .and_then(|()| self.writer.write_char('"'))
-            } else {
-                write!(self.writer, "{value:?}")
-            };
-        }
+        // `Debug` leaves printable ASCII but `"` and `\` as it is: such a
+        // string (every name, address and label keygate logs) is copied
+        // between quotes instead of escaped character by character.
+        let plain = value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+        self.field(
+            field,
+            |d| d.record_str(field, value),
+            |w| {
+                if plain {
+                    w.write_char('"')?;
+                    w.write_str(value)?;
+                    w.write_char('"')
+                } else {
+                    write!(w, "{value:?}")
+                }
+            },
+        );
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if Self::special(field) {
-            self.by_default(field, |d| d.record_u64(field, value));
-        } else if self.name(field) {
-            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
-        }
+        self.field(
+            field,
+            |d| d.record_u64(field, value),
+            |w| w.write_str(itoa::Buffer::new().format(value)),
+        );
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if Self::special(field) {
-            self.by_default(field, |d| d.record_i64(field, value));
-        } else if self.name(field) {
-            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
-        }
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        if Self::special(field) {
-            self.by_default(field, |d| d.record_bool(field, value));
-        } else if self.name(field) {
-            self.result = self.writer.write_str(if value { "true" } else { "false" });
-        }
+        self.field(
+            field,
+            |d| d.record_i64(field, value),
+            |w| w.write_str(itoa::Buffer::new().format(value)),
+        );
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -134,11 +144,11 @@ impl Visit for PlainVisitor<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if Self::special(field) {
-            self.by_default(field, |d| d.record_debug(field, value));
-        } else if self.name(field) {
-            self.result = write!(self.writer, "{value:?}");
-        }
+        self.field(
+            field,
+            |d| d.record_debug(field, value),
+            |w| write!(w, "{value:?}"),
+        );
     }
 }
 

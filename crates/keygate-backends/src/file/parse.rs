@@ -294,48 +294,63 @@ fn client_keys_chunk(text: &[u8], out: &mut Vec<Line>) -> usize {
 /// What a client.keys line that is not UTF-8 text claims, and its record
 /// or the rule it broke; `None` for a removed agent.
 fn bytes_entry(line: &[u8]) -> Option<(Keys, Result<AgentRecord, Box<RecordError>>)> {
-    let mut fields = line.split(|&b| b == b' ');
-    let id = fields.next().unwrap_or_default();
-    let name = fields.next().unwrap_or_default();
-    if matches!(name.first(), Some(b'!' | b'#')) {
-        return None;
-    }
-    let ip = fields.next();
-    let key = fields.next();
-    let record = match (ip, key, fields.next()) {
-        (Some(ip), Some(key), None) => record([Some(id), Some(name), Some(ip), Some(key)]),
-        _ => Err(Box::new(RecordError::Malformed(FOUR_FIELDS))),
-    };
-    Some((Keys::of(id, ip, &record), record))
+    let mut next = spaces(line);
+    entry(
+        || next().map(|field| &line[field]),
+        |id, name, ip, key| record([Some(id), Some(name), Some(ip), Some(key)]),
+    )
 }
 
-/// [`bytes_entry`] for a line of text, cut the same way (with `memchr`:
-/// `str::split` took a fifth of the parse).
+/// [`bytes_entry`] for a line of text (checked once for UTF-8 as a whole),
+/// cut the same way.
 fn text_entry(line: &str) -> Option<(Keys, Result<AgentRecord, Box<RecordError>>)> {
-    let mut rest = Some(line);
-    let mut next = || {
-        let r = rest?;
-        match memchr::memchr(b' ', r.as_bytes()) {
+    let mut next = spaces(line.as_bytes());
+    entry(
+        || next().and_then(|field| line.get(field)),
+        |id, name, ip, key| AgentRecord::parse(id, name, ip, key).map_err(Box::new),
+    )
+}
+
+/// The byte ranges of a line's space-separated fields, one per call, found
+/// with `memchr` (`split` took a fifth of the parse).
+fn spaces(line: &[u8]) -> impl FnMut() -> Option<std::ops::Range<usize>> + '_ {
+    let mut start = Some(0);
+    move || {
+        let from = start?;
+        let rest = line.get(from..)?;
+        match memchr::memchr(b' ', rest) {
             Some(i) => {
-                rest = r.get(i + 1..);
-                r.get(..i)
+                start = Some(from + i + 1);
+                Some(from..from + i)
             }
-            None => rest.take(),
+            None => {
+                start = None;
+                Some(from..line.len())
+            }
         }
-    };
+    }
+}
+
+/// A client.keys entry from its fields as `next` yields them, validated by
+/// `validate` when there are exactly four; `None` for a removed agent (a
+/// name starting with `!` or `#`).
+fn entry<T: Copy + Default + AsRef<[u8]>>(
+    mut next: impl FnMut() -> Option<T>,
+    validate: impl FnOnce(T, T, T, T) -> Result<AgentRecord, Box<RecordError>>,
+) -> Option<(Keys, Result<AgentRecord, Box<RecordError>>)> {
     let id = next().unwrap_or_default();
     let name = next().unwrap_or_default();
-    if matches!(name.as_bytes().first(), Some(b'!' | b'#')) {
+    if matches!(name.as_ref().first(), Some(b'!' | b'#')) {
         return None;
     }
     let ip = next();
     let key = next();
     let record = match (ip, key, next()) {
-        (Some(ip), Some(key), None) => AgentRecord::parse(id, name, ip, key).map_err(Box::new),
+        (Some(ip), Some(key), None) => validate(id, name, ip, key),
         _ => Err(Box::new(RecordError::Malformed(FOUR_FIELDS))),
     };
     Some((
-        Keys::of(id.as_bytes(), ip.map(str::as_bytes), &record),
+        Keys::of(id.as_ref(), ip.as_ref().map(AsRef::as_ref), &record),
         record,
     ))
 }
