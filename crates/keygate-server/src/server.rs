@@ -23,7 +23,10 @@
 //!   and handing only what has to wait to the runtime. No poller
 //!   registration, no wake-up of another thread, no spurious accept: per
 //!   answered request the system calls are those of a fixed-reply server
-//!   plus one `getsockopt` for the peer's credentials.
+//!   plus one `getsockopt` for the peer's credentials and one `recv`: the
+//!   Wazuh request is peeked and consumed only after the reply
+//!   ([`Connection::read_once`]), which spares the client a spurious
+//!   wake-up per request.
 //! - An accept error (EMFILE when file descriptors run out) backs off
 //!   exponentially up to [`MAX_BACKOFF`] instead of spinning, and the delay
 //!   resets after the next successful accept.
@@ -88,6 +91,9 @@ impl Peer {
 pub struct Connection {
     state: State,
     peer: Option<Peer>,
+    /// Bytes [`read_once`](Self::read_once) left in the socket (peeked,
+    /// not consumed), discarded after the reply or at the latest on drop.
+    peeked: usize,
 }
 
 #[derive(Debug)]
@@ -114,6 +120,7 @@ impl Connection {
         Self {
             peer: Peer::of(&stream),
             state: State::Plain(stream),
+            peeked: 0,
         }
     }
 
@@ -122,6 +129,7 @@ impl Connection {
         Self {
             peer: Peer::of(&stream),
             state: State::Watched(stream),
+            peeked: 0,
         }
     }
 
@@ -146,6 +154,59 @@ impl Connection {
         self.registered()?.read(buf).await
     }
 
+    /// Reads the one request of a connection that reads nothing more:
+    /// what is there is copied without being consumed (`MSG_PEEK`), and
+    /// consumed only after the reply is written (or when the connection is
+    /// dropped). Consuming the client's bytes wakes a client already
+    /// waiting for the reply (the kernel wakes a Unix socket's sender when
+    /// its bytes are freed, and the waiting reader sleeps on the same
+    /// queue): done after the reply, that wake-up finds the client awake.
+    /// A request that is not there yet is read as [`read`](Self::read)
+    /// does.
+    pub async fn read_once(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use nix::sys::socket::{recv, MsgFlags};
+        if let State::Plain(s) = &mut self.state {
+            loop {
+                match recv(
+                    s.as_raw_fd(),
+                    buf,
+                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK,
+                ) {
+                    Ok(n) => {
+                        self.peeked = n;
+                        return Ok(n);
+                    }
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(nix::errno::Errno::EAGAIN) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        self.read(buf).await
+    }
+
+    /// Consumes what [`read_once`](Self::read_once) peeked, so closing the
+    /// socket with it unread does not reset the client's connection.
+    fn discard_peeked(&mut self) {
+        use nix::sys::socket::{recv, MsgFlags};
+        let fd = match &self.state {
+            State::Plain(s) => s.as_raw_fd(),
+            State::Watched(s) => s.as_raw_fd(),
+            State::Lost => return,
+        };
+        let mut scratch = [0u8; 1024];
+        while self.peeked > 0 {
+            let want = self.peeked.min(scratch.len());
+            match recv(fd, &mut scratch[..want], MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => break,
+                Ok(n) => self.peeked -= n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        self.peeked = 0;
+    }
+
     /// Writes all of `bytes`.
     pub async fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         use nix::sys::socket::{send, MsgFlags};
@@ -161,17 +222,20 @@ impl Connection {
                 }
             }
             if bytes.is_empty() {
+                self.discard_peeked();
                 return Ok(());
             }
         }
-        self.registered()?.write_all(bytes).await
+        self.registered()?.write_all(bytes).await?;
+        self.discard_peeked();
+        Ok(())
     }
 
     /// The connection as a tokio stream, registered with the runtime (for
     /// handlers that want tokio's reading and writing helpers).
     pub fn into_tokio(mut self) -> io::Result<UnixStream> {
         self.registered()?;
-        match self.state {
+        match std::mem::replace(&mut self.state, State::Lost) {
             State::Watched(s) => Ok(s),
             _ => Err(lost()),
         }
@@ -192,6 +256,12 @@ impl Connection {
             State::Watched(s) => Ok(s),
             _ => Err(lost()),
         }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.discard_peeked();
     }
 }
 
@@ -627,6 +697,65 @@ mod tests {
     /// A request that arrives after the connection was accepted (the first
     /// read would block) is still read and answered: the connection is
     /// handed to the runtime and awaited.
+    /// A request read with `read_once` (peeked) is consumed after the
+    /// reply: the client reads the reply and then a clean end, never a
+    /// reset, whether the reply was written or the connection dropped
+    /// without one; and it was only peeked until then.
+    #[tokio::test]
+    async fn a_request_read_once_is_consumed_after_the_reply_and_never_resets() {
+        use std::io::{Read, Write};
+        for reply in [Some(&b"{\"error\":0}"[..]), None] {
+            let (mut client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+            client.write_all(b"id:001").unwrap();
+            let mut connection = Connection::plain(server);
+            let mut buf = [0u8; 64];
+            let n = connection.read_once(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"id:001");
+            // Still in the socket: a plain read sees the same bytes.
+            let mut again = [0u8; 64];
+            let State::Plain(s) = &connection.state else {
+                panic!("the connection left the plain state")
+            };
+            let m = nix::sys::socket::recv(
+                s.as_raw_fd(),
+                &mut again,
+                nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            )
+            .unwrap();
+            assert_eq!(&again[..m], b"id:001");
+            if let Some(reply) = reply {
+                connection.write_all(reply).await.unwrap();
+            }
+            drop(connection);
+            let mut out = Vec::new();
+            // A reset would be an error here (ECONNRESET), not the end.
+            client.read_to_end(&mut out).unwrap();
+            assert_eq!(out, reply.unwrap_or_default());
+        }
+    }
+
+    /// A request that is not there when `read_once` is called is waited
+    /// for and read as `read` would.
+    #[tokio::test]
+    async fn read_once_waits_for_a_late_request() {
+        let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+        client.set_nonblocking(true).unwrap();
+        let mut client = UnixStream::from_std(client).unwrap();
+        let mut connection = Connection::plain(server);
+        let late = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            client.write_all(b"ip:10.0.0.1").await.unwrap();
+        };
+        let mut buf = [0u8; 64];
+        let (read, ()) = tokio::join!(connection.read_once(&mut buf), late);
+        assert_eq!(&buf[..read.unwrap()], b"ip:10.0.0.1");
+        connection.write_all(b"ok").await.unwrap();
+        drop(connection);
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"ok");
+    }
+
     #[tokio::test]
     async fn a_request_sent_late_is_awaited_and_answered() {
         let served = serve_with(Echo { times: 1 }, 1, Slots::new(4)).await;

@@ -140,7 +140,8 @@ impl Handler for Wazuh {
             peer.map(|p| p.gid),
             peer.and_then(|p| p.pid),
         );
-        let reply = match tokio::time::timeout(self.read_timeout, stream.read(&mut buf)).await {
+        let reply = match tokio::time::timeout(self.read_timeout, stream.read_once(&mut buf)).await
+        {
             // Connect and close: Wazuh 3.x's health check. Nothing to say.
             Ok(Ok(0)) => return,
             Ok(Ok(n)) => {
