@@ -238,9 +238,8 @@ pub fn main(config_path: &Path) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+        .worker_threads(runtime_workers())
         .enable_all()
         .build()
     {
@@ -251,6 +250,18 @@ pub fn main(config_path: &Path) -> ExitCode {
         }
     };
     runtime.block_on(serve(config, config_path))
+}
+
+/// How many threads the runtime has: half the cores, at least one. The
+/// runtime finishes only what waits (a database round trip, a late
+/// request, the control socket, reloads); in-memory answers are given on
+/// the accepting threads (one per core). Every worker more is one more
+/// thread the runtime wakes to look for work whenever a task is scheduled:
+/// on the 2-core benchmark machine one worker instead of two took a
+/// database lookup from 37-47 to 32-34 µs of keygate's CPU and served
+/// 13-33 % more lookups (BENCHMARKS.md, "Server hot path, third pass").
+fn runtime_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// Logs and prints why the daemon cannot start; exit code 1.
