@@ -9,6 +9,8 @@
 #      the Unix sockets MYSQL_SOCKET, PG_SOCKET_DIR instead of TCP).
 #      ROUNDS (socket rows: floor and keygate measured side by side this many
 #      times, then the median ratio; default 3 for cache and file, else 1).
+# The file, mysql and postgres rows also split the CPU per request between
+# the load generator, keygate and the rest (the database server).
 # Every socket row measures the real floor (blocking threads: accept, one
 # read, one write, close; no runtime) in the same invocation, just before
 # keygate, and prints keygate's ratio to it.
@@ -93,6 +95,41 @@ compare() {
     python3 -c "import sys; k, d = float(sys.argv[1]), float(sys.argv[2]); print(f'# {sys.argv[3]}: {d:,.0f}/s at $CLIENTS clients; keygate {k:,.0f}/s: ratio {k / d:.2f}x')" "$kg" "$2" "$1"
 }
 
+# Where the CPU goes, per request, in µs: the whole machine's busy time (all
+# cores, /proc/stat) during a run, the client's own (/usr/bin/time) and
+# keygate's (/proc/PID/stat); "the rest" is the database server (and the
+# kernel's own threads: run on a quiet machine).
+busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8; exit}' /proc/stat; }
+proc_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# cpu_split_keygate: a keygate-only load (no floor) of SPLIT_DURATION
+# (default 3s), split into load generator, keygate and the rest.
+cpu_split_keygate() {
+    local pid=${PIDS[-1]} b0 k0 b1 k1 n
+    b0=$(busy_ticks); k0=$(proc_ticks "$pid")
+    /usr/bin/time -f "%U %S" -o "$WORK/client.cpu" "$BENCH" socket --socket "$WORK/keygate.sock" --clients "$CLIENTS" \
+        --duration "${SPLIT_DURATION:-3s}" --id-min 1 --id-max "$AGENTS" > "$WORK/split.out"
+    b1=$(busy_ticks); k1=$(proc_ticks "$pid")
+    n=$(sed -n 's/^keygate .*requests=\([0-9]*\).*/\1/p' "$WORK/split.out" | tail -1)
+    SPLIT_KG=$(python3 -c "import sys; t, n = int(sys.argv[4]), int(sys.argv[5]); busy, kg = (int(sys.argv[1]) / t, int(sys.argv[2]) / t); client = sum(map(float, sys.argv[3].split())); us = lambda x: x / n * 1e6
+print(f'{us(busy):.0f} = load generator {us(client):.0f} + keygate {us(kg):.0f} + the rest {us(busy - client - kg):.0f}')" \
+        "$((b1 - b0))" "$((k1 - k0))" "$(cat "$WORK/client.cpu")" "$(getconf CLK_TCK)" "$n")
+}
+# tool_split CMD...: runs the database's own tool (output to $WORK/db.out)
+# and keeps the machine's busy time and the tool's own CPU during it.
+tool_split() {
+    local b0; b0=$(busy_ticks)
+    /usr/bin/time -f "%U %S" -o "$WORK/tool.cpu" "$@" > "$WORK/db.out" 2>&1 || { cat "$WORK/db.out" >&2; exit 1; }
+    TOOL_BUSY=$(( $(busy_ticks) - b0 ))
+}
+# print_split TOOL N: both splits, the tool's over its N queries.
+print_split() {
+    local tool
+    tool=$(python3 -c "import sys; t, n = int(sys.argv[3]), float(sys.argv[4]); busy = int(sys.argv[1]) / t; client = sum(map(float, sys.argv[2].split())); us = lambda x: x / n * 1e6
+print(f'{us(busy):.0f} = the tool {us(client):.0f} + the rest {us(busy - client):.0f}')" \
+        "$TOOL_BUSY" "$(cat "$WORK/tool.cpu")" "$(getconf CLK_TCK)" "$2")
+    echo "# CPU per request, µs of all cores' busy time (the rest: mostly the database server): keygate path $SPLIT_KG; $1 $tool"
+}
+
 # $WORK/seed-wrap.sh: the seed script (crates/keygate-bench/seed) called as
 # keygate is (`--config F id X`; it ignores the config and reads SEED_DB_*).
 seed_wrapper() {
@@ -143,7 +180,9 @@ file)
 name = \"keys\"
 type = \"file\"
 path = \"$WORK/client.keys\""
-    ROUNDS=${ROUNDS:-3} socket_load ;;
+    ROUNDS=${ROUNDS:-3} socket_load
+    cpu_split_keygate
+    echo "# CPU per request, µs of all cores' busy time: keygate path $SPLIT_KG" ;;
 sqlite)
     "$BENCH" gen --count "$AGENTS" --format sql > "$WORK/agents.sql"
     python3 - "$WORK" <<'PY'
@@ -182,13 +221,15 @@ tls = \"disable\"
 query_by_id = \"SELECT id,name,ip,agent_key FROM agent WHERE id = ?\"
 query_by_ip = \"SELECT id,name,ip,agent_key FROM agent WHERE ip = ?\""
     socket_load | tee "$WORK/keygate.out"
+    cpu_split_keygate
     # 5,000 random ids; each client cycles through them.
     python3 -c "import random,sys; n=int(sys.argv[1]); print(''.join(f\"SELECT id,name,ip,agent_key FROM agent WHERE id = '{random.randint(1,n):03d}';\" for _ in range(5000)))" "$AGENTS" > "$WORK/slap.sql"
     n=$((CLIENTS * ${SLAP_QUERIES:-20000}))
-    mariadb-slap "${slap[@]}" -u root --concurrency="$CLIENTS" --iterations=1 --number-of-queries="$n" \
-        --create-schema="$BENCH_DB" --query="$WORK/slap.sql" --delimiter=";" > "$WORK/db.out" 2>&1 || { cat "$WORK/db.out" >&2; exit 1; }
+    tool_split mariadb-slap "${slap[@]}" -u root --concurrency="$CLIENTS" --iterations=1 --number-of-queries="$n" \
+        --create-schema="$BENCH_DB" --query="$WORK/slap.sql" --delimiter=";"
     secs=$(sed -n 's/.*Average number of seconds to run all queries: *\([0-9.]*\).*/\1/p' "$WORK/db.out")
-    compare "mariadb-slap" "$(python3 -c "print($n / $secs)")" ;;
+    compare "mariadb-slap" "$(python3 -c "print($n / $secs)")"
+    print_split mariadb-slap "$n" ;;
 postgres)
     # keygate (cache off, pool of CLIENTS) and pgbench -S style: CLIENTS
     # clients each, prepared point selects by primary key on the same
@@ -208,12 +249,14 @@ tls = \"disable\"
 query_by_id = \"SELECT id,name,ip,agent_key FROM agent WHERE id = \$1\"
 query_by_ip = \"SELECT id,name,ip,agent_key FROM agent WHERE ip = \$1\""
     socket_load | tee "$WORK/keygate.out"
+    cpu_split_keygate
     cat > "$WORK/select.sql" <<SQL
 \\set n random(1, $AGENTS)
 SELECT id,name,ip,agent_key FROM agent WHERE id = lpad(:n::text, 3, '0');
 SQL
-    pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "${DURATION%s}" -f "$WORK/select.sql" "${pgb[@]}" > "$WORK/db.out" 2>&1 || { cat "$WORK/db.out" >&2; exit 1; }
-    compare "pgbench -M prepared" "$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/db.out" | head -1)" ;;
+    tool_split pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "${DURATION%s}" -f "$WORK/select.sql" "${pgb[@]}"
+    compare "pgbench -M prepared" "$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/db.out" | head -1)"
+    print_split pgbench "$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$WORK/db.out")" ;;
 redis)
     PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
     redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize no --logfile "$WORK/redis.log" &
