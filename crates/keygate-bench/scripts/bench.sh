@@ -10,7 +10,8 @@
 #      ROUNDS (socket rows: floor and keygate measured side by side this many
 #      times, then the median ratio; default 3 for cache and file, else 1).
 # The file, mysql and postgres rows also split the CPU per request between
-# the load generator, keygate and the rest (the database server).
+# the load generator, keygate and the rest (the database server); the cache
+# row compares keygate's own CPU per request, cache on and off.
 # Every socket row measures the real floor (blocking threads: accept, one
 # read, one write, close; no runtime) in the same invocation, just before
 # keygate, and prints keygate's ratio to it.
@@ -111,8 +112,10 @@ cpu_split_keygate() {
     b1=$(busy_ticks); k1=$(proc_ticks "$pid")
     n=$(sed -n 's/^keygate .*requests=\([0-9]*\).*/\1/p' "$WORK/split.out" | tail -1)
     SPLIT_KG=$(python3 -c "import sys; t, n = int(sys.argv[4]), int(sys.argv[5]); busy, kg = (int(sys.argv[1]) / t, int(sys.argv[2]) / t); client = sum(map(float, sys.argv[3].split())); us = lambda x: x / n * 1e6
-print(f'{us(busy):.0f} = load generator {us(client):.0f} + keygate {us(kg):.0f} + the rest {us(busy - client - kg):.0f}')" \
+print(f'{us(busy):.0f} = load generator {us(client):.0f} + keygate {us(kg):.0f} + the rest {us(busy - client - kg):.0f}')
+print(f'{us(kg):.1f}')" \
         "$((b1 - b0))" "$((k1 - k0))" "$(cat "$WORK/client.cpu")" "$(getconf CLK_TCK)" "$n")
+    SPLIT_KG_US=$(printf '%s\n' "$SPLIT_KG" | tail -1); SPLIT_KG=$(printf '%s\n' "$SPLIT_KG" | head -1)
 }
 # tool_split CMD...: runs the database's own tool (output to $WORK/db.out)
 # and keeps the machine's busy time and the tool's own CPU during it.
@@ -156,24 +159,27 @@ cache)
 name = \"keys\"
 type = \"file\"
 path = \"$WORK/client.keys\""
-    on=(); off=()
+    on=(); off=(); on_us=(); off_us=()
     for round in $(seq 1 "${ROUNDS:-2}"); do
         start_daemon "$FILE_BACKEND" true
         warm_cache
         "$KG" --config "$WORK/keygate.toml" cache stats | sed 's/^/# after warm-up: /'
         line=$(ROUNDS=1 load_line)
         on+=("$(echo "$line" | sed -n 's/.*rps=\([0-9.]*\).*/\1/p')")
+        cpu_split_keygate; on_us+=("$SPLIT_KG_US")
         "$KG" --config "$WORK/keygate.toml" cache stats | sed 's/^/# after the run: /'
         kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; rm -f "$WORK/keygate.sock"
         start_daemon "$FILE_BACKEND" false
         line=$(ROUNDS=1 load_line)
         off+=("$(echo "$line" | sed -n 's/.*rps=\([0-9.]*\).*/\1/p')")
+        cpu_split_keygate; off_us+=("$SPLIT_KG_US")
         kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; rm -f "$WORK/keygate.sock"
-        echo "# round $round: cache on ${on[-1]}/s, cache off ${off[-1]}/s"
+        echo "# round $round: cache on ${on[-1]}/s, cache off ${off[-1]}/s; keygate's own CPU per request ${on_us[-1]} µs on, ${off_us[-1]} µs off"
     done
     median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
     m_on=$(median "${on[@]}"); m_off=$(median "${off[@]}")
-    echo "# cache hits vs cache off (file backend, $CLIENTS clients, medians of ${ROUNDS:-2}): $m_on/s vs $m_off/s = $(echo "scale=3; $m_on / $m_off" | bc) x (target >= 1)" ;;
+    echo "# cache hits vs cache off (file backend, $CLIENTS clients, medians of ${ROUNDS:-2}): $m_on/s vs $m_off/s = $(echo "scale=3; $m_on / $m_off" | bc) x (target >= 1)"
+    echo "# keygate's own CPU per request (medians of ${ROUNDS:-2}, a separate ${SPLIT_DURATION:-3s} run each): $(median "${on_us[@]}") µs cache on vs $(median "${off_us[@]}") µs cache off" ;;
 file)
     keys_file
     start_daemon "[[backend]]
