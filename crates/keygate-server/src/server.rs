@@ -694,9 +694,6 @@ mod tests {
         }
     }
 
-    /// A request that arrives after the connection was accepted (the first
-    /// read would block) is still read and answered: the connection is
-    /// handed to the runtime and awaited.
     /// A request read with `read_once` (peeked) is consumed after the
     /// reply: the client reads the reply and then a clean end, never a
     /// reset, whether the reply was written or the connection dropped
@@ -756,6 +753,9 @@ mod tests {
         assert_eq!(out, b"ok");
     }
 
+    /// A request that arrives after the connection was accepted (the first
+    /// read would block) is still read and answered: the connection is
+    /// handed to the runtime and awaited.
     #[tokio::test]
     async fn a_request_sent_late_is_awaited_and_answered() {
         let served = serve_with(Echo { times: 1 }, 1, Slots::new(4)).await;
