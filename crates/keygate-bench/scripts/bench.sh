@@ -384,7 +384,7 @@ storm)
     start_daemon "[[backend]]
 name = \"db\"
 type = \"mysql\"
-url = \"$MYSQL_URL/keygate_bench\"
+url = \"$MYSQL_URL/$BENCH_DB\"
 tls = \"disable\"
 query_by_id = \"SELECT id,name,ip,agent_key FROM agent WHERE id = ?\"
 query_by_ip = \"SELECT id,name,ip,agent_key FROM agent WHERE ip = ?\"" true
