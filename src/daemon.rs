@@ -259,7 +259,8 @@ pub fn main(config_path: &Path) -> ExitCode {
 /// thread the runtime wakes to look for work whenever a task is scheduled:
 /// on the 2-core benchmark machine one worker instead of two took a
 /// database lookup from 37-47 to 32-34 µs of keygate's CPU and served
-/// 13-33 % more lookups (BENCHMARKS.md, "Server hot path, third pass").
+/// 13-33 % more lookups (BENCHMARKS.md, "Server hot path and SQL, third
+/// pass").
 fn runtime_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
