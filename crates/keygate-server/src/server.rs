@@ -35,13 +35,14 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::Duration;
 
+use nix::sys::socket::MsgFlags;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
@@ -140,15 +141,9 @@ impl Connection {
 
     /// Reads what the peer sent, at most `buf.len()` bytes; 0 at its end.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use nix::sys::socket::{recv, MsgFlags};
-        if let State::Plain(s) = &mut self.state {
-            loop {
-                match recv(s.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
-                    Ok(n) => return Ok(n),
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(nix::errno::Errno::EAGAIN) => break,
-                    Err(e) => return Err(e.into()),
-                }
+        if let State::Plain(s) = &self.state {
+            if let Some(n) = recv_now(s.as_raw_fd(), buf, MsgFlags::empty())? {
+                return Ok(n);
             }
         }
         self.registered()?.read(buf).await
@@ -164,31 +159,19 @@ impl Connection {
     /// A request that is not there yet is read as [`read`](Self::read)
     /// does.
     pub async fn read_once(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use nix::sys::socket::{recv, MsgFlags};
-        if let State::Plain(s) = &mut self.state {
-            loop {
-                match recv(
-                    s.as_raw_fd(),
-                    buf,
-                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK,
-                ) {
-                    Ok(n) => {
-                        self.peeked = n;
-                        return Ok(n);
-                    }
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(nix::errno::Errno::EAGAIN) => break,
-                    Err(e) => return Err(e.into()),
-                }
+        if let State::Plain(s) = &self.state {
+            if let Some(n) = recv_now(s.as_raw_fd(), buf, MsgFlags::MSG_PEEK)? {
+                self.peeked = n;
+                return Ok(n);
             }
         }
-        self.read(buf).await
+        // Not there yet: nothing to try again at once, wait for it.
+        self.registered()?.read(buf).await
     }
 
     /// Consumes what [`read_once`](Self::read_once) peeked, so closing the
     /// socket with it unread does not reset the client's connection.
     fn discard_peeked(&mut self) {
-        use nix::sys::socket::{recv, MsgFlags};
         let fd = match &self.state {
             State::Plain(s) => s.as_raw_fd(),
             State::Watched(s) => s.as_raw_fd(),
@@ -197,11 +180,9 @@ impl Connection {
         let mut scratch = [0u8; 1024];
         while self.peeked > 0 {
             let want = self.peeked.min(scratch.len());
-            match recv(fd, &mut scratch[..want], MsgFlags::MSG_DONTWAIT) {
-                Ok(0) => break,
-                Ok(n) => self.peeked -= n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => break,
+            match recv_now(fd, &mut scratch[..want], MsgFlags::empty()) {
+                Ok(Some(n)) if n > 0 => self.peeked -= n,
+                _ => break,
             }
         }
         self.peeked = 0;
@@ -209,7 +190,7 @@ impl Connection {
 
     /// Writes all of `bytes`.
     pub async fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        use nix::sys::socket::{send, MsgFlags};
+        use nix::sys::socket::send;
         if let State::Plain(s) = &mut self.state {
             let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
             while !bytes.is_empty() {
@@ -255,6 +236,19 @@ impl Connection {
         match &mut self.state {
             State::Watched(s) => Ok(s),
             _ => Err(lost()),
+        }
+    }
+}
+
+/// One `recv` at once, whatever the socket's own mode (`MSG_DONTWAIT` is
+/// added to `flags`), retried when interrupted: `None` when it would block.
+fn recv_now(fd: RawFd, buf: &mut [u8], flags: MsgFlags) -> io::Result<Option<usize>> {
+    loop {
+        match nix::sys::socket::recv(fd, buf, flags | MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => return Ok(Some(n)),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
         }
     }
 }
