@@ -12,6 +12,10 @@
 # The file, mysql and postgres rows also split the CPU per request between
 # the load generator, keygate and the rest (the database server); the cache
 # row compares keygate's own CPU per request, cache on and off.
+# The mysql and postgres rows also measure the two-hop floor (floor/dbfloor.c,
+# built with gcc, libmariadb-dev and libpq-dev): the least any responder
+# between the Wazuh socket and the database can do, beside keygate and the
+# database's own tool.
 # Every socket row measures the real floor (blocking threads: accept, one
 # read, one write, close; no runtime) in the same invocation, just before
 # keygate, and prints keygate's ratio to it.
@@ -89,11 +93,33 @@ pg_db() {
 }
 
 # compare TOOL RATE: keygate's rate (from the load generator's output in
-# $WORK/keygate.out) against the database tool's, and their ratio.
+# $WORK/keygate.out) and the two-hop floor's ($WORK/dbfloor.out) against
+# the database tool's, and their ratios.
 compare() {
-    local kg; kg=$(sed -n 's/^keygate .*rps=\([0-9.]*\).*/\1/p' "$WORK/keygate.out" | tail -1)
+    local kg fl; kg=$(rate_of "$WORK/keygate.out"); fl=$(rate_of "$WORK/dbfloor.out")
     sed 's/^/# /' "$WORK/db.out"
-    python3 -c "import sys; k, d = float(sys.argv[1]), float(sys.argv[2]); print(f'# {sys.argv[3]}: {d:,.0f}/s at $CLIENTS clients; keygate {k:,.0f}/s: ratio {k / d:.2f}x')" "$kg" "$2" "$1"
+    python3 -c "import sys; k, f, d = map(float, sys.argv[1:4]); print(f'# {sys.argv[4]}: {d:,.0f}/s at $CLIENTS clients; keygate {k:,.0f}/s: ratio {k / d:.2f}x; two-hop floor (dbfloor) {f:,.0f}/s: ratio {f / d:.2f}x; keygate / two-hop floor {k / f:.2f}x')" "$kg" "$fl" "$2" "$1"
+}
+rate_of() { sed -n 's/^keygate .*rps=\([0-9.]*\).*/\1/p' "$1" | tail -1; }
+
+# dbfloor_row DATABASE CONN...: the two-hop floor (floor/dbfloor.c: blocking
+# threads with the database's own client library, one prepared lookup per
+# request, nothing else), built here, started on the bench table and queries
+# with one connection per client, and measured with keygate's load; its CPU
+# split in SPLIT_FLOOR. keygate is stopped first, so the two never share the
+# machine.
+dbfloor_row() {
+    local src=$ROOT/crates/keygate-bench/floor/dbfloor.c by_id=$1 by_ip=$2; shift 2
+    kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+    # shellcheck disable=SC2046 # the *_config flags are words
+    gcc -O2 -pthread "$src" $(mariadb_config --cflags --libs) -I"$(pg_config --includedir)" -lpq -o "$WORK/dbfloor" \
+        || { echo "bench.sh: dbfloor needs gcc, libmariadb-dev and libpq-dev (apt-get install gcc libmariadb-dev libpq-dev)" >&2; exit 1; }
+    "$WORK/dbfloor" "$WORK/dbfloor.sock" "$CLIENTS" "$@" -- "$by_id" "$by_ip" &
+    PIDS+=($!)
+    for _ in $(seq 1 200); do [ -S "$WORK/dbfloor.sock" ] && break; sleep 0.05; done
+    "$BENCH" socket --socket "$WORK/dbfloor.sock" --clients "$CLIENTS" --duration "$DURATION" --id-min 1 --id-max "$AGENTS" \
+        | tee "$WORK/dbfloor.out" | sed 's/^keygate /two-hop floor (dbfloor) /'
+    SPLIT_KEYGATE=$SPLIT_KG; cpu_split_keygate "$WORK/dbfloor.sock"; SPLIT_FLOOR=$SPLIT_KG; SPLIT_KG=$SPLIT_KEYGATE
 }
 
 # Where the CPU goes, per request, in µs: the whole machine's busy time (all
@@ -102,12 +128,13 @@ compare() {
 # kernel's own threads: run on a quiet machine).
 busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8; exit}' /proc/stat; }
 proc_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-# cpu_split_keygate: a keygate-only load (no floor) of SPLIT_DURATION
-# (default 3s), split into load generator, keygate and the rest.
+# cpu_split_keygate [SOCKET]: a load (no floor) of SPLIT_DURATION (default
+# 3s) on keygate's socket (or SOCKET, served by the last process started),
+# split into load generator, that process and the rest.
 cpu_split_keygate() {
-    local pid=${PIDS[-1]} b0 k0 b1 k1 n
+    local pid=${PIDS[-1]} sock=${1:-$WORK/keygate.sock} b0 k0 b1 k1 n
     b0=$(busy_ticks); k0=$(proc_ticks "$pid")
-    /usr/bin/time -f "%U %S" -o "$WORK/client.cpu" "$BENCH" socket --socket "$WORK/keygate.sock" --clients "$CLIENTS" \
+    /usr/bin/time -f "%U %S" -o "$WORK/client.cpu" "$BENCH" socket --socket "$sock" --clients "$CLIENTS" \
         --duration "${SPLIT_DURATION:-3s}" --id-min 1 --id-max "$AGENTS" > "$WORK/split.out"
     b1=$(busy_ticks); k1=$(proc_ticks "$pid")
     n=$(sed -n 's/^keygate .*requests=\([0-9]*\).*/\1/p' "$WORK/split.out" | tail -1)
@@ -130,7 +157,7 @@ print_split() {
     tool=$(python3 -c "import sys; t, n = int(sys.argv[3]), float(sys.argv[4]); busy = int(sys.argv[1]) / t; client = sum(map(float, sys.argv[2].split())); us = lambda x: x / n * 1e6
 print(f'{us(busy):.0f} = the tool {us(client):.0f} + the rest {us(busy - client):.0f}')" \
         "$TOOL_BUSY" "$(cat "$WORK/tool.cpu")" "$(getconf CLK_TCK)" "$2")
-    echo "# CPU per request, µs of all cores' busy time (the rest: mostly the database server): keygate path $SPLIT_KG; $1 $tool"
+    echo "# CPU per request, µs of all cores' busy time (the rest: mostly the database server): keygate path $SPLIT_KG; two-hop floor path ${SPLIT_FLOOR/keygate/dbfloor}; $1 $tool"
 }
 
 # $WORK/seed-wrap.sh: the seed script (crates/keygate-bench/seed) called as
@@ -215,8 +242,10 @@ mysql)
     mysql_db
     if [ "${DB_SOCKET:-0}" = 1 ]; then
         url="mysql://root@localhost/$BENCH_DB?socket=$MYSQL_SOCKET"; slap=(--socket="$MYSQL_SOCKET")
+        floor=(localhost 0 root "$BENCH_DB" "$MYSQL_SOCKET")
     else
         H=${MYSQL_URL#*@}; url="$MYSQL_URL/$BENCH_DB"; slap=(-h "${H%:*}" -P "${H#*:}")
+        floor=("${H%:*}" "${H#*:}" root "$BENCH_DB")
     fi
     start_daemon "[[backend]]
 name = \"db\"
@@ -228,6 +257,8 @@ query_by_id = \"SELECT id,name,ip,agent_key FROM agent WHERE id = ?\"
 query_by_ip = \"SELECT id,name,ip,agent_key FROM agent WHERE ip = ?\""
     socket_load | tee "$WORK/keygate.out"
     cpu_split_keygate
+    dbfloor_row "SELECT id,name,ip,agent_key FROM agent WHERE id = ?" "SELECT id,name,ip,agent_key FROM agent WHERE ip = ?" \
+        mysql "${floor[@]}"
     # 5,000 random ids; each client cycles through them.
     python3 -c "import random,sys; n=int(sys.argv[1]); print(''.join(f\"SELECT id,name,ip,agent_key FROM agent WHERE id = '{random.randint(1,n):03d}';\" for _ in range(5000)))" "$AGENTS" > "$WORK/slap.sql"
     n=$((CLIENTS * ${SLAP_QUERIES:-20000}))
@@ -243,8 +274,9 @@ postgres)
     pg_db
     if [ "${DB_SOCKET:-0}" = 1 ]; then
         url="postgres://root@localhost/$BENCH_DB?host=$PG_SOCKET_DIR"; pgb=(-h "$PG_SOCKET_DIR" -U root "$BENCH_DB")
+        floor="postgresql://root@/$BENCH_DB?host=$PG_SOCKET_DIR&sslmode=disable"
     else
-        url="$PG_DB"; pgb=("$PG_DB")
+        url="$PG_DB"; pgb=("$PG_DB"); floor="$PG_DB$(case $PG_DB in *\?*) echo '&';; *) echo '?';; esac)sslmode=disable"
     fi
     start_daemon "[[backend]]
 name = \"db\"
@@ -256,6 +288,8 @@ query_by_id = \"SELECT id,name,ip,agent_key FROM agent WHERE id = \$1\"
 query_by_ip = \"SELECT id,name,ip,agent_key FROM agent WHERE ip = \$1\""
     socket_load | tee "$WORK/keygate.out"
     cpu_split_keygate
+    dbfloor_row "SELECT id,name,ip,agent_key FROM agent WHERE id = \$1" "SELECT id,name,ip,agent_key FROM agent WHERE ip = \$1" \
+        postgres "$floor"
     cat > "$WORK/select.sql" <<SQL
 \\set n random(1, $AGENTS)
 SELECT id,name,ip,agent_key FROM agent WHERE id = lpad(:n::text, 3, '0');
