@@ -351,7 +351,7 @@ name = \"keys\"
 type = \"file\"
 path = \"$WORK/client.keys\"" true
     echo "# daemon up (file backend, $AGENTS agents, cache on); /bin/true and keygate --version interleaved:"
-    "$BENCH" exec --keygate "$KG" --config "$WORK/keygate.toml" --runs "$runs" --id-max "$AGENTS" --references
+    "$BENCH" exec --keygate "$KG" --config "$WORK/keygate.toml" --runs "$runs" --id-max "$AGENTS" --references --ratio-target 2
     kill "${PIDS[-1]}"; sleep 0.5
     echo "# daemon down, direct file ($AGENTS agents: every run loads the whole file):"
     "$BENCH" exec --keygate "$KG" --config "$WORK/keygate.toml" --runs 20 --id-max "$AGENTS"
