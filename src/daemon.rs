@@ -239,7 +239,7 @@ pub fn main(config_path: &Path) -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(runtime_workers())
+        .worker_threads(runtime_workers(config.server.worker_threads))
         .enable_all()
         .build()
     {
@@ -260,9 +260,11 @@ pub fn main(config_path: &Path) -> ExitCode {
 /// on the 2-core benchmark machine one worker instead of two took a
 /// database lookup from 37-47 to 32-34 µs of keygate's CPU and served
 /// 13-33 % more lookups (BENCHMARKS.md, "Server hot path and SQL, third
-/// pass").
-fn runtime_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+/// pass"). `[server] worker_threads` overrides it (a machine whose
+/// lookups wait on many slow backends at once may want more).
+fn runtime_workers(configured: Option<usize>) -> usize {
+    configured
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))
 }
 
 /// Logs and prints why the daemon cannot start; exit code 1.
@@ -317,6 +319,7 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
         control_socket = %s.control_socket.display(),
         backends = ?names,
         cache = config.cache.is_some(),
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "Serving."
     );
     let wazuh_settings = WazuhSettings {

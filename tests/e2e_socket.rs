@@ -344,3 +344,16 @@ fn environment_overrides_config_keys() {
         "{out:?}"
     );
 }
+
+/// `[server] worker_threads` sets the runtime's threads (the start line
+/// says how many it has); without it the runtime has half the cores, at
+/// least one.
+#[test]
+fn worker_threads_sets_the_runtime_and_defaults_to_half_the_cores() {
+    let d = Daemon::start_with("worker_threads = 3", &demo_backends());
+    assert!(d.log().contains("worker_threads=3"), "{}", d.log());
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let d = Daemon::start(&demo_backends());
+    let want = format!("worker_threads={}", (cores / 2).max(1));
+    assert!(d.log().contains(&want), "want {want}: {}", d.log());
+}

@@ -92,6 +92,11 @@ pub struct ServerConfig {
     pub allowed_uids: Vec<u32>,
     /// Group ids allowed to ask (the peer's effective gid).
     pub allowed_gids: Vec<u32>,
+    /// Threads of the runtime that finishes what waits (database and
+    /// network lookups, exec backends, the control socket, reloads);
+    /// `None`: half the cores, at least one. Answers from memory are given
+    /// on the accepting threads (one per core) whatever this is.
+    pub worker_threads: Option<usize>,
 }
 
 /// `[log]`.

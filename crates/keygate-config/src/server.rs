@@ -26,9 +26,13 @@ impl Default for ServerConfig {
             allowed_gids: Vec::new(),
             read_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            worker_threads: None,
         }
     }
 }
+
+/// The most `worker_threads` may be.
+pub const MAX_WORKER_THREADS: usize = 1024;
 
 /// The control socket's default: the main socket's path plus `.ctl`. The
 /// one place that derives it.
@@ -72,6 +76,7 @@ pub(crate) fn read(mut s: Section<'_>, base: &Path) -> Option<ServerConfig> {
     let read_timeout = s.duration("read_timeout", d.read_timeout);
     let request_timeout = s.duration("request_timeout", d.request_timeout);
     let control_socket: Option<PathBuf> = s.optional("control_socket");
+    let worker_threads: Option<usize> = s.optional("worker_threads");
 
     if socket.as_os_str().is_empty() {
         s.problem("socket", "must not be empty");
@@ -90,6 +95,14 @@ pub(crate) fn read(mut s: Section<'_>, base: &Path) -> Option<ServerConfig> {
     }
     if !(1..=65_536).contains(&max_lookups) {
         s.problem("max_lookups", "must be between 1 and 65536");
+    }
+    if worker_threads.is_some_and(|n| !(1..=MAX_WORKER_THREADS).contains(&n)) {
+        s.problem(
+            "worker_threads",
+            format!(
+                "must be between 1 and {MAX_WORKER_THREADS} (remove the key for half the cores)"
+            ),
+        );
     }
     if socket_group.as_deref() == Some("") {
         s.problem("socket_group", "must be a group name or number");
@@ -136,5 +149,6 @@ pub(crate) fn read(mut s: Section<'_>, base: &Path) -> Option<ServerConfig> {
         socket_group,
         allowed_uids: allowed_uids.unwrap_or_default(),
         allowed_gids: allowed_gids.unwrap_or_default(),
+        worker_threads,
     })
 }

@@ -408,3 +408,26 @@ fn backend_warnings_carry_their_key_path() {
         "{warnings:?}"
     );
 }
+
+/// `worker_threads` is optional (half the cores when absent), read when
+/// set, and refused with its key path when 0 or above the cap.
+#[test]
+fn worker_threads_is_optional_and_bounded() {
+    let c = load_str(MINIMAL, Path::new("/")).unwrap();
+    assert_eq!(c.server.worker_threads, None);
+    let c = load_str(
+        &format!("[server]\nworker_threads = 3\n{MINIMAL}"),
+        Path::new("/"),
+    )
+    .unwrap();
+    assert_eq!(c.server.worker_threads, Some(3));
+    for bad in ["0", "1025", "\"two\""] {
+        let e = load_str(
+            &format!("[server]\nworker_threads = {bad}\n{MINIMAL}"),
+            Path::new("/"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("server.worker_threads"), "{bad}: {e}");
+    }
+}
