@@ -17,7 +17,7 @@ pub async fn answer(stack: &dyn KeyBackend, raw: &[u8], deadline: Duration) -> R
 /// record is checked against the query once more here, so no layer can
 /// forward a record for another agent.
 pub async fn answer_query(stack: &dyn KeyBackend, query: &Query, deadline: Duration) -> Reply {
-    match tokio::time::timeout(deadline, stack.lookup(query)).await {
+    match crate::timeout::within(deadline, stack.lookup(query)).await {
         Err(_) => Reply::error(
             crate::ErrorCode::Unavailable,
             format!(

@@ -1,11 +1,33 @@
-//! A per-backend deadline around every lookup and health check.
+//! A per-backend deadline around every lookup and health check, and
+//! [`within`], the deadline every layer uses.
 
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::backend::ListStream;
 use crate::{AgentRecord, BackendError, KeyBackend, Query};
+
+/// Runs `fut` with a deadline of `limit`, like [`tokio::time::timeout`],
+/// but starts the timer only if `fut` has to wait: a future that is ready
+/// on its first poll (an answer from memory, a request already in the
+/// socket) never reads the clock, takes no runtime handle and touches no
+/// timer. The deadline counts from that first wait; the first poll does
+/// not block (a future that hogged the thread in it could not have been
+/// interrupted by tokio's timer either).
+pub async fn within<F: Future>(
+    limit: Duration,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = pin!(fut);
+    match std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        Poll::Ready(output) => Ok(output),
+        Poll::Pending => tokio::time::timeout(limit, fut).await,
+    }
+}
 
 /// Fails a lookup with [`BackendError::Timeout`] when the wrapped backend
 /// takes longer than its `timeout`; the chain then moves on.
@@ -28,13 +50,13 @@ impl<B: KeyBackend> KeyBackend for TimeoutLayer<B> {
     }
 
     async fn lookup(&self, query: &Query) -> Result<Option<AgentRecord>, BackendError> {
-        tokio::time::timeout(self.timeout, self.inner.lookup(query))
+        within(self.timeout, self.inner.lookup(query))
             .await
             .unwrap_or(Err(BackendError::Timeout(self.timeout)))
     }
 
     async fn health(&self) -> Result<(), BackendError> {
-        tokio::time::timeout(self.timeout, self.inner.health())
+        within(self.timeout, self.inner.health())
             .await
             .unwrap_or(Err(BackendError::Timeout(self.timeout)))
     }
@@ -54,6 +76,28 @@ mod tests {
     use super::*;
     use crate::testing::Fake;
     use crate::Request;
+
+    /// A future ready at once is answered without a timer: here there is
+    /// no runtime at all, where `tokio::time::timeout` would panic making
+    /// its `Sleep`.
+    #[test]
+    fn a_ready_future_needs_no_timer() {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut ready = pin!(within(Duration::from_secs(1), async { 7 }));
+        assert!(matches!(ready.as_mut().poll(&mut cx), Poll::Ready(Ok(7))));
+    }
+
+    /// A future that waits still gets its deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_future_times_out() {
+        let waits = within(Duration::from_secs(2), std::future::pending::<()>());
+        assert!(waits.await.is_err());
+        let quick = within(
+            Duration::from_secs(2),
+            tokio::time::sleep(Duration::from_secs(1)),
+        );
+        assert!(quick.await.is_ok());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn slow_backend_times_out_at_its_own_deadline() {

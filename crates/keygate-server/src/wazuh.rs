@@ -113,10 +113,17 @@ impl Wazuh {
             return Reply::error(e.code(), e.to_string());
         }
         let serving = self.serving.load_full();
-        let start = tokio::time::Instant::now();
-        let Ok(Ok(_slot)) =
-            tokio::time::timeout(serving.request_timeout, self.lookups.acquire()).await
-        else {
+        // A free slot is taken at once; only a wait for one reads the clock.
+        let (slot, waited) = match self.lookups.try_acquire() {
+            Ok(slot) => (Ok(Ok(slot)), None),
+            Err(_) => {
+                let start = tokio::time::Instant::now();
+                let slot =
+                    tokio::time::timeout(serving.request_timeout, self.lookups.acquire()).await;
+                (slot, Some(start.elapsed()))
+            }
+        };
+        let Ok(Ok(_slot)) = slot else {
             return Reply::error(
                 ErrorCode::Unavailable,
                 format!(
@@ -125,7 +132,9 @@ impl Wazuh {
                 ),
             );
         };
-        let left = serving.request_timeout.saturating_sub(start.elapsed());
+        let left = serving
+            .request_timeout
+            .saturating_sub(waited.unwrap_or_default());
         gateway::answer(serving.root.as_ref(), request, left).await
     }
 }
@@ -140,7 +149,11 @@ impl Handler for Wazuh {
             peer.map(|p| p.gid),
             peer.and_then(|p| p.pid),
         );
-        let reply = match tokio::time::timeout(self.read_timeout, stream.read_once(&mut buf)).await
+        let reply = match keygate_core::timeout::within(
+            self.read_timeout,
+            stream.read_once(&mut buf),
+        )
+        .await
         {
             // Connect and close: Wazuh 3.x's health check. Nothing to say.
             Ok(Ok(0)) => return,
