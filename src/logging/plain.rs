@@ -9,14 +9,16 @@
 //! through one `write!` per component. [`PlainFields`] writes `name=value`
 //! straight into the line (values as [`DefaultFields`] writes them: `Debug`,
 //! so strings quoted and escaped), and hands what needs more care (the
-//! message, errors, `log.` and `r#` names) to [`DefaultVisitor`] itself, so
-//! the text is the same byte for byte; a test holds both to that.
+//! errors, `log.` and `r#` names) to [`DefaultVisitor`] itself, so the text
+//! is the same byte for byte; a test holds both to that. The message is
+//! written as the default writes it, terminal codes escaped the same way,
+//! but a clean piece in one write instead of a character at a time.
 //! [`Rfc3339Micros`] writes the same `2026-12-02T04:45:35.875756Z` as
 //! tracing-subscriber's `SystemTime` with one formatted write.
 //!
 //! [`DefaultFields`]: tracing_subscriber::fmt::format::DefaultFields
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
@@ -50,7 +52,29 @@ impl PlainVisitor<'_> {
     /// Whether `field` is one [`DefaultVisitor`] must write itself.
     fn special(field: &Field) -> bool {
         let name = field.name();
-        name == "message" || name.starts_with("r#") || name.starts_with("log.")
+        name.starts_with("r#") || name.starts_with("log.")
+    }
+
+    /// The message, as [`DefaultVisitor`] writes it (no name; terminal
+    /// codes escaped when the writer sanitizes them), but through
+    /// [`Sanitized`], which copies a clean piece in one write where the
+    /// default escapes character by character.
+    fn message(&mut self, value: &dyn fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        if !self.is_empty {
+            self.result = self.writer.write_char(' ');
+        }
+        self.is_empty = false;
+        let sanitize = self.writer.sanitizes_ansi_escapes();
+        self.result = self.result.and_then(|()| {
+            if sanitize {
+                write!(Sanitized(&mut self.writer), "{value:?}")
+            } else {
+                write!(self.writer, "{value:?}")
+            }
+        });
     }
 
     /// `field` written by [`DefaultVisitor`], exactly as the default does.
@@ -102,6 +126,9 @@ impl PlainVisitor<'_> {
 
 impl Visit for PlainVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            return self.message(&format_args!("{value}"));
+        }
         // `Debug` leaves printable ASCII but `"` and `\` as it is: such a
         // string (every name, address and label keygate logs) is copied
         // between quotes instead of escaped character by character.
@@ -144,11 +171,45 @@ impl Visit for PlainVisitor<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            return self.message(value);
+        }
         self.field(
             field,
             |d| d.record_debug(field, value),
             |w| write!(w, "{value:?}"),
         );
+    }
+}
+
+/// Writes what it is given with the terminal control codes that
+/// tracing-subscriber escapes in a message (ESC, BEL, BS, FF, DEL, and
+/// C1 `U+0080`–`U+009F`) escaped exactly as it escapes them; a piece
+/// without any is copied in one write.
+struct Sanitized<'w, 'a>(&'w mut Writer<'a>);
+
+impl fmt::Write for Sanitized<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // 0xC2 leads every C1 character in UTF-8 (and a few others, which
+        // the slow path then copies as they are).
+        if !s
+            .bytes()
+            .any(|b| matches!(b, 0x07 | 0x08 | 0x0c | 0x1b | 0x7f | 0xc2))
+        {
+            return self.0.write_str(s);
+        }
+        for ch in s.chars() {
+            match ch {
+                '\x1b' => self.0.write_str("\\x1b")?,
+                '\x07' => self.0.write_str("\\x07")?,
+                '\x08' => self.0.write_str("\\x08")?,
+                '\x0c' => self.0.write_str("\\x0c")?,
+                '\x7f' => self.0.write_str("\\x7f")?,
+                '\u{80}'..='\u{9f}' => write!(self.0, "\\u{{{:x}}}", ch as u32)?,
+                _ => self.0.write_char(ch)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -268,6 +329,10 @@ mod tests {
                 n = 3i64
             );
             tracing::info!("only a message");
+            let hostile = "bel\x07 bs\x08 ff\x0c del\x7f c1\u{85}\u{9f} nbsp\u{a0} \u{e9}";
+            tracing::warn!(error = "x", "{hostile} and {:?}", hostile);
+            tracing::info!(message = hostile, after = 1u64);
+            tracing::info!("only C1: \u{9b}31m and \u{85}");
             tracing::info!(first = "no message", second = 2u64);
             let span = tracing::info_span!("req", id = "001", n = 5u64);
             let _in = span.enter();
