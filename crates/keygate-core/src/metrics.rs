@@ -8,6 +8,7 @@
 //! [`CacheStats`], each breaker's state) is copied in by [`cache_stats`]
 //! and [`backend_state`] when the metrics are read.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,9 +59,21 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 
 const CODES: [&str; 7] = ["0", "1", "2", "3", "4", "5", "6"];
 
-/// Gives every series its help text (once, after installing a recorder),
-/// and sets the build info.
+/// Whether a recorder is installed ([`describe`] says so). Without one the
+/// per-request series are skipped: each would still build its labelled key
+/// (an allocation) for the no-op recorder to drop, about 1,000
+/// instructions a request.
+static RECORDING: AtomicBool = AtomicBool::new(false);
+
+fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
+}
+
+/// Gives every series its help text and sets the build info; called once,
+/// after installing a recorder (until then the per-request series are not
+/// recorded).
 pub fn describe() {
+    RECORDING.store(true, Ordering::Relaxed);
     describe_counter!(
         REQUESTS,
         "Requests answered, by type, front end and reply code."
@@ -117,6 +130,9 @@ pub fn describe() {
 
 /// Counts one answered request and its latency.
 pub fn request_answered(kind: &'static str, frontend: Frontend, code: u8, latency: Duration) {
+    if !recording() {
+        return;
+    }
     let code = CODES.get(usize::from(code)).copied().unwrap_or("6");
     counter!(REQUESTS, "type" => kind, "frontend" => frontend.as_str(), "code" => code)
         .increment(1);
@@ -140,6 +156,9 @@ pub fn backend_lookup(
     result: &Result<Option<AgentRecord>, BackendError>,
     elapsed: Duration,
 ) {
+    if !recording() {
+        return;
+    }
     counter!(BACKEND_LOOKUPS, "backend" => Arc::clone(backend), "outcome" => outcome(result))
         .increment(1);
     histogram!(BACKEND_DURATION, "backend" => Arc::clone(backend)).record(elapsed.as_secs_f64());
@@ -187,6 +206,49 @@ pub fn config_reload(ok: bool) {
 mod tests {
     use super::*;
     use crate::RecordError;
+    use ::metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts the series registered with it.
+    #[derive(Default)]
+    struct Registrations(AtomicUsize);
+
+    impl ::metrics::Recorder for Registrations {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Counter::noop()
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Histogram::noop()
+        }
+    }
+
+    /// The per-request series are recorded only once `describe` has said
+    /// a recorder is installed; before, not even their keys are built.
+    #[test]
+    fn per_request_series_wait_for_describe() {
+        let recorder = Registrations::default();
+        let per_request = || {
+            request_answered("id", Frontend::Socket, 0, Duration::from_micros(5));
+            backend_lookup(&Arc::from("keys"), &Ok(None), Duration::from_micros(3));
+        };
+        ::metrics::with_local_recorder(&recorder, per_request);
+        assert_eq!(recorder.0.load(Ordering::Relaxed), 0);
+        ::metrics::with_local_recorder(&recorder, || {
+            describe();
+            per_request();
+        });
+        // Two counters and two histograms, plus the build info gauge.
+        assert_eq!(recorder.0.load(Ordering::Relaxed), 5);
+    }
 
     /// Each kind of backend answer gets its documented outcome label.
     #[test]
