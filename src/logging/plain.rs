@@ -9,7 +9,8 @@
 //! through one `write!` per component. [`PlainFields`] writes `name=value`
 //! straight into the line (values as [`DefaultFields`] writes them: `Debug`,
 //! so strings quoted and escaped), and hands what needs more care (the
-//! errors, `log.` and `r#` names) to [`DefaultVisitor`] itself, so the text
+//! errors, `log.` and `r#` names, a message that is neither text nor
+//! `Debug`) to [`DefaultVisitor`] itself, so the text
 //! is the same byte for byte; a test holds both to that. The message is
 //! written as the default writes it, terminal codes escaped the same way,
 //! but a clean piece in one write instead of a character at a time.
@@ -49,10 +50,12 @@ pub struct PlainVisitor<'a> {
 }
 
 impl PlainVisitor<'_> {
-    /// Whether `field` is one [`DefaultVisitor`] must write itself.
+    /// Whether `field` is one [`DefaultVisitor`] must write itself (a
+    /// message given as text or `Debug`, the usual kinds, is written by
+    /// [`message`](Self::message) before this is asked).
     fn special(field: &Field) -> bool {
         let name = field.name();
-        name.starts_with("r#") || name.starts_with("log.")
+        name == "message" || name.starts_with("r#") || name.starts_with("log.")
     }
 
     /// The message, as [`DefaultVisitor`] writes it (no name; terminal
@@ -333,6 +336,7 @@ mod tests {
             tracing::warn!(error = "x", "{hostile} and {:?}", hostile);
             tracing::info!(message = hostile, after = 1u64);
             tracing::info!("only C1: \u{9b}31m and \u{85}");
+            tracing::info!(message = 5u64, other = true);
             tracing::info!(first = "no message", second = 2u64);
             let span = tracing::info_span!("req", id = "001", n = 5u64);
             let _in = span.enter();

@@ -119,7 +119,7 @@ dbfloor_row() {
     for _ in $(seq 1 200); do [ -S "$WORK/dbfloor.sock" ] && break; sleep 0.05; done
     "$BENCH" socket --socket "$WORK/dbfloor.sock" --clients "$CLIENTS" --duration "$DURATION" --id-min 1 --id-max "$AGENTS" \
         | tee "$WORK/dbfloor.out" | sed 's/^keygate /two-hop floor (dbfloor) /'
-    SPLIT_KEYGATE=$SPLIT_KG; cpu_split_keygate "$WORK/dbfloor.sock"; SPLIT_FLOOR=$SPLIT_KG; SPLIT_KG=$SPLIT_KEYGATE
+    cpu_split "$WORK/dbfloor.sock" dbfloor; SPLIT_FLOOR=$SPLIT
 }
 
 # Where the CPU goes, per request, in µs: the whole machine's busy time (all
@@ -128,22 +128,25 @@ dbfloor_row() {
 # kernel's own threads: run on a quiet machine).
 busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8; exit}' /proc/stat; }
 proc_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-# cpu_split_keygate [SOCKET]: a load (no floor) of SPLIT_DURATION (default
-# 3s) on keygate's socket (or SOCKET, served by the last process started),
-# split into load generator, that process and the rest.
-cpu_split_keygate() {
-    local pid=${PIDS[-1]} sock=${1:-$WORK/keygate.sock} b0 k0 b1 k1 n
+# cpu_split SOCKET LABEL: a load (no floor) of SPLIT_DURATION (default 3s)
+# on SOCKET, served by the last process started (LABEL), split into load
+# generator, that process and the rest: the line in SPLIT, the process's
+# own µs per request in SPLIT_US.
+cpu_split() {
+    local pid=${PIDS[-1]} sock=$1 label=$2 b0 k0 b1 k1 n
     b0=$(busy_ticks); k0=$(proc_ticks "$pid")
     /usr/bin/time -f "%U %S" -o "$WORK/client.cpu" "$BENCH" socket --socket "$sock" --clients "$CLIENTS" \
         --duration "${SPLIT_DURATION:-3s}" --id-min 1 --id-max "$AGENTS" > "$WORK/split.out"
     b1=$(busy_ticks); k1=$(proc_ticks "$pid")
     n=$(sed -n 's/^keygate .*requests=\([0-9]*\).*/\1/p' "$WORK/split.out" | tail -1)
-    SPLIT_KG=$(python3 -c "import sys; t, n = int(sys.argv[4]), int(sys.argv[5]); busy, kg = (int(sys.argv[1]) / t, int(sys.argv[2]) / t); client = sum(map(float, sys.argv[3].split())); us = lambda x: x / n * 1e6
-print(f'{us(busy):.0f} = load generator {us(client):.0f} + keygate {us(kg):.0f} + the rest {us(busy - client - kg):.0f}')
+    SPLIT=$(python3 -c "import sys; t, n = int(sys.argv[4]), int(sys.argv[5]); busy, kg = (int(sys.argv[1]) / t, int(sys.argv[2]) / t); client = sum(map(float, sys.argv[3].split())); us = lambda x: x / n * 1e6
+print(f'{us(busy):.0f} = load generator {us(client):.0f} + {sys.argv[6]} {us(kg):.0f} + the rest {us(busy - client - kg):.0f}')
 print(f'{us(kg):.1f}')" \
-        "$((b1 - b0))" "$((k1 - k0))" "$(cat "$WORK/client.cpu")" "$(getconf CLK_TCK)" "$n")
-    SPLIT_KG_US=$(printf '%s\n' "$SPLIT_KG" | tail -1); SPLIT_KG=$(printf '%s\n' "$SPLIT_KG" | head -1)
+        "$((b1 - b0))" "$((k1 - k0))" "$(cat "$WORK/client.cpu")" "$(getconf CLK_TCK)" "$n" "$label")
+    SPLIT_US=$(printf '%s\n' "$SPLIT" | tail -1); SPLIT=$(printf '%s\n' "$SPLIT" | head -1)
 }
+# cpu_split_keygate: cpu_split of keygate's socket, in SPLIT_KG and SPLIT_KG_US.
+cpu_split_keygate() { cpu_split "$WORK/keygate.sock" keygate; SPLIT_KG=$SPLIT; SPLIT_KG_US=$SPLIT_US; }
 # tool_split CMD...: runs the database's own tool (output to $WORK/db.out)
 # and keeps the machine's busy time and the tool's own CPU during it.
 tool_split() {
@@ -157,7 +160,7 @@ print_split() {
     tool=$(python3 -c "import sys; t, n = int(sys.argv[3]), float(sys.argv[4]); busy = int(sys.argv[1]) / t; client = sum(map(float, sys.argv[2].split())); us = lambda x: x / n * 1e6
 print(f'{us(busy):.0f} = the tool {us(client):.0f} + the rest {us(busy - client):.0f}')" \
         "$TOOL_BUSY" "$(cat "$WORK/tool.cpu")" "$(getconf CLK_TCK)" "$2")
-    echo "# CPU per request, µs of all cores' busy time (the rest: mostly the database server): keygate path $SPLIT_KG; two-hop floor path ${SPLIT_FLOOR/keygate/dbfloor}; $1 $tool"
+    echo "# CPU per request, µs of all cores' busy time (the rest: mostly the database server): keygate path $SPLIT_KG; two-hop floor path $SPLIT_FLOOR; $1 $tool"
 }
 
 # $WORK/seed-wrap.sh: the seed script (crates/keygate-bench/seed) called as

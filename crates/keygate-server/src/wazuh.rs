@@ -114,16 +114,18 @@ impl Wazuh {
         }
         let serving = self.serving.load_full();
         // A free slot is taken at once; only a wait for one reads the clock.
-        let (slot, waited) = match self.lookups.try_acquire() {
-            Ok(slot) => (Ok(Ok(slot)), None),
+        let slot = match self.lookups.try_acquire() {
+            Ok(slot) => Some((slot, Duration::ZERO)),
             Err(_) => {
                 let start = tokio::time::Instant::now();
-                let slot =
-                    tokio::time::timeout(serving.request_timeout, self.lookups.acquire()).await;
-                (slot, Some(start.elapsed()))
+                tokio::time::timeout(serving.request_timeout, self.lookups.acquire())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|slot| (slot, start.elapsed()))
             }
         };
-        let Ok(Ok(_slot)) = slot else {
+        let Some((_slot, waited)) = slot else {
             return Reply::error(
                 ErrorCode::Unavailable,
                 format!(
@@ -132,9 +134,7 @@ impl Wazuh {
                 ),
             );
         };
-        let left = serving
-            .request_timeout
-            .saturating_sub(waited.unwrap_or_default());
+        let left = serving.request_timeout.saturating_sub(waited);
         gateway::answer(serving.root.as_ref(), request, left).await
     }
 }
