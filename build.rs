@@ -1,7 +1,7 @@
 //! Link flags for the `keygate` binary.
 //!
 //! Wazuh starts `keygate ... id 001` once per lookup, so start-up time is
-//! the exec one-shot's product (see BENCHMARKS.md, "One-shot start" and
+//! the exec one-shot's product (see docs/dev/benchmarks-history.md, "One-shot start" and
 //! "One-shot start, second pass"). Release builds therefore differ from
 //! debug builds in two link steps; the code itself is compiled as usual.
 //!

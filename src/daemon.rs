@@ -259,7 +259,7 @@ pub fn main(config_path: &Path) -> ExitCode {
 /// thread the runtime wakes to look for work whenever a task is scheduled:
 /// on the 2-core benchmark machine one worker instead of two took a
 /// database lookup from 37-47 to 32-34 µs of keygate's CPU and served
-/// 13-33 % more lookups (BENCHMARKS.md, "Server hot path and SQL, third
+/// 13-33 % more lookups (docs/dev/benchmarks-history.md, "Server hot path and SQL, third
 /// pass"). `[server] worker_threads` overrides it (a machine whose
 /// lookups wait on many slow backends at once may want more).
 fn runtime_workers(configured: Option<usize>) -> usize {

@@ -18,7 +18,7 @@
 //! main() recognises Wazuh's call before building the CLI parser
 //! ([`lean_call`]), the daemon is asked with blocking socket calls, and an
 //! async runtime, the full config and logging are only set up when the
-//! lookup has to be done here (BENCHMARKS.md, "One-shot start").
+//! lookup has to be done here (docs/dev/benchmarks-history.md, "One-shot start").
 
 use keygate_core::backend::humanize;
 use keygate_core::{gateway, ErrorCode, Query, Reply, Request};

@@ -38,7 +38,7 @@ const MAN_SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("/run/keygate/keygate.sock", "The socket Wazuh connects to ([server] socket)."),
             ("/run/keygate/keygate.sock.ctl", "The control socket of reload, cache and backends (mode 0600)."),
             ("/usr/lib/systemd/system/keygate.service", "The systemd unit; SIGHUP or systemctl reload keygate re-reads the config."),
-            ("/usr/share/doc/keygate/", "README.md, example configs, and the Wazuh ossec.conf blocks."),
+            ("/usr/share/doc/keygate/", "README.md, docs/ (a page per task), example configs, and the Wazuh ossec.conf blocks."),
         ],
     ),
     (

@@ -1,7 +1,7 @@
 //! What an operator installs: `keygate --version`, the systemd unit (checked
 //! by systemd's own tools), the Debian package (built with cargo-deb, read
 //! back with dpkg-deb), docker/compose.yaml (parsed by a real compose
-//! implementation) and the Wazuh examples the README quotes.
+//! implementation) and the Wazuh examples the docs quote.
 //!
 //! The tools are installed by tests/setup.sh; a missing one fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -342,6 +342,8 @@ fn debian_package_contents() {
         "usr/share/doc/keygate/wazuh/ossec-4.4.conf",
         "usr/share/doc/keygate/wazuh/ossec-3.8-4.3.conf",
         "usr/share/doc/keygate/copyright",
+        "usr/share/doc/keygate/docs/install.md",
+        "usr/share/doc/keygate/docs/backends/file.md",
         "usr/share/man/man1/keygate.1.gz",
         "usr/share/man/man1/keygate-check.1.gz",
         "usr/share/man/man1/keygate-serve.1.gz",
@@ -586,11 +588,13 @@ fn wazuh_block(file: &str) -> String {
     text[end..].trim().to_owned()
 }
 
-/// README quotes the shipped ossec.conf examples verbatim, and the 4.4+ one
-/// has no force_insert (deprecated there; <force> decides).
+/// docs/wazuh.md quotes both shipped ossec.conf examples verbatim, README.md
+/// the 4.4+ one, and the 4.4+ one has no force_insert (deprecated there;
+/// <force> decides).
 #[test]
-fn readme_quotes_the_wazuh_examples() {
+fn the_docs_quote_the_wazuh_examples() {
     let readme = read(repo().join("README.md"));
+    let page = read(repo().join("docs/wazuh.md"));
     let new = wazuh_block("ossec-4.4.conf");
     let old = wazuh_block("ossec-3.8-4.3.conf");
     assert!(
@@ -603,10 +607,14 @@ fn readme_quotes_the_wazuh_examples() {
     );
     assert!(!new.contains("force_insert"), "{new}");
     assert!(new.contains("<force>"), "{new}");
+    assert!(
+        readme.contains(&format!("```xml\n{new}\n```")),
+        "README.md does not quote:\n{new}"
+    );
     for block in [&new, &old] {
         assert!(
-            readme.contains(&format!("```xml\n{block}\n```")),
-            "README.md does not quote:\n{block}"
+            page.contains(&format!("```xml\n{block}\n```")),
+            "docs/wazuh.md does not quote:\n{block}"
         );
         assert!(block.contains("<socket>/run/keygate/keygate.sock</socket>"));
     }

@@ -8,7 +8,7 @@
 //! `write` per line, and the thread spinning (`sched_yield`) while it waits.
 //! With the audit trail on, that was one line per Wazuh request (on two
 //! cores the audit line, formatting and writing together, cost about 15 %
-//! of the socket's throughput: BENCHMARKS.md, "Server hot path, second
+//! of the socket's throughput: docs/dev/benchmarks-history.md, "Server hot path, second
 //! pass"). Here a request's line costs a lock and a copy; the thread wakes
 //! once per batch.
 //!

@@ -345,7 +345,7 @@ exec)
     # busy machine. EXEC_RUNS (default 300) one-shots per part.
     # The one-shot is timed from a copy of the binary, as a package installs
     # it: the file as the linker wrote it takes ~15 more page faults per
-    # start (BENCHMARKS.md, "One-shot start, second pass").
+    # start (docs/dev/benchmarks-history.md, "One-shot start, second pass").
     runs=${EXEC_RUNS:-300}
     cp "$KG" "$WORK/keygate"; KG=$WORK/keygate
     keys_file
@@ -520,6 +520,6 @@ sweep)
             echo "$b,$c,$rps,$p99" | tee -a "$out"
         done
     done
-    python3 "$ROOT/crates/keygate-bench/scripts/chart.py" "$out" "$ROOT/BENCHMARKS-throughput.svg" ;;
+    python3 "$ROOT/crates/keygate-bench/scripts/chart.py" "$out" "$ROOT/docs/dev/benchmarks-throughput.svg" ;;
 *) echo "unknown row $row" >&2; exit 2 ;;
 esac

@@ -1,35 +1,87 @@
-//! README.md's configuration reference documents every key the loader
-//! reads, with the default the code uses. The key list comes from the code:
-//! the keys each `Section` read while loading a config, and for each
-//! backend type the keys its own struct accepts (serde's list of expected
-//! keys when it meets an unknown one).
+//! The configuration reference (`docs/configuration.md` and the backend
+//! pages under `docs/backends/`) documents every key the loader reads, with
+//! the default the code uses. The key list comes from the code: the keys each
+//! `Section` read while loading a config, and for each backend type the keys
+//! its own struct accepts (serde's list of expected keys when it meets an
+//! unknown one).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::section::READ;
 use crate::{load_str, COMPILED_BACKEND_TYPES};
 
-fn readme() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap()
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The text of the `###` section whose heading contains `marker`.
-fn section<'a>(readme: &'a str, marker: &str) -> &'a str {
-    let start = readme
-        .match_indices("\n### ")
-        .map(|(i, _)| i + 1)
-        .find(|&i| readme[i..].lines().next().unwrap().contains(marker))
-        .unwrap_or_else(|| panic!("README.md has no ### heading with {marker}"));
-    let rest = &readme[start + 4..];
-    let end = rest
-        .find("\n## ")
+/// Every Markdown page of the documentation: README.md and `docs/**.md`.
+fn pages() -> Vec<(PathBuf, String)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                out.push(path);
+            }
+        }
+    }
+    let mut paths = vec![repo().join("README.md")];
+    walk(&repo().join("docs"), &mut paths);
+    paths.sort();
+    paths
         .into_iter()
-        .chain(rest.find("\n### "))
-        .min();
-    &rest[..end.unwrap_or(rest.len())]
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect()
+}
+
+/// The configuration reference: `docs/configuration.md` followed by the
+/// backend pages.
+fn reference() -> String {
+    pages()
+        .into_iter()
+        .filter(|(p, _)| {
+            p.ends_with("docs/configuration.md") || p.parent().unwrap().ends_with("docs/backends")
+        })
+        .map(|(_, text)| text + "\n")
+        .collect()
+}
+
+/// Whether `line`, outside a code block, is a Markdown heading.
+fn is_heading(line: &str) -> bool {
+    let hashes = line.len() - line.trim_start_matches('#').len();
+    (1..=6).contains(&hashes) && line[hashes..].starts_with(' ')
+}
+
+/// The text under the heading (any level) that contains `marker`, up to
+/// the next heading; headings inside code blocks (TOML comments) are text.
+fn section<'a>(doc: &'a str, marker: &str) -> &'a str {
+    let mut fence = false;
+    let mut start = None;
+    let mut offset = 0;
+    for line in doc.split_inclusive('\n') {
+        if line.starts_with("```") {
+            fence = !fence;
+        } else if !fence && is_heading(line) {
+            if let Some(s) = start {
+                return &doc[s..offset];
+            }
+            if line.contains(marker) {
+                start = Some(offset + line.len());
+            }
+        }
+        offset += line.len();
+    }
+    match start {
+        Some(s) => &doc[s..],
+        None => panic!("the configuration reference has no heading with {marker}"),
+    }
 }
 
 /// `key -> default cell` for every table row of a section (a first cell
@@ -79,7 +131,7 @@ fn every_key_of_the_shared_tables_is_documented_with_its_default() {
     load_str(EVERY_TABLE, Path::new("/")).unwrap();
     let read = READ.with(|r| r.borrow().clone());
     assert!(read.len() > 15, "{read:?}");
-    let readme = readme();
+    let readme = reference();
     let mut wrong = Vec::new();
     for (table, key, default) in read {
         let marker = if table == "backend" {
@@ -90,9 +142,11 @@ fn every_key_of_the_shared_tables_is_documented_with_its_default() {
         let text = section(&readme, &marker);
         let rows = rows(text);
         match (rows.get(key), default) {
-            (None, _) => wrong.push(format!("{table}.{key}: no row in README's {marker} table")),
+            (None, _) => wrong.push(format!(
+                "{table}.{key}: no row in the reference's {marker} table"
+            )),
             (Some(doc), Some(default)) if !same_default(&default, doc) => wrong.push(format!(
-                "{table}.{key}: README says {doc}, the code uses {default}"
+                "{table}.{key}: the reference says {doc}, the code uses {default}"
             )),
             _ => {}
         }
@@ -116,7 +170,7 @@ fn type_keys(kind: &str) -> Vec<String> {
 
 #[test]
 fn every_key_of_every_backend_type_is_documented() {
-    let readme = readme();
+    let readme = reference();
     let mut wrong = Vec::new();
     for kind in COMPILED_BACKEND_TYPES {
         let text = section(&readme, &format!("`type = \"{kind}\"`"));
@@ -125,7 +179,7 @@ fn every_key_of_every_backend_type_is_documented() {
         for key in keys {
             if !documents(text, &key) {
                 wrong.push(format!(
-                    "type = \"{kind}\": key {key} is not in its README section"
+                    "type = \"{kind}\": key {key} is not on its docs page"
                 ));
             }
         }
@@ -133,24 +187,25 @@ fn every_key_of_every_backend_type_is_documented() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// Every TOML block in README.md that holds a `[[backend]]` is a config
-/// the loader accepts (with `[[backend]]` snippets completed by nothing).
+/// Every TOML block of README.md and docs/ that holds a `[[backend]]` is a
+/// config the loader accepts (with `[[backend]]` snippets completed by
+/// nothing).
 #[test]
-fn every_backend_snippet_in_the_readme_loads() {
-    let readme = readme();
+fn every_backend_snippet_in_the_docs_loads() {
+    let docs: String = pages().into_iter().map(|(_, text)| text).collect();
     let mut blocks = 0;
-    for block in readme.split("```toml\n").skip(1) {
+    for block in docs.split("```toml\n").skip(1) {
         let block = &block[..block.find("```").unwrap()];
         if !block.contains("[[backend]]") {
             continue;
         }
         blocks += 1;
         if let Err(e) = load_str(block, Path::new("/etc/keygate")) {
-            panic!("README block does not load:\n{block}\n{e}");
+            panic!("docs block does not load:\n{block}\n{e}");
         }
     }
     assert!(blocks >= 5, "{blocks}");
-    // The durations README writes are ones the loader reads.
+    // The durations the docs write are ones the loader reads.
     assert_eq!(
         humantime::parse_duration("24h").unwrap(),
         Duration::from_secs(86_400)
