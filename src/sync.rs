@@ -40,9 +40,9 @@ const BATCH: usize = 500;
 /// Runs the command.
 pub fn main(config_path: &Path, args: &Args) -> ExitCode {
     let result = crate::store::run(config_path, |config| async move {
-        let Some(wazuh) = &config.wazuh else {
+        let Some(wazuh) = &config.wazuh.api else {
             anyhow::bail!(
-                "keygate sync needs a [wazuh] section in {}",
+                "keygate sync needs the Wazuh API in {}: [wazuh] url, user and one of password_file, password_env or password_credential",
                 config_path.display()
             );
         };

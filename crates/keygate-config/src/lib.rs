@@ -42,7 +42,7 @@ pub use load::{
 };
 pub use observe::{LogFormat, MetricsConfig};
 pub use server::{control_socket_for, WAZUH_SOCKET};
-pub use wazuh::WazuhConfig;
+pub use wazuh::{VersionSetting, WazuhApi, WazuhConfig, DEFAULT_BACKUP_DIR, DEFAULT_CLIENT_KEYS};
 
 /// The default config file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/keygate/keygate.toml";
@@ -62,8 +62,9 @@ pub struct Config {
     pub cache: Option<CacheSettings>,
     /// `[metrics]`; `None` when absent (nothing listens).
     pub metrics: Option<MetricsConfig>,
-    /// `[wazuh]`, for `keygate sync`; `None` when absent.
-    pub wazuh: Option<WazuhConfig>,
+    /// `[wazuh]`: the manager keygate serves (every key at its default
+    /// when the section is absent).
+    pub wazuh: WazuhConfig,
 }
 
 /// `[server]`: the socket front end.

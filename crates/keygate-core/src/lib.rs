@@ -24,6 +24,7 @@ pub mod record;
 pub mod reply;
 pub mod request;
 pub mod timeout;
+pub mod wazuh;
 
 pub use backend::{BackendError, KeyBackend, ListStream, Listed};
 pub use breaker::{Breaker, BreakerSettings, BreakerSnapshot, BreakerState};
@@ -34,6 +35,7 @@ pub use record::{AgentAddress, AgentId, AgentKey, AgentName, AgentRecord, Record
 pub use reply::{DecodeError, ErrorCode, Reply};
 pub use request::{Query, Request, RequestError};
 pub use timeout::TimeoutLayer;
+pub use wazuh::WazuhVersion;
 
 /// Test support: the fake backend and small helpers. Compiled for this
 /// crate's own tests and, through the `testing` feature, for

@@ -1,0 +1,128 @@
+//! The Wazuh version keygate serves, and what depends on it.
+//!
+//! What Wazuh's key-request path accepts changed between versions
+//! (`../shared/PROTOCOL.md`, "What Wazuh's own code does with an answer"):
+//! before 4.4 an IPv6 ip in an answer ends wazuh-authd, and 5.0 removes key
+//! polling altogether. The version is given in config (`[wazuh] version`) or
+//! read from the local installation; this type only says what a version
+//! can take.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A Wazuh release, `major.minor[.patch]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WazuhVersion {
+    /// `4` in 4.14.7.
+    pub major: u16,
+    /// `14` in 4.14.7.
+    pub minor: u16,
+    /// `7` in 4.14.7; `None` when only `major.minor` is known.
+    pub patch: Option<u16>,
+}
+
+impl WazuhVersion {
+    /// The first release whose ip check takes IPv6 (4.4.0).
+    pub const IPV6_SINCE: WazuhVersion = WazuhVersion::new(4, 4);
+    /// The first release without key polling (5.0.0).
+    pub const NO_KEY_POLLING_SINCE: WazuhVersion = WazuhVersion::new(5, 0);
+
+    /// `major.minor`, patch unknown.
+    pub const fn new(major: u16, minor: u16) -> Self {
+        Self {
+            major,
+            minor,
+            patch: None,
+        }
+    }
+
+    /// Whether an answer may carry an IPv6 ip (IPv4-mapped included):
+    /// before 4.4, authd's `OS_AddKey` exits on one.
+    pub fn takes_ipv6(&self) -> bool {
+        (self.major, self.minor) >= (Self::IPV6_SINCE.major, Self::IPV6_SINCE.minor)
+    }
+
+    /// Whether this release still asks for agent keys (before 5.0).
+    pub fn has_key_polling(&self) -> bool {
+        self.major < Self::NO_KEY_POLLING_SINCE.major
+    }
+}
+
+impl fmt::Display for WazuhVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.patch {
+            Some(p) => write!(f, "{}.{}.{p}", self.major, self.minor),
+            None => write!(f, "{}.{}", self.major, self.minor),
+        }
+    }
+}
+
+/// Why a version string was not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a Wazuh version: write it as \"4.14\" or \"4.14.7\" (3.8 or later)")]
+pub struct VersionError;
+
+impl FromStr for WazuhVersion {
+    type Err = VersionError;
+
+    /// `4.14`, `4.14.7` or `v4.14.7` (as Wazuh writes it in `VERSION=`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let s = s.strip_prefix(['v', 'V']).unwrap_or(s);
+        let mut parts = s.split('.');
+        let mut number = |required: bool| -> Result<Option<u16>, VersionError> {
+            match parts.next() {
+                None if !required => Ok(None),
+                Some(p)
+                    if !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    p.parse().map(Some).map_err(|_| VersionError)
+                }
+                _ => Err(VersionError),
+            }
+        };
+        let major = number(true)?.ok_or(VersionError)?;
+        let minor = number(true)?.ok_or(VersionError)?;
+        let patch = number(false)?;
+        if parts.next().is_some() || (major, minor) < (3, 8) {
+            return Err(VersionError);
+        }
+        Ok(Self {
+            major,
+            minor,
+            patch,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Versions parse as Wazuh writes them, and compare by number.
+    #[test]
+    fn versions_parse_and_compare_by_number() {
+        let v: WazuhVersion = "v4.14.7".parse().unwrap();
+        assert_eq!((v.major, v.minor, v.patch), (4, 14, Some(7)));
+        assert_eq!(v.to_string(), "4.14.7");
+        assert_eq!("4.3".parse::<WazuhVersion>().unwrap().to_string(), "4.3");
+        assert!("4.10".parse::<WazuhVersion>().unwrap() > "4.9".parse().unwrap());
+        for bad in [
+            "", "4", "4.", "4.x", "4.14.7.1", "3.7", "latest", "-4.1", "99999.1",
+        ] {
+            assert_eq!(bad.parse::<WazuhVersion>(), Err(VersionError), "{bad}");
+        }
+    }
+
+    /// IPv6 from 4.4.0 on; key polling until 5.0.
+    #[test]
+    fn what_each_version_takes() {
+        let v = |s: &str| s.parse::<WazuhVersion>().unwrap();
+        assert!(!v("3.13.6").takes_ipv6());
+        assert!(!v("4.3.11").takes_ipv6());
+        assert!(v("4.4").takes_ipv6());
+        assert!(v("4.14.7").takes_ipv6());
+        assert!(v("4.14").has_key_polling());
+        assert!(!v("5.0").has_key_polling());
+    }
+}
