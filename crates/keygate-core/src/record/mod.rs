@@ -237,6 +237,22 @@ impl AgentName {
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
+
+    /// The rule of Wazuh's own `OS_IsValidName` (addagent/validate.c) this
+    /// name breaks, if any: 2 to 128 characters of `[A-Za-z0-9._-]`, not
+    /// starting with `.`. Wazuh's key-request path does not apply it (a
+    /// served agent is inserted anyway), but its API (`POST /agents/insert`)
+    /// and an agent's own enrollment do.
+    pub fn wazuh_name_rule(&self) -> Option<&'static str> {
+        let s = self.as_str();
+        if s.len() < 2 {
+            Some("Wazuh requires at least 2 characters")
+        } else if s.starts_with('.') {
+            Some("Wazuh refuses a name starting with '.'")
+        } else {
+            None
+        }
+    }
 }
 
 /// An agent key: printable ASCII without whitespace, 1 to 128 bytes.
@@ -551,5 +567,17 @@ mod tests {
         let e = AgentRecord::from_options(Some("001"), Some("a"), Some("any"), None).unwrap_err();
         assert_eq!(e, RecordError::Missing(Field::Key));
         assert_eq!(e.to_string(), "field 'key' is missing or NULL");
+    }
+
+    /// Names Wazuh's `OS_IsValidName` refuses are still valid records (the
+    /// key-request path inserts them), but the rule they break is known.
+    #[test]
+    fn wazuh_name_rule_is_os_is_valid_name() {
+        let rule = |n: &str| AgentName::parse(n).unwrap().wazuh_name_rule();
+        assert_eq!(rule("a"), Some("Wazuh requires at least 2 characters"));
+        assert_eq!(rule(".web"), Some("Wazuh refuses a name starting with '.'"));
+        for ok in ["ab", "web-01", "a.b_c-d", "-x", "_x", "x."] {
+            assert_eq!(rule(ok), None, "{ok}");
+        }
     }
 }
