@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings up everything keygate's test suite needs, on a Debian-based machine:
 # installs Debian's slapd/ldap-utils (and the database servers) when missing,
-# the packaging tools (systemd-analyze, docker-compose, cargo-deb), and starts
+# the packaging tools (systemd-analyze, docker-compose, cargo-deb), the test
+# runner (cargo-nextest) and a C++ compiler (libFuzzer), and starts
 # MariaDB, PostgreSQL and Redis when they are not running.
 # Servers elsewhere: set KEYGATE_TEST_MYSQL_URL / KEYGATE_TEST_POSTGRES_URL /
 # KEYGATE_TEST_REDIS_URL and this script leaves local servers alone.
@@ -69,6 +70,7 @@ command -v dpkg-deb >/dev/null || need+=(dpkg)
 [ -x /usr/bin/time ] || need+=(time)      # peak memory of the 100,000-agent listing test
 [ -x /bin/kill ] || need+=(procps)   # the unit's ExecReload, checked by verify
 command -v python3 >/dev/null || need+=(python3 python3-pip)  # the exec backend's seed-script test
+command -v c++ >/dev/null || need+=(g++)  # libfuzzer-sys builds libFuzzer (fuzz/stable.sh)
 if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
 
 # cargo-deb builds the Debian package in tests/packaging.rs (a few minutes
@@ -76,6 +78,21 @@ if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
 if ! cargo deb --version >/dev/null 2>&1; then
     log "installing cargo-deb (cargo install cargo-deb --locked)"
     cargo install cargo-deb --locked --quiet || die "cargo install cargo-deb failed"
+fi
+
+# tests/run checks formatting and lints.
+for c in rustfmt clippy; do
+    if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        log "installing the $c component (rustup component add $c)"
+        rustup component add "$c" >/dev/null || die "rustup component add $c failed"
+    fi
+done
+
+# cargo-nextest runs the tests (tests/run): each in its own process, with the
+# time limit of .config/nextest.toml.
+if ! cargo nextest --version >/dev/null 2>&1; then
+    log "installing cargo-nextest (cargo install cargo-nextest --locked)"
+    cargo install cargo-nextest --locked --quiet || die "cargo install cargo-nextest failed"
 fi
 
 # The exec backend's tests run the seed document's Python example
@@ -139,5 +156,6 @@ fi
 
 command -v systemd-analyze >/dev/null || die "systemd-analyze is not installed"
 command -v cargo-deb >/dev/null || die "cargo-deb is not installed"
+command -v cargo-nextest >/dev/null || die "cargo-nextest is not installed"
 [ -x /usr/sbin/slapd ] || die "slapd is not installed"
 log "slapd is installed ($(/usr/sbin/slapd -VV 2>&1 | head -1 | sed 's/^@(#) //'))"

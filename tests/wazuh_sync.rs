@@ -362,7 +362,9 @@ fn list_hides_keys_and_counts_invalid_records() {
     assert_eq!(v["invalid"].as_array().unwrap().len(), 1);
 }
 
-fn max_rss_kib(config: &Path, args: &[&str]) -> u64 {
+/// Runs keygate with `args` under `/usr/bin/time`, checks that it exited
+/// with 0, and returns its peak memory (KiB) and what it printed.
+fn max_rss_kib(config: &Path, args: &[&str]) -> (u64, String) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("rss");
     let out = Command::new("/usr/bin/time")
@@ -375,20 +377,28 @@ fn max_rss_kib(config: &Path, args: &[&str]) -> u64 {
         .arg(config)
         .args(args)
         .env_remove("KEYGATE_CONFIG")
-        .stdout(std::process::Stdio::null())
         .output()
         .expect("/usr/bin/time is needed for the memory test (apt-get install time)");
-    assert!(out.status.code().is_some(), "{}", text(&out));
-    std::fs::read_to_string(&report)
+    // A run that failed early would also have used little memory.
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rss = std::fs::read_to_string(&report)
         .unwrap()
         .trim()
         .parse()
-        .unwrap()
+        .unwrap();
+    (rss, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Listing and exporting 100,000 agents from the file backend stream them:
 /// the extra memory over holding the backend's own index stays under half
 /// of what that index costs (a second copy of every record would double it).
+/// Every run must succeed and `list` print every agent: a run that failed
+/// early would pass the memory bound.
 #[test]
 fn listing_100000_agents_keeps_memory_bounded() {
     let standin = StandIn::start("keygate", PASSWORD);
@@ -398,8 +408,8 @@ fn listing_100000_agents_keeps_memory_bounded() {
     }
     let big = Setup::new(&standin, &keys, PASSWORD);
     let small = Setup::new(&standin, &store(3), PASSWORD);
-    let baseline = max_rss_kib(&small.config, &["check"]);
-    let loaded = max_rss_kib(&big.config, &["check"]);
+    let (baseline, _) = max_rss_kib(&small.config, &["check"]);
+    let (loaded, _) = max_rss_kib(&big.config, &["check"]);
     let index = loaded.saturating_sub(baseline);
     assert!(
         index > 1000,
@@ -414,11 +424,19 @@ fn listing_100000_agents_keeps_memory_bounded() {
         (vec!["list"], index / 2),
         (vec!["export", "-o", out.to_str().unwrap()], index),
     ] {
-        let used = max_rss_kib(&big.config, &args);
+        let (used, printed) = max_rss_kib(&big.config, &args);
         assert!(
             used < loaded + allowance,
             "{args:?}: {used} KiB, index alone {loaded} KiB (index cost {index} KiB)"
         );
+        if args[0] == "list" {
+            let tail = &printed[printed.len().saturating_sub(300)..];
+            assert!(
+                printed.ends_with("\n100000 agent(s), 0 invalid record(s)\n"),
+                "{tail}"
+            );
+            assert_eq!(printed.lines().count(), 100_001, "{tail}");
+        }
     }
     assert_eq!(
         std::fs::read_to_string(&out).unwrap().lines().count(),
@@ -472,6 +490,13 @@ fn password_from_env_or_systemd_credential() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     std::fs::write(creds.join("wazuh-api"), "wrong\n").unwrap();
     let out = run(&[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())]);
-    assert_ne!(out.status.code(), Some(2), "{}", text(&out));
+    // The credential is read, and the API refuses it: exit 1 with that
+    // reason (a crash, or any other failure, is not this).
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("the Wazuh API refused the credentials of user 'keygate'"),
+        "{}",
+        text(&out)
+    );
     assert!(!text(&out).contains("wrong"), "{}", text(&out));
 }

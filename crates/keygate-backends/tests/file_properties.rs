@@ -134,8 +134,23 @@ fn every_query(agents: &[AgentRecord]) -> Vec<Request> {
         .collect()
 }
 
+/// 64 cases, the seeds of failing ones saved under the target directory
+/// (proptest's default writes them into the source tree).
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 64,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(concat!(
+                env!("CARGO_TARGET_TMPDIR"),
+                "/proptest-regressions/keygate-backends-file_properties.txt"
+            )),
+        )),
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(config())]
 
     /// Neither parser panics on any bytes; lookups answer or fail cleanly.
     #[test]

@@ -94,6 +94,18 @@ pub fn with_password(url: &str, password: &str) -> String {
     format!("{}{user}:{password}{}", &url[..scheme_end], &rest[at..])
 }
 
+/// `url` with its user set to `user` and no password.
+pub fn with_user(url: &str, user: &str) -> String {
+    let scheme_end = url.find("://").unwrap() + 3;
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let host = match rest[..authority_end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    format!("{}{user}@{host}", &url[..scheme_end])
+}
+
 /// The fixture files compose loads for `kind`, in order.
 pub fn fixture_files(kind: Kind) -> Vec<PathBuf> {
     let dir = fixture("docker/initdb").join(kind.dir());
@@ -131,6 +143,25 @@ pub fn run_sql(kind: Kind, url: &str, sql: &str) {
     }
 }
 
+/// The first column of every row `sql` returns on `url`, as text (`None`
+/// for NULL), panicking loudly when the server cannot be reached.
+pub fn query_texts(kind: Kind, url: &str, sql: &str) -> Vec<Option<String>> {
+    let (u, s) = (url.to_owned(), sql.to_owned());
+    let rows = block_on(move || async move {
+        match kind {
+            Kind::Mysql => {
+                let mut c = sqlx::MySqlConnection::connect(&u).await?;
+                sqlx::query_scalar(&s).fetch_all(&mut c).await
+            }
+            Kind::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&u).await?;
+                sqlx::query_scalar(&s).fetch_all(&mut c).await
+            }
+        }
+    });
+    rows.unwrap_or_else(|e| panic!("{kind:?} server at {url}: {sql}: {e} (bash tests/setup.sh)"))
+}
+
 /// Loads every fixture file for `kind` into the database at `url`.
 pub fn load_fixtures(kind: Kind, url: &str) {
     for file in fixture_files(kind) {
@@ -146,7 +177,13 @@ pub struct TestDb {
     admin_url: String,
     name: String,
     url: String,
+    /// Users made by [`TestDb::mysql_reader`], dropped with the database.
+    users: Vec<String>,
 }
+
+/// The hosts a MySQL user is created for: `localhost` and `127.0.0.1` as
+/// well as `%`, so that no anonymous `''@'localhost'` account shadows it.
+const USER_HOSTS: [&str; 3] = ["%", "localhost", "127.0.0.1"];
 
 impl TestDb {
     /// A fresh database on the shared MariaDB/MySQL server.
@@ -178,6 +215,7 @@ impl TestDb {
             admin_url: admin_url.to_owned(),
             url: with_database(admin_url, &name),
             name,
+            users: Vec::new(),
         };
         load_fixtures(kind, &db.url);
         db
@@ -192,10 +230,47 @@ impl TestDb {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// A MySQL/MariaDB user of its own that logs in with `password` and may
+    /// read this database, dropped with it; returns the database's URL for
+    /// that user, without the password. (The shared PostgreSQL server
+    /// trusts every user and never checks a password: a test that needs a
+    /// real one uses [`PrivatePostgres`].)
+    pub fn mysql_reader(&mut self, password: &str) -> String {
+        assert_eq!(self.kind, Kind::Mysql, "mysql_reader is for MySQL/MariaDB");
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let user = format!(
+            "kgr_{}_{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut sql = Vec::new();
+        for host in USER_HOSTS {
+            sql.push(format!(
+                "CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'"
+            ));
+            sql.push(format!(
+                "GRANT SELECT ON `{}`.* TO '{user}'@'{host}'",
+                self.name
+            ));
+        }
+        self.users.push(user.clone());
+        run_sql(self.kind, &self.admin_url, &sql.join(";\n"));
+        with_user(&self.url, &user)
+    }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if !self.users.is_empty() {
+            let sql: Vec<String> = self
+                .users
+                .iter()
+                .flat_map(|u| USER_HOSTS.map(|h| format!("DROP USER IF EXISTS '{u}'@'{h}'")))
+                .collect();
+            let (kind, url, sql) = (self.kind, self.admin_url.clone(), sql.join(";\n"));
+            let _ = block_on(move || async move { execute(kind, &url, &sql).await });
+        }
         let sql = match self.kind {
             Kind::Mysql => format!("DROP DATABASE IF EXISTS {}", self.name),
             // Pools of the backend under test may still be connected.
