@@ -355,7 +355,10 @@ mod tests {
 
         let bad = Some(BackendError::Internal("bad query".into()));
         let h = hosts(vec![(vec!["001"], bad), (vec!["001", "002"], None)]);
-        assert_eq!(collect(&h).await, ["001", "error internal error: bad query"]);
+        assert_eq!(
+            collect(&h).await,
+            ["001", "error internal error: bad query"]
+        );
         assert_eq!(h.active(), 0);
 
         let h = hosts(vec![(vec!["001"], lost())]);

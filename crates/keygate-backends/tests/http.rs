@@ -637,7 +637,10 @@ async fn an_inventory_that_ignores_offset_fails_the_listing() {
         } else {
             Vec::new()
         };
-        Answer::json(200, json!({"data": data, "meta": {"count": "300"}}).to_string())
+        Answer::json(
+            200,
+            json!({"data": data, "meta": {"count": "300"}}).to_string(),
+        )
     }));
     let mut extra = paged(&s.inventory.url());
     extra["fields"]["total"] = "/meta/count".into();

@@ -256,7 +256,10 @@ async fn ldap_a_referral_fails_the_listing() {
     ldap.add(
         "ou=elsewhere,ou=agents,dc=example,dc=org",
         vec![
-            ("objectClass".to_owned(), set(&["referral", "extensibleObject"])),
+            (
+                "objectClass".to_owned(),
+                set(&["referral", "extensibleObject"]),
+            ),
             ("ou".to_owned(), set(&["elsewhere"])),
             (
                 "ref".to_owned(),
@@ -275,7 +278,10 @@ async fn ldap_a_referral_fails_the_listing() {
         .unwrap();
     let items: Vec<_> = b.list().collect().await;
     let last = items.last().unwrap();
-    let e = last.as_ref().expect_err("the listing must fail").to_string();
+    let e = last
+        .as_ref()
+        .expect_err("the listing must fail")
+        .to_string();
     assert!(e.contains("referred part of the search"), "{e}");
     assert!(e.contains("incomplete"), "{e}");
 }

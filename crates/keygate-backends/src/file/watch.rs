@@ -200,7 +200,10 @@ mod tests {
         let result = read_consistently(&path, READS, |file, len| {
             reads += 1;
             let snap = parse::client_keys(file, len);
-            let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
             writeln!(f, "{:03} late any k", 400 + reads).unwrap();
             snap
         });

@@ -312,7 +312,9 @@ impl HttpConfig {
         };
         const POINTER: &str =
             "must be a JSON pointer (RFC 6901): empty, or /name/0/... with ~0 for ~ and ~1 for /";
-        self.fields.parts.validate(problems, "fields", pointer, POINTER);
+        self.fields
+            .parts
+            .validate(problems, "fields", pointer, POINTER);
         match &self.fields.total {
             Some(p) if !pointer(p) => problems.push("fields.total", POINTER),
             Some(_) if self.url_all.is_none() => problems.push(

@@ -75,4 +75,3 @@ impl From<RawHttpFields> for HttpFields {
         }
     }
 }
-

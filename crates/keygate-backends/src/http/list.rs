@@ -112,31 +112,29 @@ impl HttpBackend {
             done: false,
             key: RandomState::new(),
         };
-        let entries = stream::unfold(Some(start), move |state| {
-            async move {
-                let mut state = state?;
-                loop {
-                    if let Some(entry) = state.pending.pop_front() {
-                        let n = state.received - state.pending.len();
-                        let item = listing::entry(
-                            self.pointers.record(&entry).map_err(Into::into),
-                            || match self.pointers.id_of(&entry) {
+        let entries = stream::unfold(Some(start), move |state| async move {
+            let mut state = state?;
+            loop {
+                if let Some(entry) = state.pending.pop_front() {
+                    let n = state.received - state.pending.len();
+                    let item =
+                        listing::entry(self.pointers.record(&entry).map_err(Into::into), || {
+                            match self.pointers.id_of(&entry) {
                                 Some(id) => format!("entry {n} (id {id})"),
                                 None => format!("entry {n}"),
-                            },
-                        );
-                        return Some((item, Some(state)));
-                    }
-                    if state.done {
-                        return None;
-                    }
-                    let next = match self.page(host, template, state.received).await {
-                        Ok((page, total)) => state.take(page, total, paged),
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = next {
-                        return Some((Err(e), None));
-                    }
+                            }
+                        });
+                    return Some((item, Some(state)));
+                }
+                if state.done {
+                    return None;
+                }
+                let next = match self.page(host, template, state.received).await {
+                    Ok((page, total)) => state.take(page, total, paged),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = next {
+                    return Some((Err(e), None));
                 }
             }
         });
