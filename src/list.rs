@@ -29,7 +29,9 @@ pub struct Args {
     /// Print each agent's key too.
     #[arg(long)]
     pub with_keys: bool,
-    /// One JSON document: {"agents": [...], "count": N, "invalid": [...]}.
+    /// One JSON document: {"agents": [...], "count": N, "invalid": [...],
+    /// "warnings": [...], "complete": true} ("complete": false and "error"
+    /// when the listing failed midway).
     #[arg(long)]
     pub json: bool,
 }

@@ -47,9 +47,9 @@ pub fn bounded(inner: ListStream<'_>, limit: Duration) -> ListStream<'_> {
 ///
 /// The entries already handed out are not handed out again: each one is
 /// remembered by a digest of its content (keyed at random for each
-/// listing; 12 bytes an entry, kept only when there are several hosts) and
-/// recognised in the new host's listing, which must hold every one of them.
-/// So what the caller receives is exactly one host's listing, in pieces;
+/// listing; a few dozen bytes an entry, kept only when there are several
+/// hosts) and recognised in the new host's listing, which must hold every
+/// one of them. So what the caller receives is exactly one host's listing;
 /// a new host that lacks an entry the failed one listed fails the listing
 /// (the hosts disagree: nothing can say which one is right).
 pub fn one_host<'a, H, F>(hosts: &'a Hosts<H>, open: F) -> ListStream<'a>

@@ -180,12 +180,8 @@ async fn ldap_lists_valid_entries_and_reports_bad_ones_by_dn() {
     );
 }
 
-/// Paging: with a page size of 400, 1,000 entries added under the base
-/// come through several pages, each once; an explicit `filter_all`
-/// selects only what it names.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ldap_paged_search_lists_more_entries_than_one_page() {
-    let server = Slapd::start();
+/// A connection to `server` bound as its administrator, to add entries.
+async fn admin(server: &Slapd) -> ldap3::Ldap {
     let (conn, mut ldap) = ldap3::LdapConnAsync::new(&server.url()).await.unwrap();
     ldap3::drive!(conn);
     ldap.simple_bind("cn=admin,dc=example,dc=org", "admin-test-password")
@@ -193,6 +189,16 @@ async fn ldap_paged_search_lists_more_entries_than_one_page() {
         .unwrap()
         .success()
         .unwrap();
+    ldap
+}
+
+/// Paging: with a page size of 400, 1,000 entries added under the base
+/// come through several pages, each once; an explicit `filter_all`
+/// selects only what it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_paged_search_lists_more_entries_than_one_page() {
+    let server = Slapd::start();
+    let mut ldap = admin(&server).await;
     for n in 1..=1000u32 {
         let (cn, id, ip, key) = (
             format!("bulk-{n}"),
@@ -245,13 +251,7 @@ async fn ldap_paged_search_lists_more_entries_than_one_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldap_a_referral_fails_the_listing() {
     let server = Slapd::start();
-    let (conn, mut ldap) = ldap3::LdapConnAsync::new(&server.url()).await.unwrap();
-    ldap3::drive!(conn);
-    ldap.simple_bind("cn=admin,dc=example,dc=org", "admin-test-password")
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
+    let mut ldap = admin(&server).await;
     let set = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
     ldap.add(
         "ou=elsewhere,ou=agents,dc=example,dc=org",

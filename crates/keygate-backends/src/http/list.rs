@@ -103,16 +103,7 @@ impl HttpBackend {
     /// Every page of `template` from `host` alone.
     fn list_on<'a>(&'a self, host: &'a Host, template: &'a str) -> ListStream<'a> {
         let paged = template.contains("{offset}");
-        let start = State {
-            pending: VecDeque::new(),
-            received: 0,
-            pages: 0,
-            previous: None,
-            total: None,
-            done: false,
-            key: RandomState::new(),
-        };
-        let entries = stream::unfold(Some(start), move |state| async move {
+        let entries = stream::unfold(Some(State::new()), move |state| async move {
             let mut state = state?;
             loop {
                 if let Some(entry) = state.pending.pop_front() {
@@ -143,6 +134,19 @@ impl HttpBackend {
 }
 
 impl State {
+    /// Before the first page.
+    fn new() -> Self {
+        Self {
+            pending: VecDeque::new(),
+            received: 0,
+            pages: 0,
+            previous: None,
+            total: None,
+            done: false,
+            key: RandomState::new(),
+        }
+    }
+
     /// Takes in the page at `self.received`, or says why the listing
     /// cannot go on.
     fn take(
@@ -233,18 +237,6 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn state() -> State {
-        State {
-            pending: VecDeque::new(),
-            received: 0,
-            pages: 0,
-            previous: None,
-            total: None,
-            done: false,
-            key: RandomState::new(),
-        }
-    }
-
     fn page(from: usize, n: usize) -> Vec<Value> {
         (from..from + n).map(|i| json!({ "id": i })).collect()
     }
@@ -253,7 +245,7 @@ mod tests {
     /// the listing after [`MAX_PAGES`] pages instead of paging forever.
     #[test]
     fn more_than_max_pages_fails_the_listing() {
-        let mut s = state();
+        let mut s = State::new();
         for p in 0..MAX_PAGES {
             s.take(page(p, 1), None, true).unwrap();
             s.pending.clear();
@@ -267,13 +259,13 @@ mod tests {
     /// before, go past it, or the total changes between pages.
     #[test]
     fn total_ends_the_listing_or_proves_it_incomplete() {
-        let mut s = state();
+        let mut s = State::new();
         s.take(page(0, 100), Some(200), true).unwrap();
         assert!(!s.done);
         s.take(page(100, 100), Some(200), true).unwrap();
         assert!(s.done);
 
-        let mut s = state();
+        let mut s = State::new();
         s.take(page(0, 100), Some(300), true).unwrap();
         let e = s.take(Vec::new(), Some(300), true).unwrap_err();
         assert!(
@@ -282,20 +274,20 @@ mod tests {
             "{e}"
         );
 
-        let mut s = state();
+        let mut s = State::new();
         s.take(page(0, 100), Some(300), true).unwrap();
         let e = s.take(page(100, 100), Some(301), true).unwrap_err();
         assert!(e.to_string().contains("changed from 300 to 301"), "{e}");
 
-        let mut s = state();
+        let mut s = State::new();
         let e = s.take(page(0, 100), Some(50), true).unwrap_err();
         assert!(e.to_string().contains("sent 100 entries"), "{e}");
 
         // One response (no paging): it must hold the whole total.
-        let mut s = state();
+        let mut s = State::new();
         let e = s.take(page(0, 100), Some(120), false).unwrap_err();
         assert!(e.to_string().contains("ended after 100"), "{e}");
-        let mut s = state();
+        let mut s = State::new();
         s.take(page(0, 100), None, false).unwrap();
         assert!(s.done);
     }
