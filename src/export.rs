@@ -2,36 +2,54 @@
 //! provision agents or rebuild a manager's file.
 //!
 //! With `-o FILE` the file is written atomically: a temporary file in the
-//! same directory, mode 0640, synced, then renamed over FILE, so a reader
-//! never sees half a file. Records that fail validation are reported and
-//! not written; a second entry for an id is not written either. Agents
-//! sharing a name or an address (`any` excepted) are written and reported:
-//! Wazuh's own force rules would refuse or replace one of them.
+//! same directory, synced, then renamed over FILE, so a reader never sees
+//! half a file. It gets an existing FILE's owner, group and mode (a
+//! manager's client.keys is `root:wazuh 0640`, and Wazuh's daemons must
+//! still read it), or, for a new FILE, mode 0640 and the directory's
+//! group. Records that fail validation are reported and not written; a
+//! second entry for an id is not written either. Agents sharing a name or
+//! an address (`any` excepted) are written and reported: Wazuh's own force
+//! rules would refuse or replace one of them. Names Wazuh's
+//! `OS_IsValidName` refuses are written and reported as warnings.
+//!
+//! CSV cells that start with `=`, `+`, `-`, `@`, a tab, a carriage return
+//! or `'` are written with a `'` in front, so that a spreadsheet shows
+//! them instead of running them as formulas (OWASP's "CSV injection");
+//! keygate's own CSV reader takes that `'` off again
+//! ([`keygate_backends::file::cell`]).
+//!
+//! An incomplete listing (the store failed midway) writes nothing with
+//! `-o` (FILE is left as it was); on stdout the lines already written stay,
+//! and the report says the output is incomplete.
 //!
 //! The report goes to stdout with `-o`, to stderr when the data does.
 //! Exit codes: 0 written, nothing to report; 1 written, with problems
-//! reported; 2 nothing written (config, store or file could not be used).
+//! reported, or the listing incomplete; 2 nothing written (config, store
+//! or file could not be used). Name warnings do not change it.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use futures_util::StreamExt;
+use keygate_backends::file::cell;
 use keygate_core::Listed;
 use serde::Serialize;
 
 use crate::out::{errln, outln};
 use crate::progress::Bar;
-use crate::store::Store;
+use crate::store::{NameWarning, Store};
 
 /// Output formats.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// `ID NAME IP KEY` lines, Wazuh's client.keys.
+    /// `ID NAME IP KEY` lines, Wazuh's client.keys (also written
+    /// `client_keys`, as the config spells it).
     #[default]
+    #[value(alias = "client_keys")]
     ClientKeys,
     /// CSV with the header `id,name,ip,key`.
     Csv,
@@ -46,7 +64,9 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::ClientKeys)]
     pub format: Format,
-    /// Write to this file (atomically, mode 0640) instead of stdout.
+    /// Write to this file (atomically; an existing file keeps its owner,
+    /// group and mode, a new one gets 0640 and the directory's group)
+    /// instead of stdout.
     #[arg(short = 'o', long = "output")]
     pub output: Option<PathBuf>,
     /// The report as JSON.
@@ -55,8 +75,14 @@ pub struct Args {
 }
 
 /// What an export found worth reporting (never a key).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct Report {
+    /// Whether the store's whole listing was read (when not, nothing is
+    /// written with `-o`).
+    pub complete: bool,
+    /// Why the listing is incomplete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Agents written.
     pub written: u64,
     /// Where they were written (absent for stdout).
@@ -67,6 +93,23 @@ pub struct Report {
     pub duplicate_names: Vec<Shared>,
     /// Addresses held by more than one agent, with their ids.
     pub duplicate_ips: Vec<Shared>,
+    /// Names Wazuh's `OS_IsValidName` refuses (written all the same).
+    pub warnings: Vec<NameWarning>,
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Self {
+            complete: true,
+            error: None,
+            written: 0,
+            file: None,
+            invalid: Vec::new(),
+            duplicate_names: Vec::new(),
+            duplicate_ips: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// A record refused.
@@ -119,6 +162,12 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
     } else {
         errln!("{}", text.trim_end());
     }
+    if let Some(why) = &report.error {
+        if args.output.is_some() {
+            errln!("keygate export: {why}");
+        }
+        return ExitCode::from(crate::store::EXIT_INCOMPLETE);
+    }
     let clean = report.invalid.is_empty()
         && report.duplicate_names.is_empty()
         && report.duplicate_ips.is_empty();
@@ -133,9 +182,17 @@ fn render(report: &Report, json: bool) -> String {
     if json {
         return serde_json::to_string(report).map_or_else(|e| format!("{e}\n"), |s| s + "\n");
     }
-    let mut s = match &report.file {
-        Some(f) => format!("{} agent(s) written to {}\n", report.written, f.display()),
-        None => format!("{} agent(s) written\n", report.written),
+    let mut s = match (&report.error, &report.file) {
+        (Some(why), Some(f)) => format!(
+            "INCOMPLETE: nothing written, {} is left as it was: {why}\n",
+            f.display()
+        ),
+        (Some(why), None) => format!(
+            "INCOMPLETE: {} agent(s) written, but the output is not the whole store: {why}\n",
+            report.written
+        ),
+        (None, Some(f)) => format!("{} agent(s) written to {}\n", report.written, f.display()),
+        (None, None) => format!("{} agent(s) written\n", report.written),
     };
     for p in &report.invalid {
         s.push_str(&format!("not written: {}: {}\n", p.at, p.reason));
@@ -154,6 +211,9 @@ fn render(report: &Report, json: bool) -> String {
             d.ids.join(", ")
         ));
     }
+    for w in &report.warnings {
+        s.push_str(&format!("warning: {w}\n"));
+    }
     s
 }
 
@@ -168,13 +228,22 @@ pub async fn export(store: &Store, format: Format, out: &mut dyn Write) -> anyho
     }
     let mut items = std::pin::pin!(store.list());
     while let Some(item) = items.next().await {
-        let record = match item? {
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => {
+                report.complete = false;
+                report.error = Some(crate::store::incomplete(report.written, &e));
+                break;
+            }
+        };
+        let record = match item {
             Listed::Record(r) => r,
             Listed::Invalid { at, reason } => {
                 report.invalid.push(Problem { at, reason });
                 continue;
             }
         };
+        report.warnings.extend(NameWarning::of(&record));
         let (id, name, ip) = (record.id.as_str(), record.name.as_str(), record.ip.as_str());
         match format {
             Format::Csv => out.write_all(&csv_row([id, name, ip, record.key.expose()])?)?,
@@ -196,10 +265,11 @@ pub async fn export(store: &Store, format: Format, out: &mut dyn Write) -> anyho
     Ok(report)
 }
 
-/// One CSV row, quoted as needed (a key may hold a comma or a quote).
+/// One CSV row, quoted as needed (a key may hold a comma or a quote), each
+/// cell safe from spreadsheets ([`cell::escape`]).
 fn csv_row(fields: [&str; 4]) -> anyhow::Result<Vec<u8>> {
     let mut w = csv::WriterBuilder::new().from_writer(Vec::with_capacity(160));
-    w.write_record(fields)?;
+    w.write_record(fields.map(cell::escape).iter().map(|c| c.as_bytes()))?;
     w.into_inner()
         .map_err(|e| anyhow::anyhow!("cannot format a CSV row: {}", e.error()))
 }
@@ -214,33 +284,102 @@ fn shared(map: HashMap<String, Vec<String>>) -> Vec<Shared> {
     out
 }
 
-/// A temporary file next to `path`, mode 0640.
-fn temporary_next_to(path: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+/// Who owns the written file, and its mode.
+#[derive(Debug, PartialEq, Eq)]
+struct Owner {
+    uid: Option<u32>,
+    gid: u32,
+    mode: u32,
+    /// Whether `path` exists (its owner must then be kept, or nothing
+    /// written).
+    existing: bool,
+}
+
+/// An existing `path`'s owner, group and mode; for a new one, mode 0640
+/// and the group of `dir`.
+fn owner_for(path: &Path, dir: &Path) -> anyhow::Result<Owner> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Owner {
+            uid: Some(m.uid()),
+            gid: m.gid(),
+            mode: m.mode() & 0o7777,
+            existing: true,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let d = std::fs::metadata(dir)
+                .with_context(|| format!("cannot read the directory {}", dir.display()))?;
+            Ok(Owner {
+                uid: None,
+                gid: d.gid(),
+                mode: 0o640,
+                existing: false,
+            })
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Gives `file` (the temporary file) `owner`: an existing file's owner and
+/// group must be kept, or nothing is written; a new file that cannot take
+/// the directory's group (a user who is not in it) keeps the user's group,
+/// with a warning. The mode is set last (a change of owner clears setuid
+/// and setgid bits).
+fn give(file: &std::fs::File, owner: &Owner, path: &Path) -> anyhow::Result<()> {
+    let current = file.metadata()?;
+    if owner.uid.is_some_and(|u| u != current.uid()) || owner.gid != current.gid() {
+        if let Err(e) = std::os::unix::fs::fchown(file, owner.uid, Some(owner.gid)) {
+            if owner.existing {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot give the new {} the owner and group of the old one ({}:{}); \
+                         nothing written (run as root, or as its owner)",
+                        path.display(),
+                        owner.uid.unwrap_or_default(),
+                        owner.gid
+                    )
+                });
+            }
+            errln!(
+                "warning: {} gets your group, not its directory's group {} ({e})",
+                path.display(),
+                owner.gid
+            );
+        }
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(owner.mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))
+}
+
+/// A temporary file next to `path`, readable by its owner only until it
+/// gets `path`'s owner and mode.
+fn temporary_next_to(path: &Path) -> anyhow::Result<(tempfile::NamedTempFile, Owner)> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    let owner = owner_for(path, dir)?;
     let file = tempfile::Builder::new()
         .prefix(".keygate-export-")
-        .permissions(std::fs::Permissions::from_mode(0o640))
+        .permissions(std::fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    // The umask may have removed bits; set them exactly.
-    std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o640))
-        .with_context(|| format!("cannot set the mode of {}", file.path().display()))?;
-    Ok(file)
+    Ok((file, owner))
 }
 
 /// Exports into a temporary file and renames it over `path` only when the
 /// whole store was written; otherwise `path` is left as it was.
 async fn write_atomically(store: &Store, format: Format, path: &Path) -> anyhow::Result<Report> {
-    let file = temporary_next_to(path)?;
+    let (file, owner) = temporary_next_to(path)?;
     let mut out = std::io::BufWriter::new(file);
     let report = export(store, format, &mut out).await?;
+    if !report.complete {
+        return Ok(report);
+    }
     let file = out
         .into_inner()
         .map_err(|e| e.into_error())
         .with_context(|| format!("cannot write {}", path.display()))?;
+    give(file.as_file(), &owner, path)?;
     file.as_file()
         .sync_all()
         .with_context(|| format!("cannot write {}", path.display()))?;

@@ -1,9 +1,12 @@
 //! `keygate list`: every agent of the store (id, name, ip; the key only with
-//! `--with-keys`), then the invalid records with their reasons. Records are
-//! printed as they are read, so a million agents never sit in memory.
+//! `--with-keys`), then the invalid records with their reasons and the
+//! names Wazuh would refuse (warnings). Records are printed as they are
+//! read, so a million agents never sit in memory.
 //!
-//! Exit codes: 0 all listed, 1 some records are invalid, 2 the config or
-//! the store could not be read.
+//! Exit codes: 0 all listed, 1 some records are invalid or the listing is
+//! incomplete (the store failed midway: what was printed is not the whole
+//! store, and the summary and stderr say so), 2 the config could not be
+//! read or the store could not be opened. Name warnings do not change it.
 
 use std::io::Write;
 use std::path::Path;
@@ -14,7 +17,7 @@ use keygate_core::Listed;
 
 use crate::out::errln;
 use crate::progress::Bar;
-use crate::store::Store;
+use crate::store::{NameWarning, Store};
 
 /// `keygate list` options.
 #[derive(Debug, clap::Args)]
@@ -26,7 +29,9 @@ pub struct Args {
     /// Print each agent's key too.
     #[arg(long)]
     pub with_keys: bool,
-    /// One JSON document: {"agents": [...], "count": N, "invalid": [...]}.
+    /// One JSON document: {"agents": [...], "count": N, "invalid": [...],
+    /// "warnings": [...], "complete": true} ("complete": false and "error"
+    /// when the listing failed midway).
     #[arg(long)]
     pub json: bool,
 }
@@ -53,14 +58,24 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
 async fn list(store: &Store, args: &Args, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let bar = Bar::new();
     let mut invalid = Vec::new();
+    let mut warnings = Vec::new();
+    let mut failure = None;
     let mut count = 0u64;
     if args.json {
         write!(out, "{{\"agents\":[")?;
     }
     let mut items = std::pin::pin!(store.list());
     while let Some(item) = items.next().await {
-        match item? {
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        match item {
             Listed::Record(r) => {
+                warnings.extend(NameWarning::of(&r));
                 let key = args.with_keys.then(|| r.key.expose());
                 if args.json {
                     let mut v = serde_json::json!({"id": r.id.as_str(), "name": r.name.as_str(), "ip": r.ip.as_str()});
@@ -88,23 +103,45 @@ async fn list(store: &Store, args: &Args, out: &mut impl Write) -> anyhow::Resul
         }
     }
     bar.finish();
+    let failure = failure.map(|e| crate::store::incomplete(count, &e));
     if args.json {
         let invalid: Vec<_> = invalid
             .iter()
             .map(|(at, reason)| serde_json::json!({"at": at, "reason": reason}))
             .collect();
-        writeln!(
-            out,
-            "],\"count\":{count},\"invalid\":{}}}",
-            serde_json::Value::from(invalid)
-        )?;
+        let mut tail = serde_json::json!({
+            "count": count,
+            "invalid": invalid,
+            "warnings": warnings,
+            "complete": failure.is_none(),
+        });
+        if let Some(why) = &failure {
+            tail["error"] = why.as_str().into();
+        }
+        // The agents went out one by one; the rest of the document follows.
+        let tail = tail.to_string();
+        writeln!(out, "],{}", tail.trim_start_matches('{'))?;
     } else {
-        writeln!(out, "{count} agent(s), {} invalid record(s)", invalid.len())?;
+        write!(out, "{count} agent(s), {} invalid record(s)", invalid.len())?;
+        if !warnings.is_empty() {
+            write!(out, ", {} warning(s)", warnings.len())?;
+        }
+        match failure {
+            Some(_) => writeln!(out, ": INCOMPLETE, the listing failed")?,
+            None => writeln!(out)?,
+        }
         for (at, reason) in &invalid {
             writeln!(out, "  invalid: {at}: {reason}")?;
         }
+        for w in &warnings {
+            writeln!(out, "  warning: {w}")?;
+        }
     }
     out.flush()?;
+    if let Some(why) = failure {
+        errln!("keygate list: {why}");
+        return Ok(ExitCode::from(crate::store::EXIT_INCOMPLETE));
+    }
     Ok(if invalid.is_empty() {
         ExitCode::SUCCESS
     } else {

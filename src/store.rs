@@ -3,6 +3,12 @@
 //! stream. For an id held by several backends the first one wins, as for a
 //! lookup; a second entry for an id inside one backend is reported as
 //! invalid. Only ids are remembered (to apply those rules), never records.
+//!
+//! The listing is complete exactly when the stream ends without an `Err`
+//! item: a backend that fails midway (an outage, a paging anomaly, a file
+//! rewritten while it is read) yields one `Err` naming it, and the stream
+//! ends there. `list`, `export` and `verify` then say "incomplete" and
+//! exit [`EXIT_INCOMPLETE`]; `sync` plans nothing from it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +16,53 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use futures_util::stream::{self, Stream, StreamExt};
 use keygate_config::Config;
-use keygate_core::{BackendError, KeyBackend, Listed};
+use keygate_core::{AgentRecord, BackendError, KeyBackend, Listed};
+use serde::Serialize;
+
+/// The exit code of `list`, `export` and `verify` when the store's listing
+/// is incomplete: a failure (1), whatever was printed before it.
+pub const EXIT_INCOMPLETE: u8 = 1;
+
+/// What `list`, `export` and `verify` say when the listing failed after
+/// `read` agents.
+pub fn incomplete(read: u64, error: &BackendError) -> String {
+    format!("the listing is incomplete ({read} agent(s) read before it failed): {error}")
+}
+
+/// A stored name that Wazuh's own `OS_IsValidName` refuses: keygate serves
+/// it (Wazuh's key-request path inserts it), but Wazuh's API and an
+/// agent's own enrollment refuse it, so `list`, `export` and `verify`
+/// report it as a warning with the rule it breaks.
+#[derive(Debug, Serialize)]
+pub struct NameWarning {
+    /// The agent id.
+    pub id: String,
+    /// The name (letters, digits, `-`, `_`, `.`: safe to print).
+    pub name: String,
+    /// The rule it breaks.
+    pub rule: &'static str,
+}
+
+impl NameWarning {
+    /// The warning for `record`, if its name breaks Wazuh's rule.
+    pub fn of(record: &AgentRecord) -> Option<Self> {
+        record.name.wazuh_name_rule().map(|rule| Self {
+            id: record.id.as_str().to_owned(),
+            name: record.name.as_str().to_owned(),
+            rule,
+        })
+    }
+}
+
+impl std::fmt::Display for NameWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "agent {} name '{}': {} (keygate serves it; Wazuh's API and agent enrollment refuse it)",
+            self.id, self.name, self.rule
+        )
+    }
+}
 
 /// The backends to enumerate, in order.
 pub struct Store {

@@ -8,8 +8,16 @@
 //! `duplicate_id` (two active lines in the manager's file). Keys are
 //! compared, never shown.
 //!
-//! Exit codes: 0 in sync, 1 drift, 2 something could not be read (the
-//! config, the file, the store, a line of the file or a store record).
+//! Names in the store that Wazuh's `OS_IsValidName` refuses are reported
+//! as warnings (they do not change the exit code).
+//!
+//! When the store's listing is incomplete (it failed midway), nothing is
+//! compared: an agent the listing did not reach would look
+//! `only_in_manager`. It says "incomplete" and exits 1.
+//!
+//! Exit codes: 0 in sync, 1 drift or an incomplete listing, 2 something
+//! could not be read (the config, the file, the store, a line of the file
+//! or a store record).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -23,7 +31,7 @@ use zeroize::Zeroizing;
 
 use crate::out::{errln, outln};
 use crate::progress::Bar;
-use crate::store::Store;
+use crate::store::{NameWarning, Store};
 
 /// `keygate verify` options.
 #[derive(Debug, clap::Args)]
@@ -50,6 +58,11 @@ pub struct Drift {
 /// The result.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// Why the store's listing is incomplete (then nothing is compared).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
+    /// Store names Wazuh's `OS_IsValidName` refuses.
+    pub warnings: Vec<NameWarning>,
     /// Every disagreement, sorted.
     pub drift: Vec<Drift>,
     /// What could not be read: file lines and store records.
@@ -86,12 +99,26 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(why) = &report.incomplete {
+        if args.json {
+            let v = serde_json::json!({"complete": false, "error": why, "in_sync": false});
+            outln!("{v}");
+        } else {
+            outln!("INCOMPLETE: the store could not be listed completely; nothing compared");
+        }
+        errln!("keygate verify: {why}");
+        return ExitCode::from(crate::store::EXIT_INCOMPLETE);
+    }
     if args.json {
         let in_sync = report.drift.is_empty() && report.unreadable.is_empty();
         let mut v = serde_json::to_value(&report).unwrap_or_default();
         v["in_sync"] = in_sync.into();
+        v["complete"] = true.into();
         outln!("{v}");
     } else {
+        for w in &report.warnings {
+            outln!("warning: {w}");
+        }
         for line in &report.unreadable {
             outln!("unreadable: {line}");
         }
@@ -181,7 +208,17 @@ pub async fn verify(store: &Store, client_keys: &str) -> anyhow::Result<Report> 
     let mut store_ips: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut items = std::pin::pin!(store.list());
     while let Some(item) = items.next().await {
-        let record = match item? {
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => {
+                bar.finish();
+                return Ok(Report {
+                    incomplete: Some(crate::store::incomplete(report.store_agents, &e)),
+                    ..Report::default()
+                });
+            }
+        };
+        let record = match item {
             Listed::Record(r) => r,
             Listed::Invalid { at, reason } => {
                 report.unreadable.push(format!("store {at}: {reason}"));
@@ -190,6 +227,7 @@ pub async fn verify(store: &Store, client_keys: &str) -> anyhow::Result<Report> 
         };
         bar.inc(1);
         report.store_agents += 1;
+        report.warnings.extend(NameWarning::of(&record));
         let id = record.id.as_str().to_owned();
         store_names
             .entry(record.name.as_str().to_owned())

@@ -15,7 +15,7 @@ use keygate_core::{
     BackendError, Breaker, BreakerSettings, ErrorCode, KeyBackend, Listed, TimeoutLayer,
 };
 use keygate_testkit::{free_port, q};
-use keygate_wazuh_standin::inventory::{cmdb, Answer, Inventory};
+use keygate_wazuh_standin::inventory::{cmdb, Answer, Inventory, Seen};
 use serde_json::{json, Value};
 
 const KEY_1: &str = "0b9d9f06cc8cf44765a12c0aa01a6e2217130979f4dfeda24e22b0af7e8d237e";
@@ -506,7 +506,9 @@ async fn listing_pages_through_url_all() {
         [
             "/api/agents?offset=0&limit=3",
             "/api/agents?offset=3&limit=3",
-            "/api/agents?offset=6&limit=3"
+            "/api/agents?offset=6&limit=3",
+            // A short page is not the end: only an empty one is.
+            "/api/agents?offset=7&limit=3"
         ]
     );
     s.inventory.set_handler(|_| Answer::json(503, ""));
@@ -520,4 +522,168 @@ async fn listing_pages_through_url_all() {
         e.contains("cannot list its agents: url_all is not set"),
         "{e}"
     );
+}
+
+/// An inventory of `n` agents that answers at most `cap` per page,
+/// whatever `{limit}` asks (as many REST APIs do, silently), and with
+/// `total` its count at `/total`. `ignore_offset`: every page starts at 0.
+fn capped(n: usize, cap: usize, total: bool, ignore_offset: bool) -> impl Fn(&Seen) -> Answer {
+    move |seen: &Seen| {
+        if seen.method == "HEAD" {
+            return Answer::json(200, "");
+        }
+        let number = |name: &str| seen.param(name).and_then(|v| v.parse::<usize>().ok());
+        let offset = if ignore_offset {
+            0
+        } else {
+            number("offset").unwrap_or(0)
+        };
+        let limit = number("limit").unwrap_or(n).min(cap);
+        let data: Vec<Value> = (offset..n)
+            .take(limit)
+            .map(|i| {
+                json!({"agent_id": format!("{:03}", i + 1), "hostname": format!("a{}", i + 1),
+                       "ip": "any", "wazuh_key": KEY_1})
+            })
+            .collect();
+        let mut doc = json!({ "data": data });
+        if total {
+            doc["total"] = n.into();
+        }
+        Answer::json(200, doc.to_string())
+    }
+}
+
+/// The listing of `b`: the ids in order, or the error it ended with.
+async fn listed(b: &dyn KeyBackend) -> (Vec<String>, Option<BackendError>) {
+    let mut ids = Vec::new();
+    let mut items = b.list();
+    while let Some(item) = items.next().await {
+        match item {
+            Ok(Listed::Record(r)) => ids.push(r.id.as_str().to_owned()),
+            Ok(Listed::Invalid { at, reason }) => panic!("invalid {at}: {reason}"),
+            Err(e) => return (ids, Some(e)),
+        }
+    }
+    (ids, None)
+}
+
+fn offsets(inventory: &Inventory) -> Vec<String> {
+    inventory
+        .seen()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.param("offset").unwrap_or_default())
+        .collect()
+}
+
+fn paged(url: &str) -> Value {
+    json!({
+        "url_all": format!("{url}/api/agents?offset={{offset}}&limit={{limit}}"),
+        "fields": {"id": "/data/0/agent_id", "name": "/data/0/hostname",
+                   "ip": "/data/0/ip", "key": "/data/0/wazuh_key"},
+    })
+}
+
+/// The inventory: 300 agents, at most 100 a page, `page_size`
+/// 500. A short page is not the end: every agent is listed, the next
+/// offset being what was received (0, 100, 200, then the empty page at
+/// 300). With `[backend.fields] total` the listing ends at 300 without
+/// asking for the empty page.
+#[tokio::test]
+async fn a_page_capped_below_limit_is_not_the_end() {
+    let s = Setup::new(Inventory::start(capped(300, 100, false, false)));
+    let b = s.backend(paged(&s.inventory.url())).await;
+    let (ids, error) = listed(&*b).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(ids.len(), 300);
+    assert_eq!(ids.last().unwrap(), "300");
+    assert_eq!(offsets(&s.inventory), ["0", "100", "200", "300"]);
+
+    let s = Setup::new(Inventory::start(capped(300, 100, true, false)));
+    let mut extra = paged(&s.inventory.url());
+    extra["fields"]["total"] = "/total".into();
+    let b = s.backend(extra).await;
+    let (ids, error) = listed(&*b).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(ids.len(), 300);
+    assert_eq!(offsets(&s.inventory), ["0", "100", "200"]);
+}
+
+/// An inventory that ignores `{offset}` sends the same page again: the
+/// listing fails saying so (it neither loops nor looks complete); one
+/// whose pages end before its `total` fails too.
+#[tokio::test]
+async fn an_inventory_that_ignores_offset_fails_the_listing() {
+    let s = Setup::new(Inventory::start(capped(300, 100, false, true)));
+    let b = s.backend(paged(&s.inventory.url())).await;
+    let (ids, error) = listed(&*b).await;
+    let e = error.expect("the listing must fail").to_string();
+    assert!(e.contains("ignore {offset}"), "{e}");
+    assert_eq!(ids.len(), 100);
+    assert_eq!(offsets(&s.inventory), ["0", "100"]);
+
+    // Pages that end early (offset read as a page number, say) while the
+    // inventory's total says there are more.
+    let s = Setup::new(Inventory::start(|seen: &Seen| {
+        let offset = seen.param("offset").unwrap_or_default();
+        let data: Vec<Value> = if offset == "0" {
+            (1..=100)
+                .map(|i| {
+                    json!({"agent_id": format!("{i:03}"), "hostname": format!("a{i}"),
+                           "ip": "any", "wazuh_key": KEY_1})
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Answer::json(
+            200,
+            json!({"data": data, "meta": {"count": "300"}}).to_string(),
+        )
+    }));
+    let mut extra = paged(&s.inventory.url());
+    extra["fields"]["total"] = "/meta/count".into();
+    let b = s.backend(extra).await;
+    let (ids, error) = listed(&*b).await;
+    let e = error.expect("the listing must fail").to_string();
+    assert!(
+        e.contains("total is 300 but its pages ended after 100 entries"),
+        "{e}"
+    );
+    assert_eq!(ids.len(), 100);
+}
+
+/// With `urls`, every page comes from one host: the first host fails after
+/// its first page, and the listing restarts from offset 0 on the second
+/// (never page 2 of one host after page 1 of another); each agent is
+/// listed once.
+#[tokio::test]
+async fn a_failover_during_a_listing_restarts_it_on_the_next_host() {
+    let full = capped(300, 100, false, false);
+    let first = Inventory::start(move |seen: &Seen| {
+        if seen.method == "GET" && seen.param("offset").as_deref() != Some("0") {
+            return Answer::json(503, "");
+        }
+        full(seen)
+    });
+    let second = Inventory::start(capped(300, 100, false, false));
+    let s = Setup::new(first);
+    let bundle = format!("{}{}", s.inventory.ca_pem(), second.ca_pem());
+    std::fs::write(s.dir.path().join("ca.pem"), bundle).unwrap();
+    let mut extra = paged("");
+    extra["urls"] = json!([s.inventory.url(), second.url()]);
+    extra["url_by_id"] = "/api/agents/{id}".into();
+    extra["url_by_ip"] = "/api/agents?ip={ip}".into();
+    extra["url_all"] = "/api/agents?offset={offset}&limit={limit}".into();
+    extra["page_size"] = 100.into();
+    let b = s.backend(extra).await;
+    let (ids, error) = listed(&*b).await;
+    assert!(error.is_none(), "{error:?}");
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((ids.len(), unique.len()), (300, 300));
+    assert_eq!(offsets(&s.inventory), ["0", "100"]);
+    assert_eq!(offsets(&second), ["0", "100", "200", "300"]);
 }

@@ -180,12 +180,8 @@ async fn ldap_lists_valid_entries_and_reports_bad_ones_by_dn() {
     );
 }
 
-/// Paging: with a page size of 400, 1,000 entries added under the base
-/// come through several pages, each once; an explicit `filter_all`
-/// selects only what it names.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ldap_paged_search_lists_more_entries_than_one_page() {
-    let server = Slapd::start();
+/// A connection to `server` bound as its administrator, to add entries.
+async fn admin(server: &Slapd) -> ldap3::Ldap {
     let (conn, mut ldap) = ldap3::LdapConnAsync::new(&server.url()).await.unwrap();
     ldap3::drive!(conn);
     ldap.simple_bind("cn=admin,dc=example,dc=org", "admin-test-password")
@@ -193,6 +189,16 @@ async fn ldap_paged_search_lists_more_entries_than_one_page() {
         .unwrap()
         .success()
         .unwrap();
+    ldap
+}
+
+/// Paging: with a page size of 400, 1,000 entries added under the base
+/// come through several pages, each once; an explicit `filter_all`
+/// selects only what it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_paged_search_lists_more_entries_than_one_page() {
+    let server = Slapd::start();
+    let mut ldap = admin(&server).await;
     for n in 1..=1000u32 {
         let (cn, id, ip, key) = (
             format!("bulk-{n}"),
@@ -236,4 +242,46 @@ async fn ldap_paged_search_lists_more_entries_than_one_page() {
     .unwrap();
     let (records, bad) = list(&*only_bulk).await;
     assert_eq!((records.len(), bad.len()), (1000, 0));
+}
+
+/// A referral under the base (part of the tree held by another server,
+/// which keygate does not ask) fails the listing: its agents would be
+/// missing, and a listing that silently lacks them must never look
+/// complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_a_referral_fails_the_listing() {
+    let server = Slapd::start();
+    let mut ldap = admin(&server).await;
+    let set = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
+    ldap.add(
+        "ou=elsewhere,ou=agents,dc=example,dc=org",
+        vec![
+            (
+                "objectClass".to_owned(),
+                set(&["referral", "extensibleObject"]),
+            ),
+            ("ou".to_owned(), set(&["elsewhere"])),
+            (
+                "ref".to_owned(),
+                set(&["ldap://ldap.example.net/ou=elsewhere,dc=example,dc=org"]),
+            ),
+        ],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    ldap.unbind().await.unwrap();
+    let b = ldap_config(&server, serde_json::json!({}))
+        .build("dir")
+        .await
+        .unwrap();
+    let items: Vec<_> = b.list().collect().await;
+    let last = items.last().unwrap();
+    let e = last
+        .as_ref()
+        .expect_err("the listing must fail")
+        .to_string();
+    assert!(e.contains("referred part of the search"), "{e}");
+    assert!(e.contains("incomplete"), "{e}");
 }

@@ -31,8 +31,13 @@ pub enum Listed {
 }
 
 /// The stream [`KeyBackend::list`] returns: entries one by one, so a million
-/// agents never sit in memory twice. An `Err` item is a transport failure;
-/// the stream ends after it.
+/// agents never sit in memory twice.
+///
+/// A stream that ends without an `Err` item is the whole store: callers
+/// (`sync --prune` among them) treat what it lacks as absent. So a listing
+/// that cannot be complete (a transport failure, a server's size limit, a
+/// paging anomaly, a file that changed while it was read) yields an `Err`
+/// item saying why, and the stream ends after it; it never just ends early.
 pub type ListStream<'a> = BoxStream<'a, Result<Listed, BackendError>>;
 
 /// A source of agent registrations, or a layer around one.

@@ -76,6 +76,27 @@ impl<H: Host> Hosts<H> {
         ))
     }
 
+    /// How many hosts there are.
+    pub fn count(&self) -> usize {
+        self.inner.hosts.len()
+    }
+
+    /// Host `index` (from 0, in config order).
+    pub fn get(&self, index: usize) -> Option<&H> {
+        self.inner.hosts.get(index)
+    }
+
+    /// The backend's name, for logs.
+    pub fn backend(&self) -> &str {
+        &self.inner.backend
+    }
+
+    /// Marks host `index` failed, as a request that failed on it does: the
+    /// next host becomes active (if `index` still was).
+    pub fn failed(&self, index: usize) {
+        Inner::failed(&self.inner, index);
+    }
+
     /// Runs `f` on the active host, moving on to the following hosts while
     /// it fails with an outage; returns the first answer (found, not found
     /// or a bad record) or the last outage.

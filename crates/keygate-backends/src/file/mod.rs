@@ -4,10 +4,14 @@
 //!   one that is not UTF-8) is an invalid entry, never a failed file.
 //! - [`index`]: one loaded version, indexed by id, host and network; the
 //!   address matching rules (most specific network wins).
-//! - [`watch`]: reading the file and re-reading it when it changes.
+//! - [`watch`]: reading the file (one consistent read) and re-reading it
+//!   when it changes.
+//! - [`cell`]: CSV cells escaped against spreadsheet formulas, and read
+//!   back.
 //! - here: the config and the backend, which swaps in each new version
 //!   atomically; a reload that fails keeps serving the last good data.
 
+pub mod cell;
 mod index;
 mod parse;
 #[cfg(test)]
@@ -20,7 +24,7 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use keygate_core::{AgentRecord, BackendError, KeyBackend, ListStream, Query};
 use serde::Deserialize;
 
@@ -179,6 +183,22 @@ impl FileBackend {
         )
     }
 
+    /// The loaded version if it is the file on disk now, else the file
+    /// read again; an error when it cannot be read consistently.
+    async fn current(&self) -> Result<Arc<Snapshot>, BackendError> {
+        let path = &self.config.path;
+        let on_disk = stamp(path).map_err(|e| {
+            BackendError::Unavailable(format!("cannot read {}: {e}", path.display()))
+        })?;
+        if self.loaded.load().as_deref() != Some(&on_disk) {
+            self.reload().await;
+            if let Some(e) = self.last_error.load_full() {
+                return Err(BackendError::Unavailable(e.as_str().to_owned()));
+            }
+        }
+        Ok(self.data.load_full())
+    }
+
     fn changed(&self) -> bool {
         let on_disk = stamp(&self.config.path).ok();
         let loaded = self.loaded.load();
@@ -206,18 +226,21 @@ impl KeyBackend for FileBackend {
         self.data.load().find(query)
     }
 
-    /// Every entry of the loaded version, in file order: valid ones as
-    /// records, invalid ones as `line N` with the reason. Skipped lines
-    /// (comments, removed agents) are not entries. The listing reads one
-    /// version even if the file is reloaded meanwhile.
+    /// Every entry of the file as it is on disk now, in file order: valid
+    /// ones as records, invalid ones as `line N` with the reason. Skipped
+    /// lines (comments, removed agents) are not entries. The loaded version
+    /// is listed when it is the file on disk; otherwise the file is read
+    /// again first (one consistent read, see [`watch::load`]), and the
+    /// listing fails when that read fails: it never lists an older version.
     fn list(&self) -> ListStream<'_> {
-        if self.loaded.load().is_none() {
-            let error = self.not_loaded();
-            return stream::once(async move { Err(error) }).boxed();
-        }
-        let snap = self.data.load_full();
-        let count = snap.entries().len();
-        stream::iter((0..count).filter_map(move |i| snap.entries().get(i).map(|e| Ok(e.listed()))))
+        stream::once(self.current())
+            .map_ok(|snap| {
+                let count = snap.entries().len();
+                stream::iter(
+                    (0..count).filter_map(move |i| snap.entries().get(i).map(|e| Ok(e.listed()))),
+                )
+            })
+            .try_flatten()
             .boxed()
     }
 

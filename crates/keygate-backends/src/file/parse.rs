@@ -406,7 +406,7 @@ pub(super) fn csv(file: impl Read, size: u64) -> Result<Snapshot, String> {
             },
         }
         let line = line_number(row.position().map_or(0, |p| p.line().saturating_sub(1)) as usize);
-        let get = |i: usize| row.get(cols[i]);
+        let get = |i: usize| row.get(cols[i]).map(super::cell::unescape);
         let record = if row.len() != headers.len() {
             Err(Box::new(RecordError::Malformed(
                 "a CSV row has a different number of fields than the header",

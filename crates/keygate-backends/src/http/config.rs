@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 
 use reqwest::Url;
 
-use crate::endpoint::{has_inline_password, redact_url, FieldDefaults, FieldNames, HostList};
+use crate::endpoint::{has_inline_password, redact_url, HostList};
 use crate::secret::PASSWORD_KEYS;
 use crate::Problems;
 
 use super::record::split_list;
+
+pub use super::fields::{HttpFieldDefaults, HttpFields};
 
 crate::endpoint::network_config! {
     /// `[[backend]] type = "http"`: an inventory or CMDB answering JSON over
@@ -84,20 +86,6 @@ fn default_page_size() -> usize {
 fn default_not_found_status() -> Vec<u16> {
     vec![404]
 }
-
-/// The default pointers: the response is the agent object itself.
-#[derive(Debug)]
-pub struct HttpFieldDefaults;
-
-impl FieldDefaults for HttpFieldDefaults {
-    const ID: &'static str = "/id";
-    const NAME: &'static str = "/name";
-    const IP: &'static str = "/ip";
-    const KEY: &'static str = "/key";
-}
-
-/// `[backend.fields]`: the JSON pointer to each part of a record.
-pub type HttpFields = FieldNames<HttpFieldDefaults>;
 
 /// Templates may carry a token in their query: shown redacted only.
 impl fmt::Debug for HttpConfig {
@@ -318,15 +306,23 @@ impl HttpConfig {
     }
 
     fn validate_fields(&self, problems: &mut Problems<'_>) {
-        self.fields.validate(
-            problems,
-            "fields",
-            |p| {
-                (p.is_empty() || p.starts_with('/'))
-                    && p.split('~').skip(1).all(|s| s.starts_with(['0', '1']))
-            },
-            "must be a JSON pointer (RFC 6901): empty, or /name/0/... with ~0 for ~ and ~1 for /",
-        );
+        let pointer = |p: &str| {
+            (p.is_empty() || p.starts_with('/'))
+                && p.split('~').skip(1).all(|s| s.starts_with(['0', '1']))
+        };
+        const POINTER: &str =
+            "must be a JSON pointer (RFC 6901): empty, or /name/0/... with ~0 for ~ and ~1 for /";
+        self.fields
+            .parts
+            .validate(problems, "fields", pointer, POINTER);
+        match &self.fields.total {
+            Some(p) if !pointer(p) => problems.push("fields.total", POINTER),
+            Some(_) if self.url_all.is_none() => problems.push(
+                "fields.total",
+                "counts the agents of url_all's pages: set url_all too",
+            ),
+            _ => {}
+        }
         let lists: Vec<Option<&str>> = self.fields.all().iter().map(|p| split_list(p).0).collect();
         for (part, list) in ["name", "ip", "key"].iter().zip(&lists[1..]) {
             if *list != lists[0] {

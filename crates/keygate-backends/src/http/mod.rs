@@ -22,6 +22,7 @@
 
 mod client;
 pub mod config;
+mod fields;
 mod list;
 mod record;
 #[cfg(test)]
@@ -84,6 +85,7 @@ impl BackendSpec for HttpConfig {
             page_size: self.page_size,
             not_found: self.not_found_status.clone(),
             pointers: Pointers::new(&self.fields),
+            total: self.fields.total.clone(),
             hosts,
         }))
     }
@@ -104,6 +106,9 @@ pub struct HttpBackend {
     page_size: usize,
     not_found: Vec<u16>,
     pointers: Pointers,
+    /// `[backend.fields] total`: where a page of `url_all` says how many
+    /// agents the inventory has.
+    total: Option<String>,
     hosts: Hosts<Host>,
 }
 

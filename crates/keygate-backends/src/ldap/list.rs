@@ -3,6 +3,9 @@
 //! `base_dn` with `filter_all`, each entry mapped like a lookup's
 //! ([`record_from_entry`]); an entry that fails validation is reported by
 //! its DN. Entries are handed out as the pages arrive, never collected.
+//! The listing ends without an error only when the search did (result
+//! code 0): a size or time limit, or a referral to another server, fails
+//! it, since agents would be missing.
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use keygate_core::{BackendError, ListStream, Listed};
@@ -20,19 +23,20 @@ const PAGE_SIZE: i32 = 400;
 type Search<'a> = SearchStream<'a, &'a str, Vec<&'a str>>;
 
 impl LdapBackend {
-    /// Lists every agent from the active server (or, failing over while
-    /// connecting and starting the search, the next one that answers).
+    /// Lists every agent from one server: the active one, or after an
+    /// outage (connecting or midway) the next one, from the start
+    /// ([`listing::one_host`]).
     pub(super) fn list_all(&self) -> ListStream<'_> {
-        let search = async move {
-            let filter = self.config.filter_all();
-            self.hosts
-                .run(|host| self.start_search(host, &filter))
-                .await
-        };
-        let entries = stream::once(search)
-            .map_ok(|search| stream::unfold(Some(search), |state| self.next_entry(state)))
-            .try_flatten();
-        listing::bounded(entries.boxed(), LIST_STEP_TIMEOUT)
+        listing::one_host(&self.hosts, move |host| {
+            let search = async move {
+                let filter = self.config.filter_all();
+                self.start_search(host, &filter).await
+            };
+            let entries = stream::once(search)
+                .map_ok(|search| stream::unfold(Some(search), |state| self.next_entry(state)))
+                .try_flatten();
+            listing::bounded(entries.boxed(), LIST_STEP_TIMEOUT)
+        })
     }
 
     /// Starts the paged search on `host`, through the pool.
@@ -73,7 +77,12 @@ impl LdapBackend {
         let mut search = state?;
         loop {
             match search.next().await {
-                Ok(Some(entry)) if entry.is_ref() || entry.is_intermediate() => continue,
+                Ok(Some(entry)) if entry.is_intermediate() => continue,
+                // Part of the tree is on another server, which keygate
+                // does not ask: its agents would be missing.
+                Ok(Some(entry)) if entry.is_ref() => {
+                    return Some((Err(referral_error()), None));
+                }
                 Ok(Some(entry)) => {
                     let entry = SearchEntry::construct(entry);
                     let record = record_from_entry(&entry, &self.config.attributes)
@@ -92,6 +101,17 @@ impl LdapBackend {
             }
         }
     }
+}
+
+/// Why a listing that met a search reference (a referral to another
+/// server) fails.
+fn referral_error() -> BackendError {
+    BackendError::Internal(
+        "LDAP listing search: the server referred part of the search to another server \
+         (referrals are not followed), so agents would be missing: the listing is \
+         incomplete; point base_dn and urls at the server that holds every agent"
+            .into(),
+    )
 }
 
 /// Why a listing search ended early. sizeLimitExceeded (4) says what to

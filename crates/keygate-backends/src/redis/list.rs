@@ -81,22 +81,25 @@ fn id_code(id: &AgentId) -> u64 {
 }
 
 impl RedisBackend {
-    /// Lists every agent from the active host (or, failing over while
-    /// connecting, the next one that answers).
+    /// Lists every agent from one host: the active one, or after an outage
+    /// (connecting or midway) the next one, from the start
+    /// ([`listing::one_host`]; `SCAN` cursors mean nothing on another
+    /// server).
     pub(super) fn list_all(&self) -> ListStream<'_> {
-        let conn = self.hosts.run(|host| host.connection());
-        let entries = stream::once(conn)
-            .map_ok(move |conn| {
-                self.scan(conn.clone())
-                    .map(move |scanned| {
-                        let conn = conn.clone();
-                        async move { self.read(conn, scanned?).await }
-                    })
-                    .buffered(READ_AHEAD)
-                    .try_filter_map(future::ok)
-            })
-            .try_flatten();
-        listing::bounded(entries.boxed(), listing::LIST_STEP_TIMEOUT)
+        listing::one_host(&self.hosts, move |host| {
+            let entries = stream::once(host.connection())
+                .map_ok(move |conn| {
+                    self.scan(conn.clone())
+                        .map(move |scanned| {
+                            let conn = conn.clone();
+                            async move { self.read(conn, scanned?).await }
+                        })
+                        .buffered(READ_AHEAD)
+                        .try_filter_map(future::ok)
+                })
+                .try_flatten();
+            listing::bounded(entries.boxed(), listing::LIST_STEP_TIMEOUT)
+        })
     }
 
     /// The keys of the agent pattern, each once.

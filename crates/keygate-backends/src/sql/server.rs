@@ -334,21 +334,20 @@ impl<D: Dialect> KeyBackend for ServerBackend<D> {
         self.hosts.current()
     }
 
-    /// Streams `query_all` from the active host (or, failing over while
-    /// connecting, the next one that answers).
+    /// Streams `query_all` from one host: the active one, or after an
+    /// outage (connecting or midway) the next one, from the start
+    /// ([`crate::listing::one_host`]).
     fn list(&self) -> ListStream<'_> {
         let sql = match self.config.queries().all(&self.name) {
             Ok(sql) => sql,
             Err(e) => return crate::listing::failed(e),
         };
-        let host = self.hosts.run(|host| async move {
-            host.open_list_pool().await?;
-            Ok(host)
-        });
-        stream::once(host)
-            .map_ok(move |host| ConnectionOf::<D>::list(&host.list_pool, sql))
-            .try_flatten()
-            .boxed()
+        crate::listing::one_host(&self.hosts, move |host| {
+            stream::once(async move { host.open_list_pool().await.map(|()| host) })
+                .map_ok(move |host| ConnectionOf::<D>::list(&host.list_pool, sql))
+                .try_flatten()
+                .boxed()
+        })
     }
 }
 
