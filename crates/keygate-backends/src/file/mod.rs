@@ -41,7 +41,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub format: FileFormat,
     /// How often the file is checked for changes (default `"1s"`).
-    #[serde(default = "default_reload_interval", with = "humantime_serde")]
+    #[serde(
+        default = "default_reload_interval",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub reload_interval: Duration,
 }
 
