@@ -323,20 +323,25 @@ async fn csv_rows_sharing_an_id_are_refused_on_every_path() {
     assert!(!got.concat().contains("k2"), "{got:?}");
 }
 
+/// Line `i` of a generated client.keys, for agent `id`: its own address
+/// and key.
+fn agent_line(id: u32, i: u32) -> String {
+    format!(
+        "{id:03} agent-{i} 10.{}.{}.{} {:064x}\n",
+        i >> 16,
+        (i >> 8) & 255,
+        i & 255,
+        i
+    )
+}
+
 /// A large file is indexed on two threads (ids on one): an id shared by
 /// lines in distant chunks is still refused by each address and counted.
 #[test]
 fn ids_shared_across_chunks_of_a_large_file_are_refused() {
     let mut text = String::new();
     for i in 1..=20_000u32 {
-        let id = if i == 19_000 { 12 } else { i };
-        text.push_str(&format!(
-            "{id:03} agent-{i} 10.{}.{}.{} {:064x}\n",
-            i >> 16,
-            (i >> 8) & 255,
-            i & 255,
-            i
-        ));
+        text.push_str(&agent_line(if i == 19_000 { 12 } else { i }, i));
     }
     assert!(text.len() > 1 << 20, "big enough to be loaded in chunks");
     let s = keys(text.as_bytes());
@@ -382,13 +387,7 @@ fn loads_a_large_file_in_chunks_with_exact_line_numbers() {
             text.push_str("15000 bad name 10.0.0.1 k\n");
             continue;
         }
-        text.push_str(&format!(
-            "{i:03} agent-{i} 10.{}.{}.{} {:064x}\n",
-            i >> 16,
-            (i >> 8) & 255,
-            i & 255,
-            i
-        ));
+        text.push_str(&agent_line(i, i));
     }
     assert!(text.len() > 1 << 20, "big enough to be loaded in chunks");
     let s = keys(text.as_bytes());
