@@ -3,6 +3,7 @@
 //! cache, unless a flush or a reload came between its start and its end.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -29,6 +30,9 @@ pub(super) struct State {
     /// started.
     pub(super) in_flight: Mutex<HashMap<Query, (u64, Flight)>>,
     pub(super) counters: Arc<Counters>,
+    /// Set when a reload replaced this layer: its lookups, on the old
+    /// backends, store nothing in the entries the new layer shares.
+    pub(super) retired: AtomicBool,
 }
 
 impl State {
@@ -89,6 +93,9 @@ impl State {
     /// Records what the backends answered.
     fn store(&self, query: &Query, answer: &Answer, origin: Origin) {
         match answer {
+            // Checked before the store's generation: a reload sets this
+            // first, then raises the generation.
+            Ok(_) if self.retired.load(Ordering::SeqCst) => {}
             Ok(found) => {
                 let found = found.clone();
                 let backend = origin.backend.clone().filter(|_| found.is_some());

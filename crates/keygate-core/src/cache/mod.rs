@@ -40,6 +40,7 @@ mod store;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -82,15 +83,19 @@ impl CacheLayer {
                 entries,
                 in_flight: Mutex::new(HashMap::new()),
                 counters: Arc::default(),
+                retired: AtomicBool::new(false),
             }),
         }
     }
 
     /// The same entries and counters in front of another backend stack,
     /// after a reload with the same `[cache]` settings: only the entries
-    /// `kept` allows stay (see the module doc). Lookups in flight finish on
-    /// the old stack and store nothing; new ones go to `inner`.
+    /// `kept` allows stay (see the module doc). From now on this layer's
+    /// lookups (on the old stack, in flight or started by a request that
+    /// took it before the swap) store nothing; the new layer's go to
+    /// `inner`.
     pub fn reloaded(&self, inner: Arc<dyn KeyBackend>, kept: &Kept) -> Self {
+        self.state.retired.store(true, Ordering::SeqCst);
         let backends: HashMap<&str, Arc<str>> = kept
             .backends
             .iter()
@@ -117,6 +122,7 @@ impl CacheLayer {
                 entries: Arc::clone(&self.state.entries),
                 in_flight: Mutex::new(HashMap::new()),
                 counters: Arc::clone(&self.state.counters),
+                retired: AtomicBool::new(false),
             }),
         }
     }

@@ -660,3 +660,80 @@ async fn not_found_entries_go_at_negative_ttl() {
     cache.run_pending_tasks().await;
     assert_eq!(cache.stats().entries, 0);
 }
+
+fn chain(links: &[&Fake]) -> Arc<dyn KeyBackend> {
+    use crate::{Chain, ChainPolicy};
+    let links = links
+        .iter()
+        .map(|f| {
+            (
+                Arc::new((*f).clone()) as Arc<dyn KeyBackend>,
+                ChainPolicy::default(),
+            )
+        })
+        .collect();
+    Arc::new(Chain::new("chain", links))
+}
+
+/// A reload keeps the found answers of the backends `kept` names (under
+/// their new names), and drops the others' and every not-found answer
+/// when not everything is kept (issue 24, point 8).
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_only_the_answers_of_unchanged_backends() {
+    let (a, b) = (Fake::with("a", "001", "x"), Fake::with("b", "002", "y"));
+    let cache = CacheLayer::new(chain(&[&a, &b]), exact());
+    for query in ["id:001", "id:002", "id:404"] {
+        cache.lookup(&q(query)).await.unwrap();
+    }
+    let renamed = Fake::with("a2", "001", "x");
+    let kept = Kept {
+        backends: vec![("a".into(), "a2".into())],
+        everything: false,
+    };
+    let cache = cache.reloaded(chain(&[&renamed, &b]), &kept);
+    let one = cache.entry(&q("id:001")).await.unwrap();
+    assert_eq!(one.origin.backend.as_deref(), Some("a2"));
+    assert!(cache.entry(&q("id:002")).await.is_none());
+    assert!(cache.entry(&q("id:404")).await.is_none());
+    // Kept again under the new name at the next reload.
+    let kept = Kept {
+        backends: vec![("a2".into(), "a2".into())],
+        everything: false,
+    };
+    let cache = cache.reloaded(chain(&[&renamed]), &kept);
+    assert!(cache.entry(&q("id:001")).await.is_some());
+    assert!(cache.lookup(&q("id:001")).await.unwrap().is_some());
+    assert_eq!(renamed.calls(), 0, "answered from the kept entry");
+}
+
+/// The layer a reload replaced stores nothing any more: neither a lookup
+/// in flight during the reload nor one a request starts on it afterwards
+/// (it took the old stack before the swap) brings an answer of the old
+/// backends into the entries the new layer serves.
+#[tokio::test(start_paused = true)]
+async fn the_layer_a_reload_replaced_stores_nothing() {
+    let old = Fake::with("keys", "001", "old").delayed(Duration::from_secs(5));
+    let new = Fake::with("keys", "001", "new");
+    let cache = Arc::new(CacheLayer::new(chain(&[&old]), exact()));
+    let in_flight = {
+        let cache = Arc::clone(&cache);
+        tokio::spawn(async move { cache.lookup(&q("id:001")).await })
+    };
+    advance(1).await;
+    let replaced = cache.reloaded(chain(&[&new]), &Kept::default());
+    let late = {
+        let cache = Arc::clone(&cache);
+        tokio::spawn(async move { cache.lookup(&q("id:002")).await })
+    };
+    advance(5).await;
+    settle().await;
+    assert_eq!(
+        in_flight.await.unwrap().unwrap().unwrap().name.as_str(),
+        "old"
+    );
+    assert!(late.await.unwrap().unwrap().is_none());
+    assert!(replaced.entry(&q("id:001")).await.is_none());
+    assert!(replaced.entry(&q("id:002")).await.is_none());
+    let r = replaced.lookup(&q("id:001")).await.unwrap().unwrap();
+    assert_eq!(r.name.as_str(), "new");
+}
