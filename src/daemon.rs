@@ -89,9 +89,10 @@ impl Daemon {
 
     /// Re-reads the config. An invalid one changes nothing and returns
     /// every problem; a valid one is swapped in whole, so requests in
-    /// flight finish on the stack they started with. Cache entries are kept
-    /// unless the backend list changed. Of `[server]`, only
-    /// `request_timeout` applies live.
+    /// flight finish on the stack they started with. Cached answers are kept
+    /// when `[cache]` is unchanged, except those of a backend whose settings
+    /// changed and of the backends after it ([`Config::cache_kept`]). Of
+    /// `[server]`, only `request_timeout` applies live.
     pub async fn reload(&self) -> Result<String, Vec<String>> {
         let mut current = self.current.lock().await;
         tracing::info!(config = %self.config_path.display(), "Reloading the config.");
@@ -105,10 +106,24 @@ impl Daemon {
         let config = keygate_config::load(&self.config_path)
             .map_err(|e| refuse(e.problems.iter().map(ToString::to_string).collect()))?;
         let admin = self.admin.load();
-        let keep = if current.same_backends(&config) {
-            admin.cache.as_deref()
-        } else {
-            None
+        // A backend whose settings changed loses its cached answers, and so
+        // do the ones after it; `[cache]` changed: every entry goes.
+        let kept = current.cache_kept(&config);
+        let keep = admin
+            .cache
+            .as_deref()
+            .filter(|cache| config.cache.as_ref() == Some(cache.settings()))
+            .map(|cache| (cache, &kept));
+        let cache_kept = match keep {
+            Some(_) if kept.everything => "kept".to_owned(),
+            Some(_) if !kept.backends.is_empty() => {
+                let names: Vec<&str> = kept.backends.iter().map(|(_, n)| n.as_str()).collect();
+                format!(
+                    "kept for {} only (the config of a later backend changed)",
+                    names.join(", ")
+                )
+            }
+            _ => "dropped".to_owned(),
         };
         let stack = config
             .build_stack(keep)
@@ -121,21 +136,19 @@ impl Daemon {
                 "[server] settings other than request_timeout take effect only after a restart."
             );
         }
-        let kept = keep.is_some() && stack.cache.is_some();
         self.admin.store(Arc::new(Admin::of(&stack)));
         self.serving.store(Arc::new(Serving {
             root: stack.root,
             request_timeout: config.server.request_timeout,
         }));
         let message = format!(
-            "reloaded {}: {} backend(s); cache entries {}",
+            "reloaded {}: {} backend(s); cache entries {cache_kept}",
             self.config_path.display(),
             config.backends.len(),
-            if kept { "kept" } else { "dropped" }
         );
         tracing::info!(
             backends = config.backends.len(),
-            cache_kept = kept,
+            cache = %cache_kept,
             "Reloaded."
         );
         *current = config;

@@ -153,6 +153,36 @@ fn reload_command_valid_and_invalid() {
     assert!(logged, "{}", d.log());
 }
 
+/// `keygate reload` after the file backend's `path` was pointed at a store
+/// with a rotated key for 001 (issue 24, point 8): the backend's cached
+/// answers are dropped and the new key is served at once (before: "cache
+/// entries kept", and the old key was served until its ttl). A reload that
+/// only renames the backend keeps them.
+#[test]
+fn reload_drops_the_answers_of_a_backend_whose_config_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("client.keys");
+    let rotated = dir.path().join("rotated.keys");
+    std::fs::write(&keys, "001 a 10.0.0.1 old-key\n").unwrap();
+    std::fs::write(&rotated, "001 a 10.0.0.1 new-key\n").unwrap();
+    let d = Daemon::start(&keys_backend(&keys));
+    assert_eq!(d.request("id:001")["data"]["key"], "old-key");
+    let original = std::fs::read_to_string(d.config()).unwrap();
+
+    std::fs::write(d.config(), original.replace("\"keys\"", "\"renamed\"")).unwrap();
+    let out = cli(&d, &["reload"]);
+    assert!(stdout(&out).contains("cache entries kept"), "{out:?}");
+    assert_eq!(stat(&d, "entries"), 1);
+
+    let pointed = original.replace(keys.to_str().unwrap(), rotated.to_str().unwrap());
+    std::fs::write(d.config(), pointed).unwrap();
+    let out = cli(&d, &["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("cache entries dropped"), "{out:?}");
+    assert_eq!(stat(&d, "entries"), 0);
+    assert_eq!(d.request("id:001")["data"]["key"], "new-key");
+}
+
 /// `--json` gives scripts the same facts as the tables: `backends --json`
 /// is an array of backends, `cache stats --json` an object of counters.
 #[test]

@@ -4,7 +4,7 @@
 //! requests find IPv4 records) hold end to end.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use keygate_testkit::daemon::Daemon;
+use keygate_testkit::daemon::{exec, Daemon};
 
 const KEY1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 const KEY3: &str = "3333333333333333333333333333333333333333333333333333333333333333";
@@ -75,4 +75,46 @@ fn address_rules_end_to_end() {
     let v = d.request("ip:::ffff:192.168.1.100");
     assert_eq!(v["error"], 0, "{v}");
     assert_eq!(v["data"]["id"], "001");
+}
+
+/// Two lines sharing an id (issue 24, point 10) are refused on every path:
+/// by the id and by each one's address (5), in `keygate list` (one item
+/// naming both lines) and in `keygate export` (written by neither). Before:
+/// each was served by its address, and `export` wrote the first.
+#[test]
+fn lines_sharing_an_id_are_refused_on_every_path() {
+    let file = format!(
+        "001 web-01 192.168.1.100 {KEY1}\n002 db-a 192.168.1.102 {KEY3}\n002 db-b 192.168.1.103 {KEY3}\n"
+    );
+    let (dir, d) = serve(file.as_bytes());
+    assert_eq!(d.request("id:001")["error"], 0);
+    for req in ["id:002", "ip:192.168.1.102", "ip:192.168.1.103"] {
+        let v = d.request(req);
+        assert_eq!(v["error"], 5, "{req}: {v}");
+    }
+    let list = exec(d.config(), &["list"]);
+    assert!(
+        list.output.contains("lines 2, 3") && list.output.contains("id 002 is on 2 lines"),
+        "{}",
+        list.output
+    );
+    assert!(!list.output.contains("db-a"), "{}", list.output);
+    let exported = dir.path().join("exported.keys");
+    let export = exec(d.config(), &["export", "-o", exported.to_str().unwrap()]);
+    assert!(export.output.contains("lines 2, 3"), "{}", export.output);
+    assert!(!export.output.contains(KEY3), "{}", export.output);
+    assert_eq!(
+        std::fs::read_to_string(&exported).unwrap(),
+        format!("001 web-01 192.168.1.100 {KEY1}\n")
+    );
+    let log = d.log();
+    assert_eq!(
+        log.matches("Agent id is on more than one line").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("lines=2, 3") || log.contains("lines=\"2, 3\""),
+        "{log}"
+    );
 }

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 pub use error::{BuildError, FileError};
 
+pub mod duration;
 #[cfg(any(
     feature = "mysql",
     feature = "postgres",

@@ -49,6 +49,20 @@ pub struct BackendEntry {
     pub breaker: BreakerSettings,
     /// The type and its own settings.
     pub kind: BackendKind,
+    /// The table as written (environment overrides included), without
+    /// `name`: whether a reload keeps the backend's cached answers.
+    written: Written,
+}
+
+/// A `[[backend]]` table as written; its `Debug` shows nothing (it may hold
+/// a password).
+#[derive(Clone, PartialEq)]
+struct Written(Dict);
+
+impl std::fmt::Debug for Written {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Written(..)")
+    }
 }
 
 macro_rules! backend_kinds {
@@ -179,6 +193,11 @@ impl BackendEntry {
         problems: &mut Vec<Problem>,
     ) -> (Option<String>, Option<Self>) {
         let prefix = format!("backend[{index}]");
+        let mut as_written = match &value {
+            Value::Dict(_, table) => table.clone(),
+            _ => Dict::new(),
+        };
+        as_written.remove("name");
         let mut s = Section::new(prefix.clone(), Some(value), problems);
         let name: Option<String> = s.required("name");
         let kind: Option<String> = s.required("type");
@@ -245,6 +264,7 @@ impl BackendEntry {
                     ..d
                 },
                 kind,
+                written: Written(as_written),
             }),
             _ => None,
         };
@@ -258,10 +278,12 @@ impl BackendEntry {
         Ok(Arc::new(TimeoutLayer::new(inner, self.timeout)))
     }
 
-    /// Whether two entries name the same backend of the same type (what
-    /// decides if cache entries survive a reload).
-    pub fn same_backend(&self, other: &Self) -> bool {
-        self.name == other.name && self.kind.type_name() == other.kind.type_name()
+    /// Whether two entries are written the same but for their names (what
+    /// decides if the backend's cached answers survive a reload): any other
+    /// key changed (a path, a URL, a query, a timeout, the chain policy) may
+    /// change its answers.
+    pub fn same_settings(&self, other: &Self) -> bool {
+        self.written == other.written
     }
 }
 

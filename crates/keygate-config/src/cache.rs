@@ -10,6 +10,7 @@ pub(crate) fn read(mut s: Section<'_>) -> Option<Option<CacheSettings>> {
     let enabled: bool = s.field("enabled", true);
     let settings = CacheSettings {
         capacity: s.field("capacity", d.capacity),
+        negative_capacity: s.field("negative_capacity", d.negative_capacity),
         ttl: s.duration("ttl", d.ttl),
         negative_ttl: s.duration("negative_ttl", d.negative_ttl),
         stale_ttl: s.duration("stale_ttl", d.stale_ttl),
@@ -21,6 +22,9 @@ pub(crate) fn read(mut s: Section<'_>) -> Option<Option<CacheSettings>> {
             "capacity",
             "must be at least 1 (set enabled = false to turn the cache off)",
         );
+    }
+    if settings.negative_capacity == 0 {
+        s.problem("negative_capacity", "must be at least 1");
     }
     if settings.ttl.is_zero() {
         s.problem("ttl", "must be more than 0");

@@ -16,6 +16,8 @@
 
 mod backends;
 mod cache;
+#[cfg(test)]
+mod cache_tests;
 mod env;
 mod load;
 mod log;
@@ -36,7 +38,7 @@ pub use backends::{BackendEntry, BackendKind, BACKEND_TYPES, COMPILED_BACKEND_TY
 pub use env::ENV_PREFIX;
 pub use keygate_backends::Problem;
 use keygate_core::chain::{Action, ChainPolicy};
-use keygate_core::{Breaker, CacheLayer, CacheSettings, Chain, KeyBackend, LatencyLayer};
+use keygate_core::{Breaker, CacheLayer, CacheSettings, Chain, Kept, KeyBackend, LatencyLayer};
 pub use load::{
     control_socket_of, daemon_access, load, load_str, sockets_of, ConfigError, DaemonAccess,
 };
@@ -139,12 +141,12 @@ impl Config {
     /// it. Fails only on problems a restart cannot fix (an unreadable
     /// password file); servers that are down are connected to later.
     ///
-    /// `keep_cache`: the cache of the stack being replaced; its entries are
-    /// kept when `[cache]` is unchanged (the caller decides whether the
-    /// backend list is the same, see [`Config::same_backends`]).
+    /// `keep_cache`: the cache of the stack being replaced and what of it
+    /// to keep ([`Config::cache_kept`]); nothing is kept when `[cache]`
+    /// changed.
     pub async fn build_stack(
         &self,
-        keep_cache: Option<&CacheLayer>,
+        keep_cache: Option<(&CacheLayer, &Kept)>,
     ) -> Result<Stack, Vec<Problem>> {
         if let Some(path) = &self.source {
             backends::warn_inline_passwords(&self.backends, path);
@@ -176,7 +178,9 @@ impl Config {
         }
         let chain: Arc<dyn KeyBackend> = Arc::new(Chain::new("chain", links));
         let cache = self.cache.as_ref().map(|settings| match keep_cache {
-            Some(old) if old.settings() == settings => Arc::new(old.with_inner(chain.clone())),
+            Some((old, kept)) if old.settings() == settings => {
+                Arc::new(old.reloaded(chain.clone(), kept))
+            }
             _ => Arc::new(CacheLayer::new(chain.clone(), settings.clone())),
         });
         let root = match &cache {
@@ -204,15 +208,26 @@ impl Config {
         warnings
     }
 
-    /// Whether `other` has the same backends (names and types, in order):
-    /// if so, a reload keeps the cache's entries.
-    pub fn same_backends(&self, other: &Config) -> bool {
-        self.backends.len() == other.backends.len()
-            && self
-                .backends
-                .iter()
-                .zip(&other.backends)
-                .all(|(a, b)| a.same_backend(b))
+    /// What a reload from this config to `new` keeps of the cache: the
+    /// found answers of the backends before the first one whose settings
+    /// changed (any key but its name; a backend added, removed or moved
+    /// counts), since that one may now answer what a later one did; and
+    /// everything, not-found answers included, only when no backend
+    /// changed.
+    pub fn cache_kept(&self, new: &Config) -> Kept {
+        let backends: Vec<(String, String)> = self
+            .backends
+            .iter()
+            .zip(&new.backends)
+            .take_while(|(old, new)| old.same_settings(new))
+            .map(|(old, new)| (old.name.clone(), new.name.clone()))
+            .collect();
+        let everything =
+            backends.len() == self.backends.len() && backends.len() == new.backends.len();
+        Kept {
+            backends,
+            everything,
+        }
     }
 }
 

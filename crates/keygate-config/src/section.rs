@@ -24,7 +24,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use figment::value::{Dict, Value};
-use keygate_backends::{Problem, Problems};
+use keygate_backends::{duration, Problem, Problems};
 use serde::de::DeserializeOwned;
 
 /// One table being read. See the module doc.
@@ -84,12 +84,23 @@ impl<'p> Section<'p> {
         self.take(key).unwrap_or(default)
     }
 
-    /// A duration written as people write them (`"800ms"`, `"5m"`).
+    /// A duration written as people write them (`"800ms"`, `"5m"`), at
+    /// most [`duration::MAX`] (a year): longer is a problem, whatever the
+    /// key, so no deadline computed from the config can overflow.
     pub(crate) fn duration(&mut self, key: &'static str, default: Duration) -> Duration {
         let text = humantime::format_duration(default).to_string();
         self.known.push((key, Some(text)));
-        self.take::<humantime_serde::Serde<Duration>>(key)
-            .map_or(default, humantime_serde::Serde::into_inner)
+        let value = self
+            .take::<humantime_serde::Serde<Duration>>(key)
+            .map(humantime_serde::Serde::into_inner);
+        match value.map(duration::check) {
+            Some(Ok(d)) => d,
+            Some(Err(problem)) => {
+                self.problem(key, problem);
+                default
+            }
+            None => default,
+        }
     }
 
     /// `key`'s value if it is given and valid; a bad value is a problem.

@@ -431,3 +431,49 @@ fn worker_threads_is_optional_and_bounded() {
         assert!(e.contains("server.worker_threads"), "{bad}: {e}");
     }
 }
+
+/// Every duration key of the config, in every table and in a backend's
+/// own keys, refuses more than a year, naming the key and the bound; all
+/// of them are reported at once (issue 24, point 15: a `stale_ttl` of a
+/// thousand years overflowed the clock and every miss answered 6).
+#[test]
+fn every_duration_key_is_bounded_with_a_clear_problem() {
+    let long = "\"1year 1s\"";
+    let text = format!(
+        "[server]\nread_timeout = {long}\nrequest_timeout = {long}\n\
+         [cache]\nttl = {long}\nnegative_ttl = {long}\nstale_ttl = \"1000years\"\n\
+         [wazuh]\nurl = \"https://m:55000\"\nuser = \"k\"\npassword_file = \"/p\"\ntimeout = {long}\n\
+         [[backend]]\nname = \"keys\"\ntype = \"file\"\npath = \"k\"\n\
+         timeout = {long}\nmax_retry_interval = {long}\nreload_interval = {long}\n\
+         [[backend]]\nname = \"r\"\ntype = \"redis\"\nurl = \"redis://h:6379\"\n\
+         failback_after = {long}\nconnect_timeout = {long}\n"
+    );
+    let got = problems(&text);
+    let bound = "must be at most \"1year\" (the longest duration keygate accepts)";
+    for key in [
+        "server.read_timeout",
+        "server.request_timeout",
+        "cache.ttl",
+        "cache.negative_ttl",
+        "cache.stale_ttl",
+        "wazuh.timeout",
+        "backend[0].timeout",
+        "backend[0].max_retry_interval",
+        "backend[0].reload_interval",
+        "backend[1].failback_after",
+        "backend[1].connect_timeout",
+    ] {
+        let want = format!("{key}: {bound}");
+        assert!(got.contains(&want), "no {want:?} in:\n{}", got.join("\n"));
+    }
+    // A year itself is accepted.
+    let c = load_str(
+        &format!(
+        "[cache]\nstale_ttl = \"1year\"\nttl = \"1year\"\n{}",
+            "[[backend]]\nname = \"k\"\ntype = \"file\"\npath = \"k\"\nreload_interval = \"1year\"\n"
+        ),
+        Path::new("/"),
+    )
+    .unwrap();
+    assert_eq!(c.cache.unwrap().stale_ttl, Duration::from_secs(31_557_600));
+}

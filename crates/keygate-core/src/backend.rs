@@ -5,6 +5,7 @@
 //! try the next backend); an error is either a transport failure (try the
 //! next backend, serve a stale answer) or a bad record (never forward it).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +61,17 @@ pub trait KeyBackend: Send + Sync + 'static {
         None
     }
 
+    /// A number that changes whenever the backend's data changed without a
+    /// lookup saying so: an in-memory store re-read from its file. A cached
+    /// not-found answer is fresh only while this is the number it was
+    /// looked up under. A backend takes each new number from
+    /// [`next_data_version`], so a chain, which gives the largest of its
+    /// backends', changes whenever one of them does. `0` (the default) for
+    /// backends that read their store at every lookup; layers forward it.
+    fn data_version(&self) -> u64 {
+        0
+    }
+
     /// Lists every agent the backend holds (for `keygate list`, `export`,
     /// `verify` and `sync`). The default says the backend cannot list;
     /// layers forward to what they wrap, without their per-lookup deadline.
@@ -83,9 +95,19 @@ impl<T: KeyBackend + ?Sized> KeyBackend for Arc<T> {
     fn current_host(&self) -> Option<String> {
         (**self).current_host()
     }
+    fn data_version(&self) -> u64 {
+        (**self).data_version()
+    }
     fn list(&self) -> ListStream<'_> {
         (**self).list()
     }
+}
+
+/// A new [`KeyBackend::data_version`]: larger than every one given before
+/// in this process.
+pub fn next_data_version() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Why a backend could not answer.

@@ -296,6 +296,10 @@ impl KeyBackend for Breaker {
         self.inner.current_host()
     }
 
+    fn data_version(&self) -> u64 {
+        self.inner.data_version()
+    }
+
     /// Listing is an operator's command, not traffic: it is not counted and
     /// is attempted whatever the breaker's state.
     fn list(&self) -> crate::ListStream<'_> {

@@ -99,6 +99,13 @@ impl KeyBackend for Chain {
         }
     }
 
+    fn data_version(&self) -> u64 {
+        self.backends()
+            .map(|b| b.data_version())
+            .max()
+            .unwrap_or_default()
+    }
+
     async fn health(&self) -> Result<(), BackendError> {
         let mut errors = Vec::new();
         for backend in self.backends() {

@@ -102,6 +102,10 @@ impl KeyBackend for LatencyLayer {
         self.inner.current_host()
     }
 
+    fn data_version(&self) -> u64 {
+        self.inner.data_version()
+    }
+
     fn list(&self) -> ListStream<'_> {
         self.inner.list()
     }

@@ -28,7 +28,7 @@ pub mod wazuh;
 
 pub use backend::{BackendError, KeyBackend, ListStream, Listed};
 pub use breaker::{Breaker, BreakerSettings, BreakerSnapshot, BreakerState};
-pub use cache::{CacheLayer, CacheSettings, CacheStats};
+pub use cache::{CacheLayer, CacheSettings, CacheStats, Kept};
 pub use chain::{Chain, ChainPolicy};
 pub use latency::{LatencyLayer, LatencyStats};
 pub use record::{AgentAddress, AgentId, AgentKey, AgentName, AgentRecord, RecordError};

@@ -65,6 +65,10 @@ impl<B: KeyBackend> KeyBackend for TimeoutLayer<B> {
         self.inner.current_host()
     }
 
+    fn data_version(&self) -> u64 {
+        self.inner.data_version()
+    }
+
     /// A listing is not one lookup: it runs without the lookup deadline.
     fn list(&self) -> ListStream<'_> {
         self.inner.list()

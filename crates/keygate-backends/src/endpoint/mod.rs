@@ -91,9 +91,9 @@ macro_rules! network_config {
             url: Option<String>,
             #[serde(default)]
             urls: Vec<String>,
-            #[serde(default = "crate::endpoint::default_failback_after", with = "humantime_serde")]
+            #[serde(default = "crate::endpoint::default_failback_after", deserialize_with = "crate::duration::deserialize")]
             failback_after: std::time::Duration,
-            #[serde(default, with = "humantime_serde")]
+            #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
             connect_timeout: Option<std::time::Duration>,
             #[serde(default)]
             password_file: Option<std::path::PathBuf>,

@@ -3,11 +3,14 @@
 //!
 //! Entries that failed validation are indexed too, by the id and address
 //! they claim, so asking for them answers 5 rather than a misleading 4. Two
-//! entries for one id or one host address answer 5 (ambiguous). Among
-//! networks containing an address the most specific (longest prefix)
-//! answers, and two of the same length answer 5. `any`, `0.0.0.0/0` and
-//! `::/0` are never indexed by address.
+//! entries for one id or one host address answer 5 (ambiguous). Entries
+//! sharing an id are refused on every path: by id, by address (each copy's
+//! own), and in the listing, where the group is reported once with every
+//! line number. Among networks containing an address the most specific
+//! (longest prefix) answers, and two of the same length answer 5. `any`,
+//! `0.0.0.0/0` and `::/0` are never indexed by address.
 
+use std::collections::hash_map::Entry as Occupancy;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
@@ -95,6 +98,9 @@ pub(super) struct Snapshot {
     by_v4: Index<u32>,
     by_v6: Index<u128>,
     nets: Vec<(IpNet, Slot)>,
+    /// The entries whose id another entry also claims, each with the
+    /// [`id_key`] of that id: none of them is served (usually empty).
+    shared_ids: HashMap<Slot, u32, foldhash::fast::RandomState>,
 }
 
 impl Snapshot {
@@ -106,6 +112,7 @@ impl Snapshot {
             by_v4: Index::with_capacity_and_hasher(n, Default::default()),
             by_v6: Index::default(),
             nets: Vec::new(),
+            shared_ids: HashMap::default(),
         }
     }
 
@@ -135,7 +142,9 @@ impl Snapshot {
         };
         self.entries.push(Entry { line, record });
         if let Some(key) = keys.id {
-            insert(&mut self.by_id, key, index);
+            if let Some(first) = insert(&mut self.by_id, key, index) {
+                self.note_shared_id(key, [first, index]);
+            }
         }
         match keys.address {
             Some(AddressKind::Host(IpAddr::V4(h))) => {
@@ -182,10 +191,24 @@ impl Snapshot {
     pub fn index(&mut self, pending: Pending) {
         let Pending { ids, v4 } = pending;
         let by_id = &mut self.by_id;
-        std::thread::scope(|scope| {
-            scope.spawn(|| insert_all(by_id, ids));
+        let shared = std::thread::scope(|scope| {
+            let ids = scope.spawn(|| insert_all(by_id, ids));
             insert_all(&mut self.by_v4, v4);
+            ids.join()
         });
+        // The indexing thread cannot panic (no code of it can); should it,
+        // every id it had not inserted yet is simply not found (4).
+        for (key, slots) in shared.unwrap_or_default() {
+            self.note_shared_id(key, slots);
+        }
+    }
+
+    /// Notes that the entries `slots` claim the id of `key` (one of them
+    /// may be [`MANY`], the mark of an id already noted).
+    fn note_shared_id(&mut self, key: u32, slots: [Slot; 2]) {
+        for slot in slots.into_iter().filter(|&s| s != MANY) {
+            self.shared_ids.insert(slot, key);
+        }
     }
 
     /// The entry answering `query`, validated.
@@ -206,6 +229,8 @@ impl Snapshot {
         match slot {
             None => Ok(None),
             Some(MANY) => Err(BackendError::Ambiguous),
+            // Found by its address, but another entry claims its id.
+            Some(i) if self.shared_ids.contains_key(&i) => Err(BackendError::Ambiguous),
             Some(i) => match self.entries.get(i as usize).map(|e| &e.record) {
                 Some(Ok(record)) => Ok(Some(record.clone())),
                 Some(Err(e)) => Err(BackendError::InvalidRecord(RecordError::clone(e))),
@@ -234,11 +259,90 @@ impl Snapshot {
         &self.entries
     }
 
-    /// How many entries are valid and how many are not.
+    /// How many entries are served and how many are not (invalid, or
+    /// sharing an id).
     pub fn counts(&self) -> (usize, usize) {
-        let bad = self.entries.iter().filter(|e| e.record.is_err()).count();
+        let bad = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| e.record.is_err() || self.shared_ids.contains_key(&(*i as Slot)))
+            .count();
         (self.entries.len() - bad, bad)
     }
+
+    /// Every id claimed by more than one entry: its text and the entries
+    /// claiming it, in file order; ids in the order of their first entry.
+    pub fn shared_ids(&self) -> SharedIds {
+        let mut groups: HashMap<u32, Vec<Slot>> = HashMap::new();
+        for (&slot, &key) in &self.shared_ids {
+            groups.entry(key).or_default().push(slot);
+        }
+        let mut groups: Vec<Vec<Slot>> = groups
+            .into_values()
+            .map(|mut slots| {
+                slots.sort_unstable();
+                slots
+            })
+            .collect();
+        groups.sort_unstable();
+        SharedIds {
+            first: groups
+                .iter()
+                .enumerate()
+                .filter_map(|(g, slots)| Some((*slots.first()?, g)))
+                .collect(),
+            groups,
+        }
+    }
+
+    /// Entry `i` as [`KeyBackend::list`](keygate_core::KeyBackend::list)
+    /// reports it: [`Entry::listed`], except that entries sharing an id
+    /// are one invalid item, at the first of them, naming every line.
+    pub fn listed(&self, i: usize, shared: &SharedIds) -> Option<Listed> {
+        let entry = self.entries.get(i)?;
+        let slot = i as Slot;
+        if !self.shared_ids.contains_key(&slot) {
+            return Some(entry.listed());
+        }
+        let group = shared.groups.get(*shared.first.get(&slot)?)?;
+        let lines = self.lines(group);
+        Some(Listed::Invalid {
+            at: format!("lines {lines}"),
+            reason: format!(
+                "id {} is on {} lines; none of them is served",
+                self.id_of(slot),
+                group.len()
+            ),
+        })
+    }
+
+    /// The line numbers of `slots`, as `3, 7`.
+    pub fn lines(&self, slots: &[Slot]) -> String {
+        slots
+            .iter()
+            .filter_map(|&s| self.entries.get(s as usize))
+            .map(|e| e.line.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The id entry `slot` claims, as written, if it shares it.
+    pub fn id_of(&self, slot: Slot) -> String {
+        self.shared_ids.get(&slot).map_or_else(String::new, |&key| {
+            let (value, len) = (key & ((1 << 27) - 1), (key >> 27) as usize);
+            format!("{value:0len$}")
+        })
+    }
+}
+
+/// The ids claimed by more than one entry ([`Snapshot::shared_ids`]).
+#[derive(Default)]
+pub(super) struct SharedIds {
+    /// Each group's entries, in file order; groups in file order.
+    pub groups: Vec<Vec<Slot>>,
+    /// The first entry of each group, with the group's index.
+    first: HashMap<Slot, usize>,
 }
 
 /// An id as an integer key without allocating: its value and its length
@@ -252,8 +356,16 @@ fn id_key(id: &[u8]) -> Option<u32> {
     Some(value | (id.len() as u32) << 27)
 }
 
-fn insert<K: std::hash::Hash + Eq>(map: &mut Index<K>, key: K, index: Slot) {
-    map.entry(key).and_modify(|s| *s = MANY).or_insert(index);
+/// Indexes `key` at `index`; a key already there becomes [`MANY`], and
+/// what it pointed at is returned.
+fn insert<K: std::hash::Hash + Eq>(map: &mut Index<K>, key: K, index: Slot) -> Option<Slot> {
+    match map.entry(key) {
+        Occupancy::Occupied(mut o) => Some(o.insert(MANY)),
+        Occupancy::Vacant(v) => {
+            v.insert(index);
+            None
+        }
+    }
 }
 
 /// Keys noted while loading, for [`Snapshot::index`].
@@ -284,17 +396,25 @@ const BUCKETS_PER_PASS: usize = 1024;
 /// two sequential passes), so the inserts walk the table in order. The
 /// bucket of a hash is its low bits in hashbrown (std's `HashMap`); were
 /// that to change, only the speed would. The result is the same in any
-/// order: a key inserted twice is [`MANY`] either way.
-fn insert_all(map: &mut Index<u32>, pairs: Vec<(u32, Slot)>) {
+/// order: a key inserted twice is [`MANY`] either way. Returns each key
+/// inserted more than once with the entries claiming it (as
+/// [`Snapshot::note_shared_id`] takes them).
+fn insert_all(map: &mut Index<u32>, pairs: Vec<(u32, Slot)>) -> Vec<(u32, [Slot; 2])> {
+    let mut shared = Vec::new();
+    let mut add = |map: &mut Index<u32>, key: u32, index: Slot| {
+        if let Some(first) = insert(map, key, index) {
+            shared.push((key, [first, index]));
+        }
+    };
     map.reserve(pairs.len());
     // hashbrown keeps 7/8 of a power-of-two number of buckets usable.
     let buckets = (map.capacity() / 7 * 8).next_power_of_two();
     let groups = buckets / BUCKETS_PER_PASS;
     if groups <= 1 {
         for (key, index) in pairs {
-            insert(map, key, index);
+            add(map, key, index);
         }
-        return;
+        return shared;
     }
     let hasher = map.hasher().clone();
     let group = |key: &u32| (hasher.hash_one(key) as usize & (buckets - 1)) / BUCKETS_PER_PASS;
@@ -317,8 +437,9 @@ fn insert_all(map: &mut Index<u32>, pairs: Vec<(u32, Slot)>) {
         }
     }
     for (key, index) in sorted {
-        insert(map, key, index);
+        add(map, key, index);
     }
+    shared
 }
 
 #[cfg(test)]

@@ -19,12 +19,14 @@ mod tests;
 mod watch;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
+use keygate_core::backend::next_data_version;
 use keygate_core::{AgentRecord, BackendError, KeyBackend, ListStream, Query};
 use serde::Deserialize;
 
@@ -45,7 +47,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub format: FileFormat,
     /// How often the file is checked for changes (default `"1s"`).
-    #[serde(default = "default_reload_interval", with = "humantime_serde")]
+    #[serde(
+        default = "default_reload_interval",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub reload_interval: Duration,
 }
 
@@ -98,6 +103,10 @@ pub struct FileBackend {
     loaded: ArcSwapOption<Stamp>,
     /// Why the last load failed, if it did.
     last_error: ArcSwapOption<String>,
+    /// The [`KeyBackend::data_version`] of the data served: a new one at
+    /// every load, so the cache drops the not-found answers of the old
+    /// data (an agent added to the file is found at once).
+    version: AtomicU64,
 }
 
 impl FileBackend {
@@ -110,6 +119,7 @@ impl FileBackend {
             data: ArcSwap::from_pointee(Snapshot::default()),
             loaded: ArcSwapOption::empty(),
             last_error: ArcSwapOption::empty(),
+            version: AtomicU64::new(0),
         });
         backend.reload().await;
         tokio::spawn(watch(Arc::downgrade(&backend)));
@@ -136,6 +146,7 @@ impl FileBackend {
                 );
                 self.log_invalid(&snap, bad);
                 self.data.store(Arc::new(snap));
+                self.version.store(next_data_version(), Ordering::SeqCst);
                 self.loaded.store(Some(Arc::new(stamp)));
                 self.last_error.store(None);
             }
@@ -148,8 +159,19 @@ impl FileBackend {
     }
 
     /// Logs each invalid line (its number and the rule it broke, never a
-    /// value), the first [`LOGGED_INVALID_LINES`] of them one by one.
+    /// value), the first [`LOGGED_INVALID_LINES`] of them one by one; then
+    /// each id claimed by more than one line, once, with every line.
     fn log_invalid(&self, snap: &Snapshot, bad: usize) {
+        let shared = snap.shared_ids();
+        for group in shared.groups.iter().take(LOGGED_INVALID_LINES) {
+            tracing::warn!(
+                backend = %self.name,
+                path = %self.config.path.display(),
+                id = %group.first().map(|&s| snap.id_of(s)).unwrap_or_default(),
+                lines = %snap.lines(group),
+                "Agent id is on more than one line; none of them is served, asking for it answers 5."
+            );
+        }
         let invalid = snap.entries().iter().filter_map(|e| match &e.record {
             Ok(_) => None,
             Err(reason) => Some((e.line, reason)),
@@ -227,21 +249,26 @@ impl KeyBackend for FileBackend {
     }
 
     /// Every entry of the file as it is on disk now, in file order: valid
-    /// ones as records, invalid ones as `line N` with the reason. Skipped
-    /// lines (comments, removed agents) are not entries. The loaded version
-    /// is listed when it is the file on disk; otherwise the file is read
-    /// again first (one consistent read, see [`watch::load`]), and the
-    /// listing fails when that read fails: it never lists an older version.
+    /// ones as records, invalid ones as `line N` with the reason, and the
+    /// entries sharing an id as one `lines N, M` item where the first of
+    /// them is. Skipped lines (comments, removed agents) are not entries.
+    /// The loaded version is listed when it is the file on disk; otherwise
+    /// the file is read again first (one consistent read, see
+    /// [`watch::load`]), and the listing fails when that read fails: it
+    /// never lists an older version.
     fn list(&self) -> ListStream<'_> {
         stream::once(self.current())
             .map_ok(|snap| {
+                let shared = snap.shared_ids();
                 let count = snap.entries().len();
-                stream::iter(
-                    (0..count).filter_map(move |i| snap.entries().get(i).map(|e| Ok(e.listed()))),
-                )
+                stream::iter((0..count).filter_map(move |i| snap.listed(i, &shared).map(Ok)))
             })
             .try_flatten()
             .boxed()
+    }
+
+    fn data_version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
     }
 
     async fn health(&self) -> Result<(), BackendError> {

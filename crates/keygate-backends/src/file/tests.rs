@@ -76,6 +76,9 @@ fn cidr_agents_answer_addresses_inside_their_network() {
     assert!(s.find(&q("ip:10.10.0.1")).unwrap().is_none());
 }
 
+/// Bad, duplicate and short entries answer 5; two lines sharing an id
+/// (013) answer 5 by the id and by each one's own address (before: by
+/// address, each was served).
 #[test]
 fn bad_duplicate_and_short_entries_answer_5() {
     let s = keys(KEYS.as_bytes());
@@ -85,6 +88,8 @@ fn bad_duplicate_and_short_entries_answer_5() {
         "ip:10.0.0.99",
         "id:011",
         "id:013",
+        "ip:10.0.0.13",
+        "ip:10.0.0.14",
         "id:014",
     ] {
         assert_eq!(code(&s, req), ErrorCode::InvalidRecord, "{req}");
@@ -238,6 +243,9 @@ fn summary(listed: Vec<Result<Listed, keygate_core::BackendError>>) -> Vec<Strin
         .collect()
 }
 
+/// Every entry listed once: records, invalid lines by number and reason,
+/// lines sharing an id as one item naming both lines (before: both were
+/// listed as records, and `export` wrote one of them); no key anywhere.
 #[tokio::test]
 async fn client_keys_listing_has_every_entry_and_invalid_lines_with_their_number() {
     let dir = tempfile::tempdir().unwrap();
@@ -256,8 +264,7 @@ async fn client_keys_listing_has_every_entry_and_invalid_lines_with_their_number
             "010 dup-b",
             "line 11: malformed record: a client.keys line needs exactly 4 space-separated fields",
             "012 v6",
-            "013 twice",
-            "013 twice-again",
+            "lines 13, 14: id 013 is on 2 lines; none of them is served",
             "line 15: field 'ip' is invalid: not an IP address, address/prefix or 'any'",
         ]
     );
@@ -286,6 +293,91 @@ async fn csv_listing_reports_invalid_rows_by_line() {
     assert!(!got.concat().contains("secret-k2"));
 }
 
+/// CSV rows sharing an id (also with a third, invalid row claiming it)
+/// are refused by id, by each address and in the listing, reported once
+/// with every line; other rows are served.
+#[tokio::test]
+async fn csv_rows_sharing_an_id_are_refused_on_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agents.csv");
+    std::fs::write(
+        &path,
+        "id,name,ip,key\n001,web-01,10.0.0.1,k1\n002,db-a,10.0.0.2,k2a\n003,ok,10.0.0.3,k3\n002,db-b,10.0.0.22,k2b\n002,bad name,10.0.0.23,k2c\n",
+    )
+    .unwrap();
+    let b = FileBackend::open("f", config(&path, FileFormat::Csv)).await;
+    for req in ["id:002", "ip:10.0.0.2", "ip:10.0.0.22", "ip:10.0.0.23"] {
+        let e = b.lookup(&q(req)).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidRecord, "{req}");
+    }
+    assert!(b.lookup(&q("ip:10.0.0.3")).await.unwrap().is_some());
+    let got = summary(b.list().collect().await);
+    assert_eq!(
+        got,
+        [
+            "001 web-01",
+            "lines 3, 5, 6: id 002 is on 3 lines; none of them is served",
+            "003 ok",
+        ]
+    );
+    assert!(!got.concat().contains("k2"), "{got:?}");
+}
+
+/// Line `i` of a generated client.keys, for agent `id`: its own address
+/// and key.
+fn agent_line(id: u32, i: u32) -> String {
+    format!(
+        "{id:03} agent-{i} 10.{}.{}.{} {:064x}\n",
+        i >> 16,
+        (i >> 8) & 255,
+        i & 255,
+        i
+    )
+}
+
+/// A large file is indexed on two threads (ids on one): an id shared by
+/// lines in distant chunks is still refused by each address and counted.
+#[test]
+fn ids_shared_across_chunks_of_a_large_file_are_refused() {
+    let mut text = String::new();
+    for i in 1..=20_000u32 {
+        text.push_str(&agent_line(if i == 19_000 { 12 } else { i }, i));
+    }
+    assert!(text.len() > 1 << 20, "big enough to be loaded in chunks");
+    let s = keys(text.as_bytes());
+    assert_eq!(s.counts(), (19_998, 2));
+    for req in ["id:012", "ip:10.0.0.12", "ip:10.0.74.56"] {
+        assert_eq!(code(&s, req), ErrorCode::InvalidRecord, "{req}");
+    }
+    let shared = s.shared_ids();
+    assert_eq!(shared.groups.len(), 1);
+    assert_eq!(s.lines(&shared.groups[0]), "12, 19000");
+}
+
+/// A reload of the file drops the cache's not-found answers: an agent
+/// added to the file is found at once, not after `negative_ttl` (before:
+/// the cached 4 stood for its 30 s).
+#[tokio::test]
+async fn an_agent_added_to_the_file_is_found_at_once_through_the_cache() {
+    use keygate_core::{CacheLayer, CacheSettings};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("client.keys");
+    std::fs::write(&path, "001 first 10.0.0.1 k1\n").unwrap();
+    let b = FileBackend::open("f", config(&path, FileFormat::ClientKeys)).await;
+    let cache = CacheLayer::new(b.clone(), CacheSettings::default());
+    assert!(cache.lookup(&q("id:002")).await.unwrap().is_none());
+    assert!(cache.lookup(&q("id:002")).await.unwrap().is_none());
+    assert_eq!(cache.stats().negative_hits, 1, "the not-found is cached");
+    std::fs::write(&path, "001 first 10.0.0.1 k1\n002 added 10.0.0.2 k2\n").unwrap();
+    eventually(&b, "id:002", Some("added")).await;
+    let r = cache.lookup(&q("id:002")).await.unwrap();
+    assert_eq!(
+        r.map(|r| r.name.as_str().to_owned()).as_deref(),
+        Some("added")
+    );
+    assert!(cache.lookup(&q("id:001")).await.unwrap().is_some());
+}
+
 #[test]
 fn loads_a_large_file_in_chunks_with_exact_line_numbers() {
     let mut text = String::new();
@@ -295,13 +387,7 @@ fn loads_a_large_file_in_chunks_with_exact_line_numbers() {
             text.push_str("15000 bad name 10.0.0.1 k\n");
             continue;
         }
-        text.push_str(&format!(
-            "{i:03} agent-{i} 10.{}.{}.{} {:064x}\n",
-            i >> 16,
-            (i >> 8) & 255,
-            i & 255,
-            i
-        ));
+        text.push_str(&agent_line(i, i));
     }
     assert!(text.len() > 1 << 20, "big enough to be loaded in chunks");
     let s = keys(text.as_bytes());

@@ -1,13 +1,14 @@
 //! Single flight: one backend lookup per query at a time, run in its own
 //! task and shared by every request waiting for it; its answer fills the
-//! cache.
+//! cache, unless a flush or a reload came between its start and its end.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
-use super::entry::{CacheSettings, Entry};
+use super::entry::{CacheSettings, Entry, Origin};
 use super::stats::Counters;
 use super::store::Store;
 use crate::audit::{attributed, Source};
@@ -25,12 +26,17 @@ pub(super) struct State {
     pub(super) inner: Arc<dyn KeyBackend>,
     pub(super) settings: CacheSettings,
     pub(super) entries: Arc<Store>,
-    pub(super) in_flight: Mutex<HashMap<Query, Flight>>,
+    /// The lookups in flight, each with the store's generation when it
+    /// started.
+    pub(super) in_flight: Mutex<HashMap<Query, (u64, Flight)>>,
     pub(super) counters: Arc<Counters>,
+    /// Set when a reload replaced this layer: its lookups, on the old
+    /// backends, store nothing in the entries the new layer shares.
+    pub(super) retired: AtomicBool,
 }
 
 impl State {
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Query, Flight>> {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Query, (u64, Flight)>> {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -38,23 +44,37 @@ impl State {
 
     /// Joins the lookup in flight for `query`, or starts one. The lookup
     /// runs in its own task, so it finishes (and fills the cache) even if
-    /// every request waiting for it gives up. Returns the flight and whether
-    /// it was already running.
+    /// every request waiting for it gives up. A lookup that started before
+    /// the last flush or reload is not joined: its answer may be what was
+    /// flushed. Returns the flight and whether it was already running.
     pub(super) fn flight(self: &Arc<Self>, query: &Query) -> (Flight, bool) {
         let mut in_flight = self.in_flight();
-        if let Some(flight) = in_flight.get(query) {
-            return (flight.clone(), true);
+        let generation = self.entries.generation();
+        if let Some((started, flight)) = in_flight.get(query) {
+            if *started == generation {
+                return (flight.clone(), true);
+            }
         }
+        let origin = Origin {
+            backend: None,
+            generation,
+            data_version: self.inner.data_version(),
+        };
         let landing = Landing {
             state: Arc::clone(self),
             key: query.clone(),
+            generation,
         };
         // The lock is held until the flight is in the map, so the task
         // cannot land (and remove it) before it is there.
         let task = tokio::spawn(async move {
-            let Landing { state, key } = &landing;
+            let Landing { state, key, .. } = &landing;
             let (answer, source) = attributed(state.inner.lookup(key)).await;
-            state.store(key, &answer).await;
+            let backend = match &source {
+                Some(Source::Backend(name)) => Some(Arc::clone(name)),
+                _ => None,
+            };
+            state.store(key, &answer, Origin { backend, ..origin });
             drop(landing);
             (answer, source)
         });
@@ -66,15 +86,21 @@ impl State {
         }
         .boxed()
         .shared();
-        in_flight.insert(query.clone(), flight.clone());
+        in_flight.insert(query.clone(), (generation, flight.clone()));
         (flight, false)
     }
 
     /// Records what the backends answered.
-    async fn store(&self, query: &Query, answer: &Answer) {
+    fn store(&self, query: &Query, answer: &Answer, origin: Origin) {
         match answer {
+            // Checked before the store's generation: a reload sets this
+            // first, then raises the generation.
+            Ok(_) if self.retired.load(Ordering::SeqCst) => {}
             Ok(found) => {
-                let entry = Arc::new(Entry::new(&self.settings, found.clone()));
+                let found = found.clone();
+                let backend = origin.backend.clone().filter(|_| found.is_some());
+                let origin = Origin { backend, ..origin };
+                let entry = Arc::new(Entry::new(&self.settings, found, origin));
                 self.entries.insert(query, entry);
             }
             // Keep the entry: it may be served stale through the outage.
@@ -89,14 +115,22 @@ impl State {
 
 /// Removes a finished lookup from the in-flight map, also when the lookup
 /// panicked or its task was cancelled, so that a key never stays stuck on a
-/// dead flight.
+/// dead flight; a newer lookup for the same key (started after a flush)
+/// stays.
 struct Landing {
     state: Arc<State>,
     key: Query,
+    generation: u64,
 }
 
 impl Drop for Landing {
     fn drop(&mut self) {
-        self.state.in_flight().remove(&self.key);
+        let mut in_flight = self.state.in_flight();
+        if in_flight
+            .get(&self.key)
+            .is_some_and(|(started, _)| *started == self.generation)
+        {
+            in_flight.remove(&self.key);
+        }
     }
 }

@@ -10,9 +10,22 @@
 //!
 //! Freshness is decided here, against [`tokio::time::Instant`] deadlines kept
 //! in each entry: that keeps the behaviour testable with paused time. The
-//! store ([`store`]) only bounds memory (capacity, and removal once an entry
-//! is past `stale_ttl`). A hit takes one read lock on one shard and clones
-//! a reference-counted record: no allocation.
+//! store ([`store`]) only bounds memory (capacity, a separate budget for
+//! not-found answers, and removal once an entry is past `stale_ttl`) and
+//! refuses answers looked up before the last flush or reload. A hit takes
+//! one read lock on one shard and clones a reference-counted record: no
+//! allocation.
+//!
+//! What the cache must forget, and when:
+//! - a flush drops entries, and lookups already in flight do not store
+//!   their answer after it (each notes the store's generation);
+//! - a reload keeps only the found answers of the backends whose config is
+//!   unchanged, and of those only the ones before the first changed backend
+//!   (a changed backend may now answer what a later one did); not-found
+//!   answers only when no backend changed ([`CacheLayer::reloaded`]);
+//! - a not-found answer is fresh only while the backends'
+//!   [`data_version`](crate::KeyBackend::data_version) is the one it was
+//!   looked up under: an agent added to a re-read file is found at once.
 //!
 //! Entries hold an [`AgentRecord`](crate::AgentRecord) whose key is wiped when the record is
 //! dropped; the cache keeps exactly one copy per entry (behind an `Arc`), so
@@ -27,6 +40,7 @@ mod store;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -39,6 +53,16 @@ use flight::{Answer, State};
 use stats::bump;
 pub use stats::CacheStats;
 
+/// What a reload keeps of the cache's entries ([`CacheLayer::reloaded`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kept {
+    /// The backends whose found answers stay: `(old name, new name)`.
+    pub backends: Vec<(String, String)>,
+    /// Whether every backend is unchanged: then not-found answers (and found
+    /// ones no backend was named for) stay too.
+    pub everything: bool,
+}
+
 /// The cache layer, itself a [`KeyBackend`]. Only answers 0 (found) and 4
 /// (not found) are cached; errors never are.
 pub struct CacheLayer {
@@ -48,7 +72,10 @@ pub struct CacheLayer {
 impl CacheLayer {
     /// Wraps `inner` (usually the whole chain).
     pub fn new(inner: Arc<dyn KeyBackend>, settings: CacheSettings) -> Self {
-        let entries = Arc::new(store::Store::new(settings.capacity));
+        let entries = Arc::new(store::Store::new(
+            settings.capacity,
+            settings.negative_capacity,
+        ));
         Self {
             state: Arc::new(State {
                 inner,
@@ -56,15 +83,38 @@ impl CacheLayer {
                 entries,
                 in_flight: Mutex::new(HashMap::new()),
                 counters: Arc::default(),
+                retired: AtomicBool::new(false),
             }),
         }
     }
 
-    /// The same entries and counters in front of another backend stack:
-    /// what a reload that kept the backend list and the cache settings
-    /// does. Lookups in flight finish on the old stack (and still fill the
-    /// shared entries); new ones go to `inner`.
-    pub fn with_inner(&self, inner: Arc<dyn KeyBackend>) -> Self {
+    /// The same entries and counters in front of another backend stack,
+    /// after a reload with the same `[cache]` settings: only the entries
+    /// `kept` allows stay (see the module doc). From now on this layer's
+    /// lookups (on the old stack, in flight or started by a request that
+    /// took it before the swap) store nothing; the new layer's go to
+    /// `inner`.
+    pub fn reloaded(&self, inner: Arc<dyn KeyBackend>, kept: &Kept) -> Self {
+        self.state.retired.store(true, Ordering::SeqCst);
+        let backends: HashMap<&str, Arc<str>> = kept
+            .backends
+            .iter()
+            .map(|(old, new)| (old.as_str(), Arc::from(new.as_str())))
+            .collect();
+        self.state.entries.retain(|entry| {
+            match (&entry.answer, &entry.origin.backend) {
+                (Some(_), Some(name)) => match backends.get(&**name) {
+                    Some(new) if new == name => true,
+                    Some(new) => {
+                        *entry = Arc::new(entry.renamed(Arc::clone(new)));
+                        true
+                    }
+                    None => false,
+                },
+                // Not-found, or found by a stack that did not say by whom.
+                _ => kept.everything,
+            }
+        });
         Self {
             state: Arc::new(State {
                 inner,
@@ -72,6 +122,7 @@ impl CacheLayer {
                 entries: Arc::clone(&self.state.entries),
                 in_flight: Mutex::new(HashMap::new()),
                 counters: Arc::clone(&self.state.counters),
+                retired: AtomicBool::new(false),
             }),
         }
     }
@@ -81,14 +132,16 @@ impl CacheLayer {
         &self.state.settings
     }
 
-    /// Drops every entry (each key is wiped once no request still reads it).
+    /// Drops every entry (each key is wiped once no request still reads
+    /// it); lookups in flight do not store their answers after it.
     pub async fn flush_all(&self) {
         self.state.entries.clear();
     }
 
-    /// Drops the entry for one query; says whether there was one.
+    /// Drops the entry for one query; says whether there was one. Lookups
+    /// in flight do not store their answers after it.
     pub async fn flush(&self, query: &Query) -> bool {
-        self.state.entries.remove(query)
+        self.state.entries.flush(query)
     }
 
     /// The counters so far.
@@ -119,7 +172,10 @@ impl KeyBackend for CacheLayer {
         let now = Instant::now();
         let cached = state.entries.get(query);
         if let Some(entry) = &cached {
-            if now < entry.expires_at {
+            if now < entry.expires_at
+                && (entry.answer.is_some()
+                    || entry.origin.data_version == state.inner.data_version())
+            {
                 bump(if entry.answer.is_some() {
                     &state.counters.hits
                 } else {
@@ -163,5 +219,9 @@ impl KeyBackend for CacheLayer {
 
     async fn health(&self) -> Result<(), BackendError> {
         self.state.inner.health().await
+    }
+
+    fn data_version(&self) -> u64 {
+        self.state.inner.data_version()
     }
 }
