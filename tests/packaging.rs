@@ -834,25 +834,140 @@ fn compose_parser_rejects_a_broken_file() {
     assert!(!out.status.success(), "{out:?}");
 }
 
-/// The image is built in two stages, runs as a non-root user and checks
-/// itself with `keygate check`.
+/// The Dockerfile's instructions: comments dropped, continuation lines
+/// joined, each as (INSTRUCTION, the rest).
+fn dockerfile_instructions(dockerfile: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in dockerfile.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                let (word, rest) = current.split_once(' ').unwrap_or((&current, ""));
+                out.push((word.to_uppercase(), rest.trim().to_owned()));
+                current.clear();
+            }
+        }
+    }
+    out
+}
+
+/// The image is built in two stages, runs as a non-root user, and its
+/// build keeps cargo's registry and target dir in BuildKit cache mounts
+/// (so `up --build` does not recompile the dependencies), which needs the
+/// `syntax` directive on the first line.
 #[test]
-fn dockerfile_is_multi_stage_non_root_with_a_check_healthcheck() {
+fn dockerfile_is_multi_stage_non_root_with_cargo_cache_mounts() {
     let dockerfile = read(repo().join("docker/Dockerfile"));
-    let lines: Vec<&str> = dockerfile.lines().filter(|l| !l.starts_with('#')).collect();
-    assert_eq!(lines.iter().filter(|l| l.starts_with("FROM ")).count(), 2);
-    let user = lines.iter().rev().find(|l| l.starts_with("USER ")).unwrap();
-    let name = user["USER ".len()..].split(':').next().unwrap().trim();
+    assert_eq!(
+        dockerfile.lines().next(),
+        Some("# syntax=docker/dockerfile:1")
+    );
+    let steps = dockerfile_instructions(&dockerfile);
+    assert_eq!(steps.iter().filter(|(i, _)| i == "FROM").count(), 2);
+    let (_, user) = steps.iter().rev().find(|(i, _)| i == "USER").unwrap();
+    let name = user.split(':').next().unwrap().trim();
     assert!(name != "root" && name != "0", "{user}");
-    let health = dockerfile.find("HEALTHCHECK").unwrap();
+    let workdir = &steps.iter().find(|(i, _)| i == "WORKDIR").unwrap().1;
+    let (_, build) = steps
+        .iter()
+        .find(|(i, rest)| i == "RUN" && rest.contains("cargo build --release"))
+        .unwrap_or_else(|| panic!("no cargo build step:\n{dockerfile}"));
+    for target in [
+        "/usr/local/cargo/registry".to_owned(),
+        format!("{workdir}/target"),
+    ] {
+        assert!(
+            build.contains(&format!("--mount=type=cache,target={target} ")),
+            "no cache mount for {target}: {build}"
+        );
+    }
+    // The binary leaves the cache mount within the same step.
+    let cmd = build.find("cargo build").unwrap();
     assert!(
-        dockerfile[health..].contains(r#"CMD ["/usr/bin/keygate", "check"]"#),
-        "{dockerfile}"
+        build[cmd..].contains("cp target/release/keygate /out/"),
+        "{build}"
     );
     // What the image copies must exist.
     for src in ["config/keygate.toml", "config/demo/"] {
         assert!(repo().join(src).exists(), "{src}");
     }
+}
+
+/// The image's HEALTHCHECK (exec form: the image has no shell) asks the
+/// running daemon over its control socket: it passes while the daemon
+/// answers even with a backend down (the chain still answers from the
+/// others and from stale cache; `keygate check`, the old healthcheck, fails
+/// then and opens new pools every time), and fails once no daemon answers.
+#[test]
+fn docker_healthcheck_asks_the_running_daemon_not_every_backend() {
+    use keygate_testkit::daemon::Daemon;
+    let dockerfile = read(repo().join("docker/Dockerfile"));
+    let steps = dockerfile_instructions(&dockerfile);
+    let (_, health) = steps
+        .iter()
+        .find(|(i, _)| i == "HEALTHCHECK")
+        .unwrap_or_else(|| panic!("no HEALTHCHECK:\n{dockerfile}"));
+    let exec_form = health
+        .split_once("CMD ")
+        .unwrap_or_else(|| panic!("no CMD in {health}"))
+        .1;
+    let argv: Vec<String> = serde_json::from_str(exec_form)
+        .unwrap_or_else(|e| panic!("not an exec-form CMD ({e}): {exec_form}"));
+    assert_eq!(argv[0], "/usr/bin/keygate", "{argv:?}");
+    let healthcheck = |config: &Path| {
+        run(Command::new(bin())
+            .args(&argv[1..])
+            .env("KEYGATE_CONFIG", config)
+            .env_remove("KEYGATE_SERVER__SOCKET"))
+    };
+
+    let down = keygate_testkit::free_port();
+    let mut daemon = Daemon::start(&format!(
+        "[[backend]]\nname = \"down\"\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{down}/0\"\n\n\
+         [[backend]]\nname = \"demo\"\ntype = \"file\"\npath = \"{}\"\n",
+        repo().join("config/demo/client.keys").display()
+    ));
+    let served = daemon.request("id:001");
+    assert_eq!(served["error"], 0, "{served}");
+    let healthy = healthcheck(daemon.config());
+    assert!(healthy.status.success(), "{healthy:?}");
+    let check = run(Command::new(bin())
+        .arg("--config")
+        .arg(daemon.config())
+        .arg("check"));
+    assert!(
+        !check.status.success(),
+        "check passed with a backend down: {check:?}"
+    );
+    daemon.stop();
+    let unhealthy = healthcheck(daemon.config());
+    assert_eq!(unhealthy.status.code(), Some(69), "{unhealthy:?}");
+}
+
+/// docker-compose starts the stand-in Wazuh client only once keygate's
+/// healthcheck passes.
+#[test]
+fn compose_client_waits_for_a_healthy_daemon() {
+    let out = compose(&["--profile", "client", "config"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let resolved = text(&out.stdout);
+    let client = &resolved[resolved
+        .find("  wazuh-client:")
+        .unwrap_or_else(|| panic!("no wazuh-client in:\n{resolved}"))..];
+    let depends = &client[client.find("depends_on:").unwrap()..];
+    assert!(
+        depends.starts_with("depends_on:\n      keygate:\n        condition: service_healthy"),
+        "{client}"
+    );
 }
 
 // --- Wazuh ------------------------------------------------------------------
