@@ -3,11 +3,11 @@
 //! in a process group of its own, with a clean environment.
 //!
 //! The reply is one JSON line, so stdout is read up to the end of its first
-//! line that is not blank (capped) and then closed: a background child that
-//! inherited stdout cannot hold the answer back. The run then waits for the
-//! script itself to exit (its status is part of the answer) and kills its
-//! whole process group, so nothing the script started in that group
-//! outlives the lookup. Stderr is read alongside until the script exits,
+//! line that is not blank (capped); anything after it is read and dropped
+//! until the script itself exits (its status is part of the answer), and
+//! the pipe is then closed, so a background child that inherited stdout
+//! cannot hold the answer back. The whole process group is then killed, so
+//! nothing the script started in that group outlives the lookup. Stderr is read alongside until the script exits,
 //! kept truncated, never parsed. If the run is abandoned (the backend's
 //! timeout drops it) or the output is too big, the group is killed too and
 //! the script is reaped.
@@ -139,12 +139,26 @@ pub async fn run(
     let mut kept = Vec::new();
     let (stdout, exited) = {
         let answer = async {
-            let line = first_line(stdout, MAX_STDOUT).await;
+            let mut stdout = stdout;
+            let line = first_line(stdout.as_mut(), MAX_STDOUT).await;
             if matches!(line, Err(ReadError::TooBig)) {
                 // Kill now: the script then exits at once.
                 group.kill();
             }
-            (line, group.exited().await)
+            // What the script writes after its reply is read and dropped
+            // until it exits (closing the pipe now would kill a chatty
+            // script with SIGPIPE); then the pipe is closed, whoever else
+            // still holds it.
+            let mut rest = Vec::new();
+            let discard = drain(stdout.as_mut(), 0, &mut rest);
+            let exited = group.exited();
+            tokio::pin!(discard, exited);
+            let exited = tokio::select! {
+                biased;
+                done = &mut exited => done,
+                () = &mut discard => exited.await,
+            };
+            (line, exited)
         };
         let stderr = drain(stderr.as_mut(), MAX_STDERR_KEPT, &mut kept);
         tokio::pin!(answer, stderr);
@@ -217,14 +231,14 @@ enum ReadError {
 }
 
 /// Reads `pipe` up to the end of its first line that is not blank (or to
-/// its end when no such line ends), then drops it; more than `cap` bytes
-/// is an error.
+/// its end when no such line ends); more than `cap` bytes is an error.
+/// What was read past that line is dropped.
 async fn first_line(
-    pipe: Option<impl AsyncRead + Unpin>,
+    pipe: Option<&mut (impl AsyncRead + Unpin)>,
     cap: usize,
 ) -> Result<Vec<u8>, ReadError> {
     let mut out = Vec::new();
-    let Some(mut pipe) = pipe else {
+    let Some(pipe) = pipe else {
         return Ok(out);
     };
     let mut buf = [0u8; 4096];

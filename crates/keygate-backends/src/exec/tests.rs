@@ -299,23 +299,34 @@ async fn assert_dies(pid: &str, what: &str) {
     }
 }
 
+/// Runs a script that starts `background` (a shell command ending in
+/// `&`), notes its pid and answers agent 001; asks it with `timeout`;
+/// returns the lookup's result and the background process's pid.
+async fn answer_with_background(
+    background: &str,
+    timeout: Duration,
+) -> (Result<Option<AgentRecord>, BackendError>, String) {
+    let mut s = script(&format!(
+        "{background}\necho $! > \"$D/background\"\n{}",
+        good_reply()
+    ));
+    let d = s.dir.path().to_owned();
+    s.config.env.insert("D".into(), d.display().to_string());
+    let b = s.backend(timeout).await;
+    let r = b.lookup(&q("id:001")).await;
+    let pid = std::fs::read_to_string(d.join("background")).unwrap();
+    (r, pid.trim().to_owned())
+}
+
 /// A background child that inherited stdout and keeps it open does not
 /// hold the answer back: the reply is the first line, stdout is closed
 /// after it, and the child dies with the script's group. Before, the read
 /// waited for stdout's end and the valid answer became a timeout.
 #[tokio::test]
 async fn a_background_child_holding_stdout_neither_delays_the_answer_nor_outlives_it() {
-    let mut s = script(&format!(
-        "sleep 300 &\necho $! > \"$D/grandchild\"\n{}",
-        good_reply()
-    ));
-    let d = s.dir.path().to_owned();
-    s.config.env.insert("D".into(), d.display().to_string());
-    let b = s.backend(Duration::from_secs(10)).await;
-    let r = b.lookup(&q("id:001")).await.unwrap().unwrap();
-    assert_eq!(r.id.as_str(), "001");
-    let grandchild = std::fs::read_to_string(d.join("grandchild")).unwrap();
-    assert_dies(grandchild.trim(), "the background child").await;
+    let (r, pid) = answer_with_background("sleep 300 &", Duration::from_secs(10)).await;
+    assert_eq!(r.unwrap().unwrap().id.as_str(), "001");
+    assert_dies(&pid, "the background child").await;
 }
 
 /// A background child with its own stdio (nothing ties it to the pipes)
@@ -323,27 +334,25 @@ async fn a_background_child_holding_stdout_neither_delays_the_answer_nor_outlive
 /// Before, only a timeout killed the group: this one lived on.
 #[tokio::test]
 async fn a_detached_background_child_is_killed_when_the_answer_is_read() {
-    let mut s = script(&format!(
-        "sleep 300 </dev/null >/dev/null 2>&1 &\necho $! > \"$D/grandchild\"\n{}",
-        good_reply()
-    ));
-    let d = s.dir.path().to_owned();
-    s.config.env.insert("D".into(), d.display().to_string());
-    let b = s.backend(Duration::from_secs(20)).await;
-    assert!(b.lookup(&q("id:001")).await.unwrap().is_some());
-    let grandchild = std::fs::read_to_string(d.join("grandchild")).unwrap();
-    assert_dies(grandchild.trim(), "the background child").await;
+    let (r, pid) = answer_with_background(
+        "sleep 300 </dev/null >/dev/null 2>&1 &",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(r.unwrap().is_some());
+    assert_dies(&pid, "the background child").await;
 }
 
 /// The reply is stdout's first line that is not blank: blank lines before
-/// it are skipped, anything after it is never read; the exit status still
-/// counts.
+/// it are skipped, what the script writes after it is read and dropped (the
+/// script is not killed by SIGPIPE for writing on: the `sleep` puts that
+/// write after the reply was read), and the exit status still counts.
 #[tokio::test]
 async fn the_reply_is_the_first_line_that_is_not_blank() {
     let s = script(&format!(
         "case \"$2\" in\n\
          002) {}; exit 3 ;;\n\
-         *) echo; echo '  '; {}; echo 'Traceback (most recent call last):' ;;\n\
+         *) echo; echo '  '; {}; sleep 1; echo 'Traceback (most recent call last):' ;;\n\
          esac",
         good_reply(),
         good_reply()
