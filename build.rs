@@ -4,8 +4,9 @@
 //! the exec one-shot's product (see docs/dev/benchmarks-history.md, "One-shot
 //! start" and "One-shot start, second pass"). The binary stays
 //! position-independent (rustc's default, full ASLR): keygate hands out
-//! secrets and Wazuh runs it as root, which is worth the ~0.2 ms a one-shot
-//! spends relocating its image (docs/dev/benchmarks-history.md, "PIE again").
+//! secrets and Wazuh runs it as root, which is worth the 0.3-0.45 ms a
+//! one-shot spends relocating its image (docs/dev/benchmarks-history.md,
+//! "PIE again").
 //! tests/packaging.rs checks that this script asks for no `-no-pie` and that
 //! the binary is an ELF `ET_DYN`.
 //!
