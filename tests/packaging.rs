@@ -79,6 +79,113 @@ fn version_lists_the_backends_compiled_in() {
     }
 }
 
+// --- the binary -------------------------------------------------------------
+
+/// ELF `e_type` of a shared object or a position-independent executable.
+const ET_DYN: u16 = 3;
+
+/// The ELF type of `path` (`ET_EXEC` 2: loaded at a fixed address; `ET_DYN`
+/// 3: position-independent), read from its header.
+fn elf_type(path: &Path) -> u16 {
+    use std::io::Read;
+    let mut header = [0u8; 18];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&header[..4], b"\x7fELF", "{} is not ELF", path.display());
+    let bytes = [header[16], header[17]];
+    match header[5] {
+        1 => u16::from_le_bytes(bytes),
+        2 => u16::from_be_bytes(bytes),
+        other => panic!("{}: unknown ELF data encoding {other}", path.display()),
+    }
+}
+
+/// What build.rs tells cargo for a release build of the binary on
+/// x86_64 glibc Linux: the script itself, compiled and run here with the
+/// environment cargo gives it, so the release link is checked without a
+/// release build.
+fn release_link_instructions() -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("build-script");
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = run(Command::new(rustc)
+        .args([
+            "--edition",
+            "2021",
+            "--crate-name",
+            "build_script_build",
+            "-o",
+        ])
+        .arg(&script)
+        .arg(repo().join("build.rs")));
+    assert!(out.status.success(), "rustc build.rs: {out:?}");
+    let out = run(Command::new(&script)
+        .env_clear()
+        .env("PROFILE", "release")
+        .env("CARGO_CFG_TARGET_OS", "linux")
+        .env("CARGO_CFG_TARGET_ENV", "gnu")
+        .env("CARGO_CFG_TARGET_FEATURE", "fxsr,sse,sse2")
+        .env("TARGET", "x86_64-unknown-linux-gnu")
+        .env("OUT_DIR", dir.path()));
+    assert!(out.status.success(), "build.rs: {out:?}");
+    text(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+/// keygate is position-independent (full ASLR: it hands out secrets and
+/// Wazuh runs it as root). The binary the tests run is an ELF `ET_DYN`, and
+/// build.rs adds nothing to the release link that would load it at a fixed
+/// address (before, it linked release builds `-no-pie`). The packaged
+/// binary is checked in `debian_package_contents`; packaging/build-deb.sh
+/// refuses to package a binary that is not.
+#[test]
+fn keygate_is_built_position_independent() {
+    assert_eq!(elf_type(&bin()), ET_DYN, "{}", bin().display());
+    let readelf = run(Command::new("readelf").arg("-h").arg(bin()));
+    assert!(
+        text(&readelf.stdout).contains("DYN (Position-Independent Executable file)"),
+        "{}",
+        text(&readelf.stdout)
+    );
+    let link = release_link_instructions();
+    // The script did run its release branch (the unwinder lever).
+    assert!(
+        link.iter().any(|l| l.contains("gcc_eh")),
+        "build.rs printed {link:?}"
+    );
+    for line in &link {
+        assert!(
+            !["no-pie", "-static", "relocation-model", "nopie"]
+                .iter()
+                .any(|bad| line.contains(bad)),
+            "build.rs asks the release link for a fixed address: {line}"
+        );
+    }
+}
+
+/// The bundled SQLite is compiled with the flags `dpkg-buildflags` gives
+/// (.cargo/config.toml): the binary imports glibc's fortified copies
+/// (`-D_FORTIFY_SOURCE=2` at an optimised opt-level) and the stack
+/// protector's failure handler (`-fstack-protector-strong`). Rust code calls
+/// neither, so only the C code can bring them in; before, neither was there.
+#[test]
+fn bundled_c_code_is_compiled_with_fortify_and_stack_protector() {
+    let out = run(Command::new("objdump").arg("-T").arg(bin()));
+    assert!(out.status.success(), "{out:?}");
+    let imports: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("*UND*"))
+        .filter_map(|l| l.split_whitespace().last())
+        .map(str::to_owned)
+        .collect();
+    for wanted in ["__memcpy_chk", "__stack_chk_fail"] {
+        assert!(
+            imports.iter().any(|i| i == wanted),
+            "{wanted} is not imported: {imports:?}"
+        );
+    }
+}
+
 // --- systemd ----------------------------------------------------------------
 
 const UNIT: &str = "config/systemd/keygate.service";
@@ -386,6 +493,65 @@ fn debian_package_contents() {
         read(root.join("etc/logrotate.d/keygate")),
         read(repo().join("config/logrotate/keygate"))
     );
+    // The binary is position-independent and stripped: no symbol table,
+    // no debug sections (none shipped elsewhere either).
+    let packaged = root.join("usr/bin/keygate");
+    assert_eq!(elf_type(&packaged), ET_DYN);
+    let sections = run(Command::new("readelf").arg("-S").arg("-W").arg(&packaged));
+    let sections = text(&sections.stdout);
+    let names: Vec<&str> = sections
+        .lines()
+        .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert!(names.contains(&".text"), "{sections}");
+    // .debug_gdb_scripts is loaded data (gdb's pretty-printer hint), not
+    // debug information.
+    for name in &names {
+        assert!(
+            *name != ".symtab" && (!name.starts_with(".debug_") || *name == ".debug_gdb_scripts"),
+            "{name} in the packaged binary:\n{sections}"
+        );
+    }
+    // The copyright file: Debian's machine-readable format, the notice, both
+    // licenses, the MIT text as LICENSE-MIT has it.
+    let copyright = read(root.join("usr/share/doc/keygate/copyright"));
+    assert!(
+        copyright.starts_with(
+            "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
+        ),
+        "{copyright}"
+    );
+    assert!(
+        copyright.contains("\nCopyright: 2026 keygate contributors\n")
+            && copyright.contains("\nLicense: MIT or Apache-2.0\n")
+            && copyright.contains("\nLicense: Apache-2.0\n")
+            && copyright.contains("/usr/share/common-licenses/Apache-2.0"),
+        "{copyright}"
+    );
+    let mit: String = read(repo().join("LICENSE-MIT"))
+        .lines()
+        .map(|l| {
+            if l.is_empty() {
+                " .\n".to_owned()
+            } else {
+                format!(" {l}\n")
+            }
+        })
+        .collect();
+    assert!(
+        copyright.contains(&format!("License: MIT\n{mit}")),
+        "{copyright}"
+    );
+    // The Debian changelog, its latest entry this very version.
+    let changelog =
+        run(Command::new("zcat").arg(root.join("usr/share/doc/keygate/changelog.Debian.gz")));
+    assert!(changelog.status.success(), "{changelog:?}");
+    assert!(
+        text(&changelog.stdout).starts_with(&format!("keygate ({}-1) ", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        text(&changelog.stdout)
+    );
     let version = run(Command::new(root.join("usr/bin/keygate")).arg("--version"));
     assert!(
         text(&version.stdout).starts_with(&format!("keygate {}\n", env!("CARGO_PKG_VERSION"))),
@@ -418,6 +584,34 @@ fn debian_package_contents() {
         read(control_dir.join("conffiles")),
         "/etc/keygate/keygate.toml\n/etc/logrotate.d/keygate\n"
     );
+    // md5sums: every file but the conffiles, each sum right.
+    let md5sums = read(control_dir.join("md5sums"));
+    let listed: Vec<&str> = md5sums
+        .lines()
+        .map(|l| {
+            l.split_once("  ")
+                .unwrap_or_else(|| panic!("bad md5sums line {l:?}"))
+                .1
+        })
+        .collect();
+    let files: Vec<String> = listing
+        .lines()
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| l.split_whitespace().last())
+        .map(|p| p.trim_start_matches("./").to_owned())
+        .filter(|p| !p.starts_with("etc/"))
+        .collect();
+    assert!(files.iter().any(|f| f == "usr/bin/keygate"), "{files:?}");
+    let mut sorted_files = files.clone();
+    sorted_files.sort();
+    let mut sorted_listed: Vec<String> = listed.iter().map(|p| (*p).to_owned()).collect();
+    sorted_listed.sort();
+    assert_eq!(sorted_listed, sorted_files, "md5sums:\n{md5sums}");
+    let check = run(Command::new("md5sum")
+        .args(["--check", "--quiet"])
+        .arg(control_dir.join("md5sums"))
+        .current_dir(&root));
+    assert!(check.status.success(), "{check:?}");
     let postinst = read(control_dir.join("postinst"));
     assert!(
         postinst.contains("adduser --system --group") && postinst.contains(" keygate\n"),
@@ -437,6 +631,88 @@ fn debian_package_contents() {
     for script in ["postinst", "postrm", "prerm"] {
         let sh = run(Command::new("sh").arg("-n").arg(control_dir.join(script)));
         assert!(sh.status.success(), "{script}: {sh:?}");
+    }
+}
+
+/// The lintian tags docs/install.md allows, with why: the first cell of
+/// each row of the table under its "What lintian reports" heading.
+fn documented_lintian_tags() -> Vec<String> {
+    let page = read(repo().join("docs/install.md"));
+    let start = page
+        .find("## What lintian reports")
+        .expect("docs/install.md has no \"## What lintian reports\" section");
+    let section = &page[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// lintian, Debian's package checker, finds no error, no warning and no
+/// hardening or stripping remark on the package but the tags docs/install.md
+/// lists with their reason (the config's mode 0640, a package never uploaded
+/// to Debian), and each of those is still reported (the list does not go
+/// stale; it also shows lintian ran and its output was read). Before: no
+/// changelog, no notice in the copyright file, no md5sums, an unstripped
+/// binary, and in a release build no PIE.
+#[test]
+fn lintian_reports_only_the_documented_tags() {
+    let allowed = documented_lintian_tags();
+    assert!(!allowed.is_empty(), "no tag listed in docs/install.md");
+    let target = tempfile::tempdir().unwrap();
+    let deb = build_deb(target.path());
+    let out = run(Command::new("lintian")
+        .args([
+            "--fail-on",
+            "none",
+            "--tag-display-limit",
+            "0",
+            "--display-info",
+        ])
+        .arg(&deb));
+    assert!(out.status.success(), "lintian: {out:?}");
+    let report = text(&out.stdout);
+    // "E: keygate: tag-name [context]": errors (E), warnings (W) and, for
+    // the hardening and stripping tags only, information (I).
+    let mut found: Vec<(String, String)> = Vec::new();
+    for line in report.lines() {
+        let Some((level, rest)) = line.split_once(": ") else {
+            continue;
+        };
+        let tag = rest
+            .split_once(": ")
+            .map_or(rest, |(_, t)| t)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default();
+        let binary_tag = tag.starts_with("hardening-") || tag.contains("unstripped");
+        if level == "E" || level == "W" || (level == "I" && binary_tag) {
+            found.push((tag.to_owned(), line.to_owned()));
+        }
+    }
+    let unexpected: Vec<&String> = found
+        .iter()
+        .filter(|(tag, _)| !allowed.contains(tag))
+        .map(|(_, line)| line)
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "lintian tags not allowed by docs/install.md:\n{}\n\nfull report:\n{report}{}",
+        unexpected
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        text(&out.stderr)
+    );
+    for tag in &allowed {
+        assert!(
+            found.iter().any(|(t, _)| t == tag),
+            "docs/install.md allows {tag}, which lintian no longer reports:\n{report}"
+        );
     }
 }
 
@@ -558,25 +834,140 @@ fn compose_parser_rejects_a_broken_file() {
     assert!(!out.status.success(), "{out:?}");
 }
 
-/// The image is built in two stages, runs as a non-root user and checks
-/// itself with `keygate check`.
+/// The Dockerfile's instructions: comments dropped, continuation lines
+/// joined, each as (INSTRUCTION, the rest).
+fn dockerfile_instructions(dockerfile: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in dockerfile.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                let (word, rest) = current.split_once(' ').unwrap_or((&current, ""));
+                out.push((word.to_uppercase(), rest.trim().to_owned()));
+                current.clear();
+            }
+        }
+    }
+    out
+}
+
+/// The image is built in two stages, runs as a non-root user, and its
+/// build keeps cargo's registry and target dir in BuildKit cache mounts
+/// (so `up --build` does not recompile the dependencies), which needs the
+/// `syntax` directive on the first line.
 #[test]
-fn dockerfile_is_multi_stage_non_root_with_a_check_healthcheck() {
+fn dockerfile_is_multi_stage_non_root_with_cargo_cache_mounts() {
     let dockerfile = read(repo().join("docker/Dockerfile"));
-    let lines: Vec<&str> = dockerfile.lines().filter(|l| !l.starts_with('#')).collect();
-    assert_eq!(lines.iter().filter(|l| l.starts_with("FROM ")).count(), 2);
-    let user = lines.iter().rev().find(|l| l.starts_with("USER ")).unwrap();
-    let name = user["USER ".len()..].split(':').next().unwrap().trim();
+    assert_eq!(
+        dockerfile.lines().next(),
+        Some("# syntax=docker/dockerfile:1")
+    );
+    let steps = dockerfile_instructions(&dockerfile);
+    assert_eq!(steps.iter().filter(|(i, _)| i == "FROM").count(), 2);
+    let (_, user) = steps.iter().rev().find(|(i, _)| i == "USER").unwrap();
+    let name = user.split(':').next().unwrap().trim();
     assert!(name != "root" && name != "0", "{user}");
-    let health = dockerfile.find("HEALTHCHECK").unwrap();
+    let workdir = &steps.iter().find(|(i, _)| i == "WORKDIR").unwrap().1;
+    let (_, build) = steps
+        .iter()
+        .find(|(i, rest)| i == "RUN" && rest.contains("cargo build --release"))
+        .unwrap_or_else(|| panic!("no cargo build step:\n{dockerfile}"));
+    for target in [
+        "/usr/local/cargo/registry".to_owned(),
+        format!("{workdir}/target"),
+    ] {
+        assert!(
+            build.contains(&format!("--mount=type=cache,target={target} ")),
+            "no cache mount for {target}: {build}"
+        );
+    }
+    // The binary leaves the cache mount within the same step.
+    let cmd = build.find("cargo build").unwrap();
     assert!(
-        dockerfile[health..].contains(r#"CMD ["/usr/bin/keygate", "check"]"#),
-        "{dockerfile}"
+        build[cmd..].contains("cp target/release/keygate /out/"),
+        "{build}"
     );
     // What the image copies must exist.
     for src in ["config/keygate.toml", "config/demo/"] {
         assert!(repo().join(src).exists(), "{src}");
     }
+}
+
+/// The image's HEALTHCHECK (exec form: the image has no shell) asks the
+/// running daemon over its control socket: it passes while the daemon
+/// answers even with a backend down (the chain still answers from the
+/// others and from stale cache; `keygate check`, the old healthcheck, fails
+/// then and opens new pools every time), and fails once no daemon answers.
+#[test]
+fn docker_healthcheck_asks_the_running_daemon_not_every_backend() {
+    use keygate_testkit::daemon::Daemon;
+    let dockerfile = read(repo().join("docker/Dockerfile"));
+    let steps = dockerfile_instructions(&dockerfile);
+    let (_, health) = steps
+        .iter()
+        .find(|(i, _)| i == "HEALTHCHECK")
+        .unwrap_or_else(|| panic!("no HEALTHCHECK:\n{dockerfile}"));
+    let exec_form = health
+        .split_once("CMD ")
+        .unwrap_or_else(|| panic!("no CMD in {health}"))
+        .1;
+    let argv: Vec<String> = serde_json::from_str(exec_form)
+        .unwrap_or_else(|e| panic!("not an exec-form CMD ({e}): {exec_form}"));
+    assert_eq!(argv[0], "/usr/bin/keygate", "{argv:?}");
+    let healthcheck = |config: &Path| {
+        run(Command::new(bin())
+            .args(&argv[1..])
+            .env("KEYGATE_CONFIG", config)
+            .env_remove("KEYGATE_SERVER__SOCKET"))
+    };
+
+    let down = keygate_testkit::free_port();
+    let mut daemon = Daemon::start(&format!(
+        "[[backend]]\nname = \"down\"\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{down}/0\"\n\n\
+         [[backend]]\nname = \"demo\"\ntype = \"file\"\npath = \"{}\"\n",
+        repo().join("config/demo/client.keys").display()
+    ));
+    let served = daemon.request("id:001");
+    assert_eq!(served["error"], 0, "{served}");
+    let healthy = healthcheck(daemon.config());
+    assert!(healthy.status.success(), "{healthy:?}");
+    let check = run(Command::new(bin())
+        .arg("--config")
+        .arg(daemon.config())
+        .arg("check"));
+    assert!(
+        !check.status.success(),
+        "check passed with a backend down: {check:?}"
+    );
+    daemon.stop();
+    let unhealthy = healthcheck(daemon.config());
+    assert_eq!(unhealthy.status.code(), Some(69), "{unhealthy:?}");
+}
+
+/// docker-compose starts the stand-in Wazuh client only once keygate's
+/// healthcheck passes.
+#[test]
+fn compose_client_waits_for_a_healthy_daemon() {
+    let out = compose(&["--profile", "client", "config"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let resolved = text(&out.stdout);
+    let client = &resolved[resolved
+        .find("  wazuh-client:")
+        .unwrap_or_else(|| panic!("no wazuh-client in:\n{resolved}"))..];
+    let depends = &client[client.find("depends_on:").unwrap()..];
+    assert!(
+        depends.starts_with("depends_on:\n      keygate:\n        condition: service_healthy"),
+        "{client}"
+    );
 }
 
 // --- Wazuh ------------------------------------------------------------------

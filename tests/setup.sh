@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Brings up everything keygate's test suite needs, on a Debian-based machine:
 # installs Debian's slapd/ldap-utils (and the database servers) when missing,
-# the packaging tools (systemd-analyze, docker-compose, cargo-deb), the test
-# runner (cargo-nextest) and a C++ compiler (libFuzzer), and starts
+# the packaging tools (systemd-analyze, docker-compose, cargo-deb, lintian),
+# the test runner (cargo-nextest) and a C++ compiler (libFuzzer), and starts
 # MariaDB, PostgreSQL and Redis when they are not running.
 # Servers elsewhere: set KEYGATE_TEST_MYSQL_URL / KEYGATE_TEST_POSTGRES_URL /
 # KEYGATE_TEST_REDIS_URL and this script leaves local servers alone.
@@ -63,10 +63,14 @@ if [ -z "${KEYGATE_TEST_POSTGRES_URL:-}" ]; then
 fi
 # tests/packaging.rs: `systemd-analyze verify|security` (Debian's systemd
 # package; no running systemd needed), a compose parser (the docker compose
-# plugin if present, else Debian's docker-compose), dpkg-deb.
+# plugin if present, else Debian's docker-compose), dpkg-deb, lintian (run on
+# the built package), binutils (readelf: the binary is PIE; strip and objcopy
+# for cargo-deb).
 command -v systemd-analyze >/dev/null || need+=(systemd)
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
+command -v lintian >/dev/null || need+=(lintian)
+command -v readelf >/dev/null || need+=(binutils)
 [ -x /usr/bin/time ] || need+=(time)      # peak memory of the 100,000-agent listing test
 [ -x /bin/kill ] || need+=(procps)   # the unit's ExecReload, checked by verify
 command -v python3 >/dev/null || need+=(python3 python3-pip)  # the exec backend's seed-script test
@@ -157,5 +161,6 @@ fi
 command -v systemd-analyze >/dev/null || die "systemd-analyze is not installed"
 command -v cargo-deb >/dev/null || die "cargo-deb is not installed"
 command -v cargo-nextest >/dev/null || die "cargo-nextest is not installed"
+command -v lintian >/dev/null || die "lintian is not installed"
 [ -x /usr/sbin/slapd ] || die "slapd is not installed"
 log "slapd is installed ($(/usr/sbin/slapd -VV 2>&1 | head -1 | sed 's/^@(#) //'))"

@@ -1,18 +1,24 @@
 //! The one way a URL is shown anywhere (`keygate backends`, `Debug`
-//! output): without its user info, and with every password-like query
-//! parameter masked. Log lines and messages show no URL at all.
+//! output): without its user info, and with every query parameter whose
+//! name says it holds a secret masked. Log lines and messages show no URL at all.
 
-/// Query parameters whose value is masked (compared without regard to
-/// case).
-const SECRET_PARAMETERS: &[&str] = &[
-    "password",
-    "pass",
-    "pwd",
-    "sslpassword",
+/// Words that make a query parameter secret when its name contains one
+/// (ignoring case): `access_token`, `api_key`, `client_secret`,
+/// `X-Amz-Signature`, `sslpassword`, `authToken`... A harmless parameter
+/// caught by the rule (`sslkey`, a file path) is only masked.
+const SECRET_WORDS: &[&str] = &[
     "token",
     "secret",
+    "pass",
+    "key",
     "auth",
+    "signature",
+    "credential",
 ];
+
+/// Parameter names that carry a password without containing one of
+/// [`SECRET_WORDS`] (matched whole, ignoring case).
+const SECRET_NAMES: &[&str] = &["pwd"];
 
 /// What a masked value reads as.
 const MASK: &str = "***";
@@ -52,11 +58,14 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-/// Whether a query parameter's name is one that carries a secret.
+/// Whether a query parameter's name is one that carries a secret: it
+/// contains one of [`SECRET_WORDS`] or is one of [`SECRET_NAMES`], ignoring
+/// case, after percent-decoding (`api%5Fkey` is `api_key`).
 fn is_secret_parameter(name: &str) -> bool {
-    SECRET_PARAMETERS
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case(name))
+    let name = percent_encoding::percent_decode_str(name)
+        .decode_utf8_lossy()
+        .to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|word| name.contains(word)) || SECRET_NAMES.iter().any(|n| *n == name)
 }
 
 /// Whether `url` holds a password: in its user info (`user:pw@`) or in a
@@ -111,6 +120,41 @@ mod tests {
         assert_eq!(redact_url("ldap://h:389#pw"), "ldap://h:389#***");
         assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
         assert_eq!(redact_url("p@ss"), "<not a URL>");
+    }
+
+    /// A parameter is secret when its name contains token, secret, pass,
+    /// key, auth, signature or credential in any case (percent-encoded
+    /// too): the names APIs really use are masked, the others shown.
+    #[test]
+    fn parameters_whose_name_contains_a_secret_word_are_masked() {
+        for name in [
+            "access_token",
+            "api_key",
+            "client_secret",
+            "X-Amz-Signature",
+            "X-Amz-Credential",
+            "authToken",
+            "sslpassword",
+            "passwd",
+            "APIKEY",
+            "Refresh-Token",
+            "api%5Fkey",
+            "%74oken",
+            "sig_signature",
+            "pwd",
+        ] {
+            let url = format!("https://inv.example/api?page=2&{name}=hunter2&sort=id");
+            assert_eq!(
+                redact_url(&url),
+                format!("https://inv.example/api?page=2&{name}=***&sort=id"),
+                "{name}"
+            );
+            assert!(has_inline_password(&url), "{name}");
+        }
+        for name in ["page", "sslmode", "user", "limit", "ssl-mode", "dbname"] {
+            let url = format!("https://inv.example/api?{name}=visible");
+            assert_eq!(redact_url(&url), url, "{name}");
+        }
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //!
 //! The script is run the way Wazuh runs `exec_path`: no shell, the
 //! configured argv with `id 001` or `ip 10.0.0.1` appended, stdin
-//! `/dev/null`, the reply read from stdout (stderr is kept apart, logged
-//! truncated, never parsed). Unlike Wazuh, the child gets a clean
-//! environment (only `PATH`, `LANG` and the configured `env`) and its own
-//! process group, which is killed as a whole when the backend's `timeout`
-//! ends the lookup; the child is always reaped.
+//! `/dev/null`, the reply read from stdout: its first line that is not
+//! blank (stderr is kept apart, logged truncated at debug level, never
+//! parsed). Unlike Wazuh, the child gets a clean environment (only `PATH`,
+//! `LANG` and the configured `env`) and its own process group, which is
+//! killed as a whole once the script has exited or when the backend's
+//! `timeout` ends the lookup; the child is always reaped.
 //!
 //! The reply's `error` decides the answer: `0` with a valid record is
 //! found; `4` is not found (what the documented scripts answer with "No
@@ -17,8 +18,8 @@
 //! outage; `1` and `3` (their "too few arguments" and "bad request type")
 //! mean the script does not understand keygate's arguments, a
 //! misconfiguration; any other code is an outage. A non-zero exit status,
-//! output that is not exactly one JSON object, or more than 64 KiB of
-//! output is an error too.
+//! a first line that is not exactly one JSON object, or more than 64 KiB
+//! before its end is an error too.
 
 mod reply;
 mod run;
@@ -250,7 +251,7 @@ impl KeyBackend for ExecBackend {
                 Ok(Reply::Found(record)) => Ok(Some(record)),
                 Ok(Reply::NotFound) => Ok(None),
                 Ok(Reply::Failed { code, message }) => {
-                    tracing::debug!(backend = %self.name, code, message = %log_text(&message), "key script answered an error");
+                    tracing::debug!(backend = %self.name, code, message = %log_text(&message), "Key script answered an error.");
                     Err(failure(code))
                 }
                 Err(e) => Err(e),
@@ -265,13 +266,12 @@ impl KeyBackend for ExecBackend {
                 }
             }))
         };
+        // Debug only, whatever the outcome: a script's stderr is its own
+        // free text (a traceback may quote a row, key included), so it never
+        // reaches the default log level.
         if !out.stderr.is_empty() {
             let stderr = run::stderr_text(&out.stderr);
-            if result.is_err() {
-                tracing::warn!(backend = %self.name, %stderr, "key script wrote to stderr");
-            } else {
-                tracing::debug!(backend = %self.name, %stderr, "key script wrote to stderr");
-            }
+            tracing::debug!(backend = %self.name, %stderr, "Key script wrote to stderr.");
         }
         result
     }

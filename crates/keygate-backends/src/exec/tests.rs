@@ -285,3 +285,138 @@ fn validation_names_each_bad_key() {
     assert_eq!(c.command, ["/etc/keygate/bin/pull.py", "a/b"]);
     assert_eq!(c.max_concurrent, 4);
 }
+
+/// Waits (bounded) until `pid` is gone or a zombie; fails naming it.
+async fn assert_dies(pid: &str, what: &str) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while !matches!(state(pid), None | Some('Z')) {
+        assert!(
+            Instant::now() < until,
+            "{what} {pid} outlived the lookup: state {:?}",
+            state(pid)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs a script that starts `background` (a shell command ending in
+/// `&`), notes its pid and answers agent 001; asks it with `timeout`;
+/// returns the lookup's result and the background process's pid.
+async fn answer_with_background(
+    background: &str,
+    timeout: Duration,
+) -> (Result<Option<AgentRecord>, BackendError>, String) {
+    let mut s = script(&format!(
+        "{background}\necho $! > \"$D/background\"\n{}",
+        good_reply()
+    ));
+    let d = s.dir.path().to_owned();
+    s.config.env.insert("D".into(), d.display().to_string());
+    let b = s.backend(timeout).await;
+    let r = b.lookup(&q("id:001")).await;
+    let pid = std::fs::read_to_string(d.join("background")).unwrap();
+    (r, pid.trim().to_owned())
+}
+
+/// A background child that inherited stdout and keeps it open does not
+/// hold the answer back: the reply is the first line, stdout is closed
+/// after it, and the child dies with the script's group. Before, the read
+/// waited for stdout's end and the valid answer became a timeout.
+#[tokio::test]
+async fn a_background_child_holding_stdout_neither_delays_the_answer_nor_outlives_it() {
+    let (r, pid) = answer_with_background("sleep 300 &", Duration::from_secs(10)).await;
+    assert_eq!(r.unwrap().unwrap().id.as_str(), "001");
+    assert_dies(&pid, "the background child").await;
+}
+
+/// A background child with its own stdio (nothing ties it to the pipes)
+/// is killed with the group once the script has answered and exited.
+/// Before, only a timeout killed the group: this one lived on.
+#[tokio::test]
+async fn a_detached_background_child_is_killed_when_the_answer_is_read() {
+    let (r, pid) = answer_with_background(
+        "sleep 300 </dev/null >/dev/null 2>&1 &",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(r.unwrap().is_some());
+    assert_dies(&pid, "the background child").await;
+}
+
+/// The reply is stdout's first line that is not blank: blank lines before
+/// it are skipped, what the script writes after it is read and dropped (the
+/// script is not killed by SIGPIPE for writing on: the `sleep` puts that
+/// write after the reply was read), and the exit status still counts.
+#[tokio::test]
+async fn the_reply_is_the_first_line_that_is_not_blank() {
+    let s = script(&format!(
+        "case \"$2\" in\n\
+         002) {}; exit 3 ;;\n\
+         *) echo; echo '  '; {}; sleep 1; echo 'Traceback (most recent call last):' ;;\n\
+         esac",
+        good_reply(),
+        good_reply()
+    ));
+    let b = s.backend(Duration::from_secs(20)).await;
+    let r = b.lookup(&q("id:001")).await.unwrap().unwrap();
+    assert_eq!(r.id.as_str(), "001");
+    let e = b.lookup(&q("id:002")).await.unwrap_err();
+    assert!(e.to_string().contains("exited with status 3"), "{e}");
+}
+
+/// Captures the log lines written while `f` runs, every level.
+async fn logs_of<F: std::future::Future<Output = ()>>(f: F) -> String {
+    use std::sync::Mutex;
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || Sink(writer.clone()))
+        .finish();
+    {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        f.await;
+    }
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    text
+}
+
+/// A failing script's stderr (a traceback may quote a row, key included)
+/// is logged at debug level only, cut to 1 KiB, never as a warning.
+/// Before, a failed lookup logged it at warn.
+#[tokio::test]
+async fn stderr_is_logged_at_debug_only_and_truncated() {
+    let s = script(&format!(
+        "echo 'Traceback: row {KEY}' >&2\nhead -c 5000 /dev/zero | tr '\\0' x >&2\nexit 1"
+    ));
+    let b = s.backend(Duration::from_secs(20)).await;
+    let logs = logs_of(async {
+        let e = b.lookup(&q("id:001")).await.unwrap_err();
+        assert!(e.to_string().contains("exited with status 1"), "{e}");
+    })
+    .await;
+    let line = logs
+        .lines()
+        .find(|l| l.contains("Key script wrote to stderr."))
+        .unwrap_or_else(|| panic!("no stderr line in:\n{logs}"));
+    assert!(line.contains("DEBUG"), "{line}");
+    assert!(line.contains("[truncated]"), "{line}");
+    assert!(line.len() < 2 * run::MAX_STDERR_KEPT, "{line}");
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains("WARN") || l.contains("ERROR")),
+        "{logs}"
+    );
+}
