@@ -119,8 +119,8 @@ fn may_administer(peer: Option<&Peer>) -> bool {
 
 impl<C: Control> Handler for ControlHandler<C> {
     async fn handle(&self, connection: Connection, peer: Option<Peer>) {
-        let mut stream = match connection.into_tokio() {
-            Ok(stream) => stream,
+        let (mut stream, _slot) = match connection.into_tokio() {
+            Ok(taken) => taken,
             Err(error) => {
                 tracing::debug!(%error, "Control connection lost.");
                 return;
