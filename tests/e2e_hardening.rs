@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keygate_testkit::daemon::{bin, Daemon};
+use keygate_testkit::scrape::until;
 
 const IDLE: usize = 2000;
 
@@ -185,23 +186,6 @@ fn metrics_section() -> (String, u16) {
     )
 }
 
-/// Scrapes until `series` reads `want` (at most 10 s).
-fn scrape_until(port: u16, series: &str, want: f64) {
-    use keygate_testkit::scrape::{scrape, value};
-    let started = Instant::now();
-    loop {
-        let m = scrape(port);
-        if value(&m, series) == Some(want) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{series} never {want}:\n{m}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Not a test on its own: the other-uid half of the peer tests, run by
 /// [`as_peer`] in a child process under another uid and gid. With
 /// `KEYGATE_TEST_PEER=hold:N` it opens N connections to the socket, says
@@ -295,7 +279,7 @@ fn refused_peers_are_closed_at_accept_and_never_hold_a_slot() {
     let (d, port, _store) = daemon_for_peers();
     let mut holder = as_peer(d.socket(), "hold:300", 65534, 65534);
     assert_eq!(line_from(&mut holder, "HELD "), "300");
-    scrape_until(
+    until(
         port,
         r#"keygate_connections_refused_total{reason="not_allowed"}"#,
         300.0,
@@ -336,7 +320,7 @@ fn refused_peers_are_closed_at_accept_and_never_hold_a_slot() {
             .contains("access denied"),
         "{refused}"
     );
-    scrape_until(
+    until(
         port,
         r#"keygate_connections_refused_total{reason="not_allowed"}"#,
         301.0,
@@ -364,8 +348,8 @@ fn an_idle_flood_at_the_limit_never_turns_a_request_away() {
         .collect();
     let evicted = r#"keygate_connections_refused_total{reason="evicted_idle"}"#;
     let open = "keygate_connections_open";
-    scrape_until(port, evicted, 1244.0);
-    scrape_until(port, open, 256.0);
+    until(port, evicted, 1244.0);
+    until(port, open, 256.0);
     let mut slowest = Duration::ZERO;
     for _ in 0..50 {
         let started = Instant::now();
@@ -373,16 +357,16 @@ fn an_idle_flood_at_the_limit_never_turns_a_request_away() {
         slowest = slowest.max(started.elapsed());
         // One more idle connection in the slot the request freed: every
         // request meets a table full of idle connections.
-        scrape_until(port, open, 255.0);
+        until(port, open, 255.0);
         idle.push(UnixStream::connect(d.socket()).unwrap());
-        scrape_until(port, open, 256.0);
+        until(port, open, 256.0);
     }
     assert!(
         slowest < Duration::from_secs(1),
         "a request took {slowest:?} behind 1,500 idle connections"
     );
-    scrape_until(port, evicted, 1294.0);
-    scrape_until(
+    until(port, evicted, 1294.0);
+    until(
         port,
         r#"keygate_connections_refused_total{reason="limit"}"#,
         0.0,

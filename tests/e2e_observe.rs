@@ -274,20 +274,7 @@ fn metrics_count_open_and_refused_connections() {
             file_backend("keys")
         ),
     );
-    let scrape_until = |series: &str, want: f64| {
-        let start = Instant::now();
-        loop {
-            let (_, m) = http_get(port, "/metrics");
-            if value(&m, series) == Some(want) {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "{series} never {want}:\n{m}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let scrape_until = |series: &str, want: f64| keygate_testkit::scrape::until(port, series, want);
     scrape_until("keygate_connections_open", 0.0);
     let mut idle = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
     scrape_until("keygate_connections_open", 1.0);

@@ -247,6 +247,41 @@ mod tests {
         }
     }
 
+    /// Serves `control` on a control socket at `path` with file mode
+    /// `mode`, until the sender is used or dropped.
+    fn serve<C: Control>(
+        control: Arc<C>,
+        path: &Path,
+        mode: u32,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (listener, file) =
+            crate::socket::bind(path, &crate::socket::SocketOptions::mode(mode)).unwrap();
+        let handler = Arc::new(ControlHandler::new(control, Duration::from_secs(5)));
+        let limits = Limits {
+            max_connections: 4,
+            drain: Duration::from_secs(1),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let stopped = async {
+                rx.await.ok();
+            };
+            run(
+                listener,
+                handler,
+                limits,
+                Arc::new(Counters::default()),
+                stopped,
+            )
+            .await;
+            drop(file);
+        });
+        (tx, task)
+    }
+
     /// The wire form is stable JSON a person can read.
     #[test]
     fn requests_and_responses_have_a_readable_wire_form() {
@@ -272,23 +307,7 @@ mod tests {
     async fn a_request_round_trips_through_the_shared_loop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.sock.ctl");
-        let (listener, _file) =
-            crate::socket::bind(&path, &crate::socket::SocketOptions::mode(0o600)).unwrap();
-        let handler = Arc::new(ControlHandler::new(Arc::new(Echo), Duration::from_secs(5)));
-        let limits = Limits {
-            max_connections: 4,
-            drain: Duration::from_secs(1),
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(
-            listener,
-            handler,
-            limits,
-            Arc::new(Counters::default()),
-            async {
-                rx.await.ok();
-            },
-        ));
+        let (tx, task) = serve(Arc::new(Echo), &path, 0o600);
         let answer = ask(&path, &ControlRequest::Backends, Duration::from_secs(5))
             .await
             .unwrap();
@@ -318,14 +337,14 @@ mod tests {
     #[test]
     #[ignore = "run by another_users_command_is_refused_whatever_the_file_mode as another uid"]
     fn control_child() {
-        let path = std::env::var("KEYGATE_TEST_CONTROL_SOCKET").unwrap();
+        let path = crate::test_support::given_path();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let answer = rt
             .block_on(ask(
-                Path::new(&path),
+                &path,
                 &ControlRequest::CacheFlush { query: None },
                 Duration::from_secs(5),
             ))
@@ -339,56 +358,17 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn another_users_command_is_refused_whatever_the_file_mode() {
         use std::os::unix::fs::PermissionsExt;
-        use std::os::unix::process::CommandExt;
         const NOBODY: u32 = 65534;
         assert_eq!(nix::unistd::geteuid().as_raw(), 0, "this test runs as root");
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let path = dir.path().join("k.sock.ctl");
-        let (listener, _file) =
-            crate::socket::bind(&path, &crate::socket::SocketOptions::mode(0o666)).unwrap();
         let executed = Arc::new(Counted::default());
-        let handler = Arc::new(ControlHandler::new(
-            executed.clone(),
-            Duration::from_secs(5),
-        ));
-        let limits = Limits {
-            max_connections: 4,
-            drain: Duration::from_secs(1),
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(
-            listener,
-            handler,
-            limits,
-            Arc::new(Counters::default()),
-            async {
-                rx.await.ok();
-            },
-        ));
-        let child = path.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "control::tests::control_child",
-                    "--ignored",
-                    "--nocapture",
-                ])
-                .env("KEYGATE_TEST_CONTROL_SOCKET", &child)
-                .uid(NOBODY)
-                .gid(NOBODY)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let answer = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("ANSWER "))
-            .unwrap_or_else(|| panic!("no answer from the child: {out:?}"));
-        let answer: ControlResponse = serde_json::from_str(answer).unwrap();
+        let (tx, task) = serve(executed.clone(), &path, 0o666);
+        let answer =
+            crate::test_support::run_as("control::tests::control_child", &path, NOBODY, "ANSWER ")
+                .await;
+        let answer: ControlResponse = serde_json::from_str(&answer).unwrap();
         assert!(
             matches!(&answer, ControlResponse::Failed { errors } if errors[0].contains("access denied")),
             "{answer:?}"

@@ -29,6 +29,9 @@ pub mod server;
 pub mod socket;
 pub mod wazuh;
 
+#[cfg(test)]
+mod test_support;
+
 pub use server::{
     accept_blocking, run, serve, AcceptorEnded, Acceptors, BlockingListener, Connection, Counters,
     Handler, Limits, Peer, Slots,

@@ -220,7 +220,6 @@ mod tests {
     use crate::server::{run, Limits};
     use keygate_testkit::Fake;
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     use std::path::{Path, PathBuf};
     use tokio::io::AsyncReadExt;
     use tokio::net::UnixStream;
@@ -385,14 +384,6 @@ mod tests {
     /// panics per thread, then the next 100 requests are all answered.
     #[test]
     fn a_panicking_lookup_is_answered_6_and_the_socket_stays_served() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let fake = Fake::with("f", "001", "a").panicking_on("666");
         let serving = Arc::new(ArcSwap::from_pointee(Serving {
             root: Arc::new(fake.clone()),
@@ -400,35 +391,22 @@ mod tests {
         }));
         let counters = Arc::new(Counters::default());
         let handler = Arc::new(Wazuh::new(serving, settings(), counters.clone()));
-        let threads = 2;
-        let acceptors = {
-            let _context = runtime.enter();
-            crate::Acceptors::start(
-                listener,
-                &handler,
-                &crate::Slots::new(64),
-                &counters,
-                threads,
-            )
-            .unwrap()
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let served = runtime.spawn(acceptors.run_until(stopped, Duration::from_secs(5)));
-        runtime.block_on(async {
-            for _ in 0..3 * threads {
-                let v = ask(&path, b"id:666").await;
+        let n = 2;
+        let threads = crate::test_support::Threads::start(handler, counters.clone(), 64, n);
+        threads.runtime.block_on(async {
+            for _ in 0..3 * n {
+                let v = ask(&threads.path, b"id:666").await;
                 assert_eq!(v["error"], 6, "{v}");
                 assert!(v.get("data").is_none(), "{v}");
             }
             for _ in 0..100 {
-                assert_eq!(ask(&path, b"id:001").await["error"], 0);
+                assert_eq!(ask(&threads.path, b"id:001").await["error"], 0);
             }
         });
-        assert_eq!(counters.panics(), 3 * threads as u64);
-        assert_eq!(fake.calls(), 3 * threads + 100);
-        assert!(!served.is_finished(), "the acceptors stopped");
-        stop.send(()).unwrap();
-        runtime.block_on(served).unwrap().unwrap();
+        assert_eq!(counters.panics(), 3 * n as u64);
+        assert_eq!(fake.calls(), 3 * n + 100);
+        assert!(threads.serving(), "the acceptors stopped");
+        threads.stop();
     }
 
     #[tokio::test]
@@ -476,17 +454,13 @@ mod tests {
     #[test]
     #[ignore = "run by only_allowed_uids_get_answers_root_is_refused as another uid"]
     fn child_client() {
-        let path = std::env::var("KEYGATE_TEST_CHILD_SOCKET").unwrap();
+        let path = crate::test_support::given_path();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let raw = rt
-            .block_on(crate::client::ask(
-                Path::new(&path),
-                b"id:001",
-                Duration::from_secs(5),
-            ))
+            .block_on(crate::client::ask(&path, b"id:001", Duration::from_secs(5)))
             .unwrap();
         println!("REPLY {}", String::from_utf8(raw).unwrap());
     }
@@ -519,29 +493,10 @@ mod tests {
         assert_eq!(r.counters.accepted(), 0, "a refused peer took a slot");
         assert_eq!(fake.calls(), 0);
 
-        let path = r.path.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "wazuh::tests::child_client",
-                    "--ignored",
-                    "--nocapture",
-                ])
-                .env("KEYGATE_TEST_CHILD_SOCKET", &path)
-                .uid(NOBODY)
-                .gid(NOBODY)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let reply = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("REPLY "))
-            .unwrap_or_else(|| panic!("no reply from the child: {out:?}"));
-        let v: serde_json::Value = serde_json::from_str(reply).unwrap();
+        let reply =
+            crate::test_support::run_as("wazuh::tests::child_client", &r.path, NOBODY, "REPLY ")
+                .await;
+        let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
         assert_eq!(v["error"], 0, "{v}");
         assert_eq!(v["data"]["id"], "001");
         assert_eq!(r.counters.refused_peers(), 1);

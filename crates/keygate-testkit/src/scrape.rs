@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One HTTP/1.0 GET on 127.0.0.1:`port`; the status line and the body.
 /// Panics if no whole answer comes within 10 s.
@@ -45,4 +45,21 @@ pub fn names(text: &str) -> BTreeSet<String> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| l.split(['{', ' ']).next().unwrap_or_default().to_owned())
         .collect()
+}
+
+/// Scrapes until `series` reads `want`; panics with the last scrape after
+/// 10 s.
+pub fn until(port: u16, series: &str, want: f64) {
+    let started = Instant::now();
+    loop {
+        let text = scrape(port);
+        if value(&text, series) == Some(want) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{series} never {want}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

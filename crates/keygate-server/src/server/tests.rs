@@ -89,11 +89,10 @@ struct Served {
 }
 
 /// `loops` accept loops on clones of one listener, sharing `slots`.
-async fn serve_with(handler: impl Handler, loops: usize, slots: Slots) -> Served {
+async fn serve_with<H: Handler>(handler: Arc<H>, loops: usize, slots: Slots) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    let handler = Arc::new(handler);
     let counters = Arc::new(Counters::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let shared = slots.clone();
@@ -186,7 +185,7 @@ async fn read_once_waits_for_a_late_request() {
 /// handed to the runtime and awaited.
 #[tokio::test]
 async fn a_request_sent_late_is_awaited_and_answered() {
-    let served = serve_with(Echo { times: 1 }, 1, Slots::new(4)).await;
+    let served = serve_with(Arc::new(Echo { times: 1 }), 1, Slots::new(4)).await;
     let mut client = UnixStream::connect(&served.path).await.unwrap();
     while served.counters.accepted() < 1 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -203,7 +202,7 @@ async fn a_request_sent_late_is_awaited_and_answered() {
 #[tokio::test]
 async fn a_reply_larger_than_the_socket_buffer_is_written_in_full() {
     let times = 200_000;
-    let served = serve_with(Echo { times }, 1, Slots::new(4)).await;
+    let served = serve_with(Arc::new(Echo { times }), 1, Slots::new(4)).await;
     let mut client = UnixStream::connect(&served.path).await.unwrap();
     client.write_all(b"0123456789").await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -213,13 +212,17 @@ async fn a_reply_larger_than_the_socket_buffer_is_written_in_full() {
     assert!(out.chunks(10).all(|c| c == b"0123456789"));
 }
 
-/// Reads a request, then holds the connection until the client hangs
-/// up: a connection that has asked and is being served.
-struct Busy;
+/// Reads a request (counted), then holds the connection until the client
+/// hangs up: a connection that has asked and is being served.
+#[derive(Default)]
+struct Busy(AtomicUsize);
 impl Handler for Busy {
     async fn handle(&self, mut connection: Connection, _peer: Option<Peer>) {
         let mut buf = [0u8; 64];
-        while let Ok(1..) = connection.read(&mut buf).await {}
+        if let Ok(1..) = connection.read(&mut buf).await {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            while let Ok(1..) = connection.read(&mut buf).await {}
+        }
     }
 }
 
@@ -248,14 +251,18 @@ async fn read_all(client: &mut UnixStream) -> Vec<u8> {
 /// the three is idle; and every loop stops at shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loops_on_one_socket_share_its_connection_limit() {
-    let served = serve_with(Busy, 2, Slots::new(3)).await;
+    let handler = Arc::new(Busy::default());
+    let served = serve_with(handler.clone(), 2, Slots::new(3)).await;
     let mut busy = Vec::new();
     for _ in 0..3 {
         let mut c = UnixStream::connect(&served.path).await.unwrap();
         c.write_all(b"x").await.unwrap();
         busy.push(c);
     }
-    until("three busy connections", || served.counters.open() == 3).await;
+    until("three requests read", || {
+        handler.0.load(Ordering::SeqCst) == 3
+    })
+    .await;
     let mut extra = UnixStream::connect(&served.path).await.unwrap();
     assert_eq!(read_all(&mut extra).await, b"");
     assert_eq!(served.counters.refused_at_limit(), 1);
@@ -280,7 +287,7 @@ async fn loops_on_one_socket_share_its_connection_limit() {
 /// ones and a connection being served are left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_oldest_idle_connection_makes_room_for_a_new_one() {
-    let served = serve_with(Echo { times: 1 }, 2, Slots::new(3)).await;
+    let served = serve_with(Arc::new(Echo { times: 1 }), 2, Slots::new(3)).await;
     let mut idle = Vec::new();
     for i in 1..=3 {
         idle.push(UnixStream::connect(&served.path).await.unwrap());
@@ -328,7 +335,7 @@ impl Handler for RefuseRoot {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_peers_are_closed_at_accept_and_take_no_slot() {
     assert_eq!(nix::unistd::geteuid().as_raw(), 0, "this test runs as root");
-    let served = serve_with(RefuseRoot(AtomicUsize::new(0)), 1, Slots::new(1)).await;
+    let served = serve_with(Arc::new(RefuseRoot(AtomicUsize::new(0))), 1, Slots::new(1)).await;
     let mut held = Vec::new();
     for _ in 0..5 {
         let mut c = UnixStream::connect(&served.path).await.unwrap();
@@ -357,22 +364,9 @@ impl Handler for Panicking {
 /// counted); stopping ends every thread and refuses later connects.
 #[test]
 fn blocking_acceptors_answer_share_slots_and_stop() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("b.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    let slots = Slots::new(3);
-    let counters = Arc::new(Counters::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let acceptors = {
-        let _context = runtime.enter();
-        Acceptors::start(listener, &Arc::new(Busy), &slots, &counters, 2).unwrap()
-    };
-    let serving = runtime.spawn(acceptors.run_until(stopped, Duration::from_secs(5)));
+    let handler = Arc::new(Busy::default());
+    let threads = crate::test_support::Threads::start(handler.clone(), Arc::default(), 3, 2);
+    let (path, counters) = (threads.path.clone(), threads.counters.clone());
     use std::io::{Read, Write};
     let connect = |late: bool| {
         let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
@@ -385,10 +379,10 @@ fn blocking_acceptors_answer_share_slots_and_stop() {
     };
     let busy = [connect(false), connect(true), connect(false)];
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while counters.open() < 3 {
+    while handler.0.load(Ordering::SeqCst) < 3 {
         assert!(
             std::time::Instant::now() < deadline,
-            "busy connections not accepted"
+            "the requests were not read"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -401,38 +395,22 @@ fn blocking_acceptors_answer_share_slots_and_stop() {
     assert_eq!(counters.refused_at_limit(), 1);
     drop(busy);
 
-    stop.send(()).unwrap();
-    runtime.block_on(serving).unwrap().unwrap();
+    threads.stop();
     assert!(std::os::unix::net::UnixStream::connect(&path).is_err());
     assert_eq!(counters.accepted(), 3);
     assert_eq!(counters.open(), 0);
 }
 
 /// A panic while serving a connection on an accepting thread is caught
-/// and counted, and the thread goes on: with two threads, after four
-/// panics (two per thread at least once over) a fifth connection is
-/// still accepted and the acceptors still run.
+/// and counted, and the thread goes on: with two threads, after five
+/// panics (each thread's at least twice over, or one's five times) the
+/// acceptors still run.
 #[test]
 fn a_panic_while_serving_does_not_end_the_accepting_thread() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("p.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    let slots = Slots::new(8);
-    let counters = Arc::new(Counters::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let acceptors = {
-        let _context = runtime.enter();
-        Acceptors::start(listener, &Arc::new(Panicking), &slots, &counters, 2).unwrap()
-    };
-    let serving = runtime.spawn(acceptors.run_until(stopped, Duration::from_secs(5)));
+    let threads = crate::test_support::Threads::start(Arc::new(Panicking), Arc::default(), 8, 2);
     use std::io::Read;
     for _ in 0..5 {
-        let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let mut c = std::os::unix::net::UnixStream::connect(&threads.path).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut out = Vec::new();
         // Closed, not left hanging.
@@ -440,13 +418,12 @@ fn a_panic_while_serving_does_not_end_the_accepting_thread() {
     }
     // Each is counted after its connection was dropped (closed).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while counters.panics() < 5 && std::time::Instant::now() < deadline {
+    while threads.counters.panics() < 5 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(counters.panics(), 5);
-    assert!(!serving.is_finished(), "the acceptors stopped");
-    stop.send(()).unwrap();
-    runtime.block_on(serving).unwrap().unwrap();
+    assert_eq!(threads.counters.panics(), 5);
+    assert!(threads.serving(), "the acceptors stopped");
+    threads.stop();
 }
 
 /// An accept thread that ends while the socket is still to be served (for
@@ -454,28 +431,9 @@ fn a_panic_while_serving_does_not_end_the_accepting_thread() {
 /// reported, so that the daemon exits instead of staying up unserved.
 #[test]
 fn an_accept_thread_ending_on_its_own_is_reported() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let listener = std::os::unix::net::UnixListener::bind(dir.path().join("e.sock")).unwrap();
-    let slots = Slots::new(8);
-    let counters = Arc::new(Counters::default());
-    let acceptors = {
-        let _context = runtime.enter();
-        Acceptors::start(listener, &Arc::new(Busy), &slots, &counters, 2).unwrap()
-    };
-    acceptors.listener().stop();
-    let never = std::future::pending::<()>();
-    let ended = runtime.block_on(async {
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            acceptors.run_until(never, Duration::from_secs(1)),
-        )
-        .await
-        .expect("the ended thread was not reported")
-    });
+    let threads =
+        crate::test_support::Threads::start(Arc::new(Busy::default()), Arc::default(), 8, 2);
+    threads.listener.stop();
+    let ended = threads.ended();
     assert!(ended.is_err(), "{ended:?}");
 }

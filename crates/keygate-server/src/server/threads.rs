@@ -172,7 +172,7 @@ impl Acceptors {
     }
 
     #[cfg(test)]
-    pub(crate) fn listener(&self) -> &BlockingListener {
-        &self.listener
+    pub(crate) fn listener(&self) -> Arc<BlockingListener> {
+        self.listener.clone()
     }
 }
