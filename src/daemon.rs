@@ -69,7 +69,7 @@ pub struct Daemon {
     /// What the admin commands see.
     pub admin: ArcSwap<Admin>,
     /// The Wazuh socket's connection counters (open, refused at the limit,
-    /// refused peers).
+    /// idle ones evicted, refused peers, panics while answering).
     pub counters: Arc<Counters>,
 }
 
