@@ -8,12 +8,14 @@
 //! accepts (control socket, metrics, signals, reloads, the backends' own
 //! tasks, and Wazuh connections that have to wait). The Wazuh socket is
 //! served by one thread per core blocking in `accept()` on the one
-//! listener ([`acceptors`], [`keygate_server::accept_blocking`]): a request
+//! listener ([`keygate_server::Acceptors`]): a request
 //! whose bytes are there and whose answer is in memory (the cache, the
 //! file backend) is accepted, answered and closed on the thread the kernel
 //! woke for it, with no poller and no other thread involved; what has to
 //! wait (a late request, a database lookup) becomes a task on the runtime.
-//! The threads share the connection slots and counters.
+//! The threads share the connection slots and counters. A thread that
+//! ends while the socket is still to be served makes the daemon exit 1, so
+//! that systemd restarts it: never a process alive with a dead socket.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,7 +30,7 @@ use keygate_server::control::{
 };
 use keygate_server::socket::{self, SocketOptions};
 use keygate_server::{
-    fdlimit, run, Access, BlockingListener, Counters, Limits, Serving, Slots, Wazuh, WazuhSettings,
+    fdlimit, run, Acceptors, Access, Counters, Limits, Serving, Slots, Wazuh, WazuhSettings,
 };
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -67,7 +69,7 @@ pub struct Daemon {
     /// What the admin commands see.
     pub admin: ArcSwap<Admin>,
     /// The Wazuh socket's connection counters (open, refused at the limit,
-    /// refused peers).
+    /// idle ones evicted, refused peers, panics while answering).
     pub counters: Arc<Counters>,
 }
 
@@ -366,8 +368,12 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let reloader = tokio::spawn(reload_on_sighup(daemon.clone(), hup));
-    let acceptors = match acceptors(listener, &wazuh, limits, &daemon.counters, &stopped) {
-        Ok(done) => done,
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let acceptors = match listener.into_std().and_then(|listener| {
+        let slots = Slots::new(limits.max_connections);
+        Acceptors::start(listener, &wazuh, &slots, &daemon.counters, threads)
+    }) {
+        Ok(acceptors) => acceptors,
         Err(e) => return cannot_start("socket", &e),
     };
     // Type=notify: bound and watched, so connections queue for the accept
@@ -375,76 +381,40 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "Cannot tell systemd that keygate is ready.");
     }
-    tokio::join!(
-        acceptors,
+    let (served, (), ()) = tokio::join!(
+        async {
+            let served = acceptors
+                .run_until(until_stopped(stopped.clone()), limits.drain)
+                .await;
+            // Whatever ended the Wazuh socket's service ends the rest.
+            let _ = stop.send(true);
+            served
+        },
         run(
             control_listener,
             control,
             control_limits,
             Arc::new(Counters::default()),
-            until_stopped(stopped)
+            until_stopped(stopped.clone())
         ),
         async {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                _ = until_stopped(stopped.clone()) => {}
+            }
             let _ = stop.send(true);
         },
     );
     reloader.abort();
     drop(socket_file);
     drop(control_file);
+    if let Err(ended) = served {
+        tracing::error!(error = %ended, "The Wazuh socket is no longer served; exiting so that the service manager restarts keygate.");
+        eprintln!("keygate: {ended}");
+        return ExitCode::FAILURE;
+    }
     tracing::info!("Stopped.");
     ExitCode::SUCCESS
-}
-
-/// Starts one thread per core (at least two) blocking in `accept()` on the
-/// Wazuh socket, sharing `limits`' connection slots and `counters`, inside
-/// this runtime's context (what has to wait is spawned on it). Returns,
-/// once every thread is started, a future that stops them when `stopped`
-/// turns true and completes when they have returned and the connections
-/// open then are drained (at most `limits.drain`).
-fn acceptors(
-    listener: tokio::net::UnixListener,
-    wazuh: &Arc<Wazuh>,
-    limits: Limits,
-    counters: &Arc<Counters>,
-    stopped: &tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<impl std::future::Future<Output = ()>> {
-    let n = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
-    let listener = Arc::new(BlockingListener::new(listener.into_std()?)?);
-    let slots = Slots::new(limits.max_connections);
-    let runtime = tokio::runtime::Handle::current();
-    let mut done = Vec::with_capacity(n);
-    for i in 0..n {
-        let (mine, wazuh, slots, counters) = (
-            listener.clone(),
-            wazuh.clone(),
-            slots.clone(),
-            counters.clone(),
-        );
-        let runtime = runtime.clone();
-        let (finished, finished_rx) = tokio::sync::oneshot::channel::<()>();
-        let started = std::thread::Builder::new()
-            .name(format!("keygate-accept-{i}"))
-            .spawn(move || {
-                let _context = runtime.enter();
-                keygate_server::accept_blocking(&mine, &wazuh, &slots, &counters);
-                let _ = finished.send(());
-            });
-        if let Err(error) = started {
-            listener.stop();
-            return Err(error);
-        }
-        done.push(finished_rx);
-    }
-    let mut stopped = stopped.clone();
-    Ok(async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-        listener.stop();
-        for finished in done {
-            let _ = finished.await;
-        }
-        slots.drain(limits.drain).await;
-    })
 }
 
 /// Completes at SIGTERM or SIGINT. The handlers are installed when this is

@@ -254,14 +254,16 @@ fn metrics_count_real_requests() {
         assert_eq!(value(&m, series), Some(n), "{series} in:\n{m}");
     }
     assert!(m.contains("# TYPE keygate_request_duration_seconds histogram"));
-    assert!(m
-        .lines()
-        .all(|l| l.is_empty() || l.starts_with('#') || l.starts_with("keygate_")));
+    assert!(m.lines().all(|l| l.is_empty()
+        || l.starts_with('#')
+        || l.starts_with("keygate_")
+        || l.starts_with("process_")));
     assert!(http_get(port, "/").0.contains("404"));
 }
 
-/// The connection series: open connections, and one closed at once
-/// because `max_connections` were open.
+/// The connection series: open connections, and an idle one closed to
+/// admit a new one because `max_connections` were open, counted under its
+/// reason.
 #[test]
 fn metrics_count_open_and_refused_connections() {
     let port = free_port();
@@ -272,30 +274,27 @@ fn metrics_count_open_and_refused_connections() {
             file_backend("keys")
         ),
     );
-    let scrape_until = |series: &str, want: f64| {
-        let start = Instant::now();
-        loop {
-            let (_, m) = http_get(port, "/metrics");
-            if value(&m, series) == Some(want) {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "{series} never {want}:\n{m}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let scrape_until = |series: &str, want: f64| keygate_testkit::scrape::until(port, series, want);
     scrape_until("keygate_connections_open", 0.0);
-    let idle: Vec<_> = (0..2)
-        .map(|_| std::os::unix::net::UnixStream::connect(&d.socket).unwrap())
-        .collect();
+    let mut idle = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    scrape_until("keygate_connections_open", 1.0);
+    let second = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
     scrape_until("keygate_connections_open", 2.0);
-    let mut third = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    let third = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
     let mut buf = [0u8; 16];
-    assert_eq!(third.read(&mut buf).unwrap(), 0, "closed at once");
-    scrape_until("keygate_connections_refused_total", 1.0);
-    drop(idle);
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(
+        idle.read(&mut buf).unwrap(),
+        0,
+        "the oldest idle one closed"
+    );
+    scrape_until(
+        r#"keygate_connections_refused_total{reason="evicted_idle"}"#,
+        1.0,
+    );
+    scrape_until(r#"keygate_connections_refused_total{reason="limit"}"#, 0.0);
+    drop((second, third));
     scrape_until("keygate_connections_open", 0.0);
 }
 

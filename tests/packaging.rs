@@ -439,6 +439,8 @@ fn debian_package_contents() {
         "usr/lib/systemd/system/keygate.service",
         "usr/lib/systemd/system/keygate-sync.service",
         "usr/lib/systemd/system/keygate-sync.timer",
+        "usr/share/keygate/prometheus/keygate.rules.yml",
+        "usr/share/keygate/grafana/keygate.json",
         "usr/share/doc/keygate/examples/mysql.toml",
         "usr/share/doc/keygate/examples/postgres.toml",
         "usr/share/doc/keygate/examples/sqlite.toml",

@@ -5,8 +5,14 @@
 //!
 //! Events are counted where they happen (a request answered, a backend
 //! asked); state that already has counters of its own (the cache's
-//! [`CacheStats`], each breaker's state) is copied in by [`cache_stats`]
-//! and [`backend_state`] when the metrics are read.
+//! [`CacheStats`], each breaker's state, the socket's connection counts) is
+//! copied in by [`cache_stats`], [`backend_state`] and [`connections`] when
+//! the metrics are read: each of those reads counters kept as things
+//! happen, never walks a structure on the serving path.
+//!
+//! Every labelled series whose label values are known exists at 0 from
+//! the start ([`describe`], and [`backend_state`] for each backend), so
+//! that a rule or a dashboard never sees a series appear from nothing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -43,8 +49,18 @@ pub const CACHE_REFRESHES: &str = "keygate_cache_refreshes_total";
 pub const CACHE_ENTRIES: &str = "keygate_cache_entries";
 /// Connections to the Wazuh socket open now.
 pub const CONNECTIONS_OPEN: &str = "keygate_connections_open";
-/// Connections closed at once because `max_connections` were open.
+/// Connections closed by the Wazuh socket before their request was
+/// answered, by `reason` ([`REFUSED_REASONS`]).
 pub const CONNECTIONS_REFUSED: &str = "keygate_connections_refused_total";
+/// The `reason` label of [`CONNECTIONS_REFUSED`]: `limit` (closed at once,
+/// `max_connections` open and none idle), `evicted_idle` (an idle connection
+/// closed to admit a new one), `not_allowed` (a peer refused at accept by
+/// `allowed_uids`/`allowed_gids`).
+pub const REFUSED_REASONS: [&str; 3] = ["limit", "evicted_idle", "not_allowed"];
+/// Requests whose answering panicked (a bug), each answered 6.
+pub const REQUEST_PANICS: &str = "keygate_request_panics_total";
+/// Audit events that could not be written.
+pub const AUDIT_WRITE_FAILURES: &str = "keygate_audit_write_failures_total";
 /// Config reloads, by `result` (ok, failed).
 pub const CONFIG_RELOADS: &str = "keygate_config_reloads_total";
 /// Always 1, with the running `version` as a label.
@@ -58,6 +74,17 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 const CODES: [&str; 7] = ["0", "1", "2", "3", "4", "5", "6"];
+/// The `type` label of the request series.
+const TYPES: [&str; 3] = ["id", "ip", "none"];
+/// The `outcome` label of [`BACKEND_LOOKUPS`].
+pub const OUTCOMES: [&str; 6] = [
+    "found",
+    "not_found",
+    "invalid",
+    "error",
+    "timeout",
+    "skipped",
+];
 
 /// Whether a recorder is installed ([`describe`] says so). Without one the
 /// per-request series are skipped: each would still build its labelled key
@@ -121,11 +148,49 @@ pub fn describe() {
     );
     describe_counter!(
         CONNECTIONS_REFUSED,
-        "Connections closed at once because max_connections were open."
+        "Connections closed before their request was answered, by reason (limit, evicted_idle, not_allowed)."
+    );
+    describe_counter!(
+        REQUEST_PANICS,
+        "Requests whose answering panicked (a bug), each answered 6."
+    );
+    describe_counter!(
+        AUDIT_WRITE_FAILURES,
+        "Audit events that could not be written."
     );
     describe_counter!(CONFIG_RELOADS, "Config reloads, by result.");
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for kind in TYPES {
+        for frontend in [Frontend::Socket, Frontend::Exec] {
+            for code in CODES {
+                counter!(REQUESTS, "type" => kind, "frontend" => frontend.as_str(), "code" => code)
+                    .increment(0);
+            }
+        }
+        // Registered: rendered with no samples until the first one.
+        let _ = histogram!(REQUEST_DURATION, "type" => kind);
+    }
+    for result in ["ok", "failed"] {
+        counter!(CONFIG_RELOADS, "result" => result).increment(0);
+    }
+    for reason in REFUSED_REASONS {
+        counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(0);
+    }
+    for series in [
+        REQUEST_PANICS,
+        AUDIT_WRITE_FAILURES,
+        CACHE_HITS,
+        CACHE_MISSES,
+        CACHE_NEGATIVE_HITS,
+        CACHE_STALE_SERVED,
+        CACHE_COALESCED_WAITS,
+        CACHE_REFRESHES,
+    ] {
+        counter!(series).increment(0);
+    }
+    gauge!(CACHE_ENTRIES).set(0.0);
+    gauge!(CONNECTIONS_OPEN).set(0.0);
 }
 
 /// Counts one answered request and its latency.
@@ -164,7 +229,9 @@ pub fn backend_lookup(
     histogram!(BACKEND_DURATION, "backend" => Arc::clone(backend)).record(elapsed.as_secs_f64());
 }
 
-/// Copies a breaker's state and its count of skipped lookups.
+/// Copies a breaker's state and its count of skipped lookups; the
+/// backend's other outcome series and its latency histogram exist from
+/// then on, at 0 until they happen.
 pub fn backend_state(backend: &str, state: BreakerState, skipped: u64) {
     for s in [
         BreakerState::Up,
@@ -174,8 +241,16 @@ pub fn backend_state(backend: &str, state: BreakerState, skipped: u64) {
         let value = if s == state { 1.0 } else { 0.0 };
         gauge!(BACKEND_STATE, "backend" => backend.to_owned(), "state" => s.as_str()).set(value);
     }
-    counter!(BACKEND_LOOKUPS, "backend" => backend.to_owned(), "outcome" => "skipped")
-        .absolute(skipped);
+    for outcome in OUTCOMES {
+        let lookups =
+            counter!(BACKEND_LOOKUPS, "backend" => backend.to_owned(), "outcome" => outcome);
+        if outcome == "skipped" {
+            lookups.absolute(skipped);
+        } else {
+            lookups.increment(0);
+        }
+    }
+    let _ = histogram!(BACKEND_DURATION, "backend" => backend.to_owned());
 }
 
 /// Copies the cache's counters.
@@ -190,11 +265,33 @@ pub fn cache_stats(s: &CacheStats) {
     gauge!(CACHE_ENTRIES).set(s.entries as f64);
 }
 
+/// The Wazuh socket's connection counters, as kept by its accept loop.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Connections {
+    /// Open now.
+    pub open: u64,
+    /// Closed at once: `max_connections` open, none idle.
+    pub refused_at_limit: u64,
+    /// Idle ones closed to admit a new one.
+    pub evicted_idle: u64,
+    /// Peers refused at accept.
+    pub refused_peers: u64,
+    /// Requests whose answering panicked.
+    pub panics: u64,
+}
+
 /// Copies the Wazuh socket's connection counters.
-pub fn connections(open: u64, refused_at_limit: u64) {
+pub fn connections(c: &Connections) {
     #[allow(clippy::cast_precision_loss)]
-    gauge!(CONNECTIONS_OPEN).set(open as f64);
-    counter!(CONNECTIONS_REFUSED).absolute(refused_at_limit);
+    gauge!(CONNECTIONS_OPEN).set(c.open as f64);
+    for (reason, n) in
+        REFUSED_REASONS
+            .into_iter()
+            .zip([c.refused_at_limit, c.evicted_idle, c.refused_peers])
+    {
+        counter!(CONNECTIONS_REFUSED, "reason" => reason).absolute(n);
+    }
+    counter!(REQUEST_PANICS).absolute(c.panics);
 }
 
 /// Counts a config reload.
@@ -242,12 +339,11 @@ mod tests {
         };
         ::metrics::with_local_recorder(&recorder, per_request);
         assert_eq!(recorder.0.load(Ordering::Relaxed), 0);
-        ::metrics::with_local_recorder(&recorder, || {
-            describe();
-            per_request();
-        });
-        // Two counters and two histograms, plus the build info gauge.
-        assert_eq!(recorder.0.load(Ordering::Relaxed), 5);
+        ::metrics::with_local_recorder(&recorder, describe);
+        let at_start = recorder.0.load(Ordering::Relaxed);
+        ::metrics::with_local_recorder(&recorder, per_request);
+        // Two counters and two histograms.
+        assert_eq!(recorder.0.load(Ordering::Relaxed), at_start + 4);
     }
 
     /// Each kind of backend answer gets its documented outcome label.

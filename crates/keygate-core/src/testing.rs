@@ -41,6 +41,8 @@ pub struct Fake {
     failure: Arc<Mutex<Option<BackendError>>>,
     /// Answer every query with the first record, matching or not.
     liar: bool,
+    /// Panic (a backend's bug) when asked for this agent id.
+    panics_on: Option<String>,
 }
 
 impl Fake {
@@ -55,6 +57,7 @@ impl Fake {
             health_calls: Arc::new(AtomicUsize::new(0)),
             failure: Arc::new(Mutex::new(None)),
             liar: false,
+            panics_on: None,
         }
     }
 
@@ -80,6 +83,12 @@ impl Fake {
         let mut f = Self::with(name, id, agent);
         f.liar = true;
         f
+    }
+
+    /// Makes every lookup of agent `id` panic, as a backend's bug would.
+    pub fn panicking_on(mut self, id: &str) -> Self {
+        self.panics_on = Some(id.to_owned());
+        self
     }
 
     /// Adds a record.
@@ -131,8 +140,14 @@ impl KeyBackend for Fake {
         &self.name
     }
 
+    #[allow(clippy::panic)]
     async fn lookup(&self, query: &Query) -> Result<Option<AgentRecord>, BackendError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        if let (Some(bad), Query::Id(id)) = (&self.panics_on, query) {
+            if bad == id.as_str() {
+                panic!("injected bug: the lookup of {bad} panics");
+            }
+        }
         let delay = self.delay();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;

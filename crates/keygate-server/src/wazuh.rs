@@ -6,15 +6,21 @@
 //! *open* (idle ones included), and this handler bounds *lookups in flight*
 //! with its own semaphore, taken only once a request has arrived. A client
 //! that connects and says nothing holds a connection slot for at most
-//! `read_timeout` and never a lookup slot, so it cannot delay an answer.
+//! `read_timeout` (less if a new connection needs it at the limit) and
+//! never a lookup slot, so it cannot delay an answer. A peer not in
+//! `allowed_uids`/`allowed_gids` is refused by the accept loop
+//! ([`Handler::allows`]) before it holds either.
 //!
-//! [`Wazuh::answer`] is the one place a request becomes a reply, with the
-//! peer's credentials at hand (for the access check, logs and audit).
+//! [`Wazuh::answer`] is the one place a request becomes a reply; a panic
+//! there (a backend's bug) is caught and answered 6, so it can never end an
+//! accepting thread.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures_util::FutureExt;
 use keygate_core::audit::Asked;
 use keygate_core::request::MAX_REQUEST_LEN;
 use keygate_core::{gateway, ErrorCode, KeyBackend, Reply, RequestError};
@@ -76,8 +82,8 @@ pub struct Wazuh {
 }
 
 impl Wazuh {
-    /// A handler serving `serving`, counting refused peers in `counters`
-    /// (the same counters the accept loop keeps).
+    /// A handler serving `serving`, counting panics in `counters` (the
+    /// same counters the accept loop keeps).
     pub fn new(
         serving: Arc<ArcSwap<Serving>>,
         settings: WazuhSettings,
@@ -92,22 +98,25 @@ impl Wazuh {
         }
     }
 
-    /// The reply to one request from `peer`.
-    pub async fn answer(&self, peer: Option<Peer>, request: &[u8]) -> Reply {
-        if !self.access.allows(peer.as_ref()) {
-            let refused = self.counters.count_refused_peer();
-            tracing::warn!(
-                uid = peer.map(|p| i64::from(p.uid)),
-                gid = peer.map(|p| i64::from(p.gid)),
-                pid = peer.and_then(|p| p.pid),
-                refused,
-                "Request refused: this peer is not in allowed_uids or allowed_gids."
-            );
-            return Reply::error(
-                ErrorCode::BadRequest,
-                "access denied: this client is not allowed to ask ([server] allowed_uids, allowed_gids)",
-            );
+    /// The reply to one request from an allowed peer (the accept loop
+    /// closed the others, see [`Handler::allows`]). A panic while
+    /// answering (a bug in a backend) is caught here: the request is
+    /// answered 6, and the panic logged and counted.
+    pub async fn answer(&self, request: &[u8]) -> Reply {
+        match AssertUnwindSafe(self.lookup(request)).catch_unwind().await {
+            Ok(reply) => reply,
+            Err(_) => {
+                let panics = self.counters.count_panic();
+                tracing::error!(panics, "Answering a request panicked (a bug); answered 6.");
+                Reply::error(
+                    ErrorCode::Internal,
+                    "internal error: answering this request failed unexpectedly (see keygate's log)",
+                )
+            }
         }
+    }
+
+    async fn lookup(&self, request: &[u8]) -> Reply {
         if request.len() > MAX_REQUEST_LEN {
             let e = RequestError::TooLong;
             return Reply::error(e.code(), e.to_string());
@@ -140,6 +149,28 @@ impl Wazuh {
 }
 
 impl Handler for Wazuh {
+    fn allows(&self, peer: Option<&Peer>) -> bool {
+        self.access.allows(peer)
+    }
+
+    /// A refused peer's connection is closed at accept, before it sends
+    /// anything: it is told why if its socket takes the reply at once, and
+    /// the refusal is in the audit trail (the accept loop counts and logs
+    /// it).
+    fn refusal(&self, peer: Option<Peer>) -> Vec<u8> {
+        let asked = Asked::socket(
+            peer.map(|p| p.uid),
+            peer.map(|p| p.gid),
+            peer.and_then(|p| p.pid),
+        );
+        asked
+            .refused(Reply::error(
+                ErrorCode::BadRequest,
+                "access denied: this client is not allowed to ask ([server] allowed_uids, allowed_gids)",
+            ))
+            .encode()
+    }
+
     async fn handle(&self, mut stream: Connection, peer: Option<Peer>) {
         // Room for more than the longest valid request, so oversized input
         // is seen as such rather than cut to something that parses.
@@ -157,11 +188,7 @@ impl Handler for Wazuh {
         {
             // Connect and close: Wazuh 3.x's health check. Nothing to say.
             Ok(Ok(0)) => return,
-            Ok(Ok(n)) => {
-                asked
-                    .answered(&buf[..n], self.answer(peer, &buf[..n]))
-                    .await
-            }
+            Ok(Ok(n)) => asked.answered(&buf[..n], self.answer(&buf[..n])).await,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "Read failed.");
                 return;
@@ -193,7 +220,6 @@ mod tests {
     use crate::server::{run, Limits};
     use keygate_testkit::Fake;
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     use std::path::{Path, PathBuf};
     use tokio::io::AsyncReadExt;
     use tokio::net::UnixStream;
@@ -242,6 +268,20 @@ mod tests {
             stop: Some(tx),
             task,
         }
+    }
+
+    /// What a refused peer reads: the connection is closed at accept, so
+    /// its request may not even be sent (the write's error is ignored).
+    async fn refused(path: &Path, req: &[u8]) -> serde_json::Value {
+        use tokio::io::AsyncWriteExt;
+        let mut s = UnixStream::connect(path).await.unwrap();
+        let _ = s.write_all(req).await;
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        serde_json::from_slice(&buf[..n]).unwrap()
     }
 
     async fn ask(path: &Path, req: &[u8]) -> serde_json::Value {
@@ -302,12 +342,12 @@ mod tests {
         assert_eq!(slow.calls(), 10);
     }
 
-    /// Idle connections at the open limit do not delay anyone: a connection
-    /// beyond `max_connections` is closed at once (no reply, no waiting for
-    /// the idle ones' read timeout) and counted; once a slot frees up a
-    /// real request is answered.
+    /// Idle connections at the open limit do not turn a request away:
+    /// with `max_connections` idle connections open, a request is answered
+    /// at once (no waiting for the idle ones' 30 s read timeout) in the
+    /// slot of the oldest idle connection, which is closed and counted.
     #[tokio::test]
-    async fn connections_beyond_the_limit_are_closed_at_once_and_counted() {
+    async fn idle_connections_at_the_limit_make_room_for_a_request() {
         let r = start(
             Fake::with("f", "001", "a"),
             3,
@@ -324,20 +364,49 @@ mod tests {
         while r.counters.open() < 3 {
             tokio::task::yield_now().await;
         }
-        let mut extra = UnixStream::connect(&r.path).await.unwrap();
-        let mut buf = [0u8; 64];
-        // Closed at once: EOF well before the 30 s read timeout.
-        let n = tokio::time::timeout(Duration::from_secs(10), extra.read(&mut buf))
+        let v = tokio::time::timeout(Duration::from_secs(10), ask(&r.path, b"id:001"))
             .await
-            .expect("the connection beyond the limit was kept waiting")
+            .expect("the request waited for the idle connections");
+        assert_eq!(v["error"], 0);
+        assert_eq!(r.counters.evicted_idle(), 1);
+        assert_eq!(r.counters.refused_at_limit(), 0);
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), idle[0].read(&mut buf))
+            .await
+            .expect("the oldest idle connection was left open")
             .unwrap_or(0);
-        assert_eq!(n, 0);
-        assert_eq!(r.counters.refused_at_limit(), 1);
-        drop(idle.pop());
-        while r.counters.open() > 2 {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(ask(&r.path, b"id:001").await["error"], 0);
+        assert_eq!(n, 0, "the oldest idle connection got a reply");
+    }
+
+    /// A backend's panic while answering is caught on every path (a lookup
+    /// answered on the accepting thread, as here from memory): the request
+    /// is answered 6 and counted, and the accepting threads go on. Three
+    /// panics per thread, then the next 100 requests are all answered.
+    #[test]
+    fn a_panicking_lookup_is_answered_6_and_the_socket_stays_served() {
+        let fake = Fake::with("f", "001", "a").panicking_on("666");
+        let serving = Arc::new(ArcSwap::from_pointee(Serving {
+            root: Arc::new(fake.clone()),
+            request_timeout: Duration::from_secs(5),
+        }));
+        let counters = Arc::new(Counters::default());
+        let handler = Arc::new(Wazuh::new(serving, settings(), counters.clone()));
+        let n = 2;
+        let threads = crate::test_support::Threads::start(handler, counters.clone(), 64, n);
+        threads.runtime.block_on(async {
+            for _ in 0..3 * n {
+                let v = ask(&threads.path, b"id:666").await;
+                assert_eq!(v["error"], 6, "{v}");
+                assert!(v.get("data").is_none(), "{v}");
+            }
+            for _ in 0..100 {
+                assert_eq!(ask(&threads.path, b"id:001").await["error"], 0);
+            }
+        });
+        assert_eq!(counters.panics(), 3 * n as u64);
+        assert_eq!(fake.calls(), 3 * n + 100);
+        assert!(threads.serving(), "the acceptors stopped");
+        threads.stop();
     }
 
     #[tokio::test]
@@ -385,24 +454,21 @@ mod tests {
     #[test]
     #[ignore = "run by only_allowed_uids_get_answers_root_is_refused as another uid"]
     fn child_client() {
-        let path = std::env::var("KEYGATE_TEST_CHILD_SOCKET").unwrap();
+        let path = crate::test_support::given_path();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let raw = rt
-            .block_on(crate::client::ask(
-                Path::new(&path),
-                b"id:001",
-                Duration::from_secs(5),
-            ))
+            .block_on(crate::client::ask(&path, b"id:001", Duration::from_secs(5)))
             .unwrap();
         println!("REPLY {}", String::from_utf8(raw).unwrap());
     }
 
     /// `allowed_uids = [65534]`: a client running as uid 65534 gets its
-    /// answer; root, whom the socket's mode admits, gets an error with no
-    /// data, is counted, and the backend is never asked.
+    /// answer; root, whom the socket's mode admits, is closed at accept
+    /// with an error and no data, is counted, never takes a slot, and the
+    /// backend is never asked.
     #[tokio::test(flavor = "multi_thread")]
     async fn only_allowed_uids_get_answers_root_is_refused() {
         assert_eq!(nix::unistd::geteuid().as_raw(), 0, "this test runs as root");
@@ -419,36 +485,18 @@ mod tests {
             },
         )
         .await;
-        let v = ask(&r.path, b"id:001").await;
+        let v = refused(&r.path, b"id:001").await;
         assert_eq!(v["error"], 3, "{v}");
         assert!(v.get("data").is_none(), "{v}");
         assert!(v["message"].as_str().unwrap().contains("access denied"));
         assert_eq!(r.counters.refused_peers(), 1);
+        assert_eq!(r.counters.accepted(), 0, "a refused peer took a slot");
         assert_eq!(fake.calls(), 0);
 
-        let path = r.path.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "wazuh::tests::child_client",
-                    "--ignored",
-                    "--nocapture",
-                ])
-                .env("KEYGATE_TEST_CHILD_SOCKET", &path)
-                .uid(NOBODY)
-                .gid(NOBODY)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let reply = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("REPLY "))
-            .unwrap_or_else(|| panic!("no reply from the child: {out:?}"));
-        let v: serde_json::Value = serde_json::from_str(reply).unwrap();
+        let reply =
+            crate::test_support::run_as("wazuh::tests::child_client", &r.path, NOBODY, "REPLY ")
+                .await;
+        let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
         assert_eq!(v["error"], 0, "{v}");
         assert_eq!(v["data"]["id"], "001");
         assert_eq!(r.counters.refused_peers(), 1);

@@ -10,6 +10,7 @@
 //!   `docker/compose.yaml` loads too.
 //! - [`daemon`]: the real `keygate` binary started on a config in a temp
 //!   dir, spoken to the way Wazuh does (socket and exec mode).
+//! - [`scrape`]: a daemon's `/metrics`, read as a scraper does.
 //! - [`repo_root`], [`fixture`], [`free_port`]: where fixtures are, and a
 //!   loopback port for a private server.
 //!
@@ -21,6 +22,7 @@
 
 pub mod daemon;
 pub mod redis;
+pub mod scrape;
 pub mod slapd;
 pub mod sql;
 
