@@ -47,9 +47,9 @@ fn valid_ip() -> impl Strategy<Value = String> {
 fn valid_record() -> impl Strategy<Value = AgentRecord> {
     (
         valid_id(),
-        "[A-Za-z0-9._-]{1,128}",
+        "[A-Za-z0-9._-]{1,127}",
         valid_ip(),
-        "[!-~]{1,128}",
+        "[!-~]{1,127}",
     )
         .prop_map(|(id, name, ip, key)| AgentRecord::parse(&id, &name, &ip, &key).unwrap())
 }

@@ -21,10 +21,17 @@ pub use address::{canonical, AddressKind, AgentAddress};
 
 use crate::Query;
 
-/// Most bytes an agent name may have.
-pub const MAX_NAME_LEN: usize = 128;
-/// Most bytes an agent key may have.
-pub const MAX_KEY_LEN: usize = 128;
+/// Most bytes an agent name may have. Wazuh reads client.keys back field
+/// by field into 128-byte buffers, copying at most 127 bytes of each
+/// (`KEYSIZE - 1`): a longer name or key is written whole by authd and
+/// read back cut by remoted and the agent, which then disagree.
+pub const MAX_NAME_LEN: usize = 127;
+/// Most bytes an agent key may have (see [`MAX_NAME_LEN`]).
+pub const MAX_KEY_LEN: usize = 127;
+
+/// The rule a name or key over [`MAX_NAME_LEN`] bytes breaks.
+const TOO_LONG: &str =
+    "longer than 127 bytes (Wazuh reads back at most 127 bytes of each client.keys field)";
 
 /// Which field of a record failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +80,15 @@ pub enum RecordError {
     IdMismatch {
         /// The id that was asked for.
         asked: String,
+    },
+    /// A valid record the Wazuh version keygate serves cannot take (an IPv6
+    /// ip before 4.4, which ends wazuh-authd): refused like a bad record.
+    #[error("Wazuh {version} {why}")]
+    NotForWazuh {
+        /// The version served.
+        version: crate::WazuhVersion,
+        /// What it cannot take and what would happen.
+        why: &'static str,
     },
     /// A record found by ip carries an address that does not contain it.
     #[error("record found for ip:{asked} carries an address that does not contain it")]
@@ -206,7 +222,7 @@ impl fmt::Debug for Text {
     }
 }
 
-/// An agent name: ASCII letters, digits, `-`, `_` and `.`, 1 to 128 bytes.
+/// An agent name: ASCII letters, digits, `-`, `_` and `.`, 1 to 127 bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AgentName(Text);
 
@@ -217,7 +233,7 @@ impl AgentName {
             return Err(RecordError::Missing(Field::Name));
         }
         if s.len() > MAX_NAME_LEN {
-            return Err(invalid(Field::Name, "longer than 128 bytes"));
+            return Err(invalid(Field::Name, TOO_LONG));
         }
         // `fold`, not `all`: without the early exit the check runs on many
         // bytes at once (names and keys are checked for every line of a
@@ -255,7 +271,7 @@ impl AgentName {
     }
 }
 
-/// An agent key: printable ASCII without whitespace, 1 to 128 bytes.
+/// An agent key: printable ASCII without whitespace, 1 to 127 bytes.
 ///
 /// The bytes are wiped when the value is dropped, and `Debug` never shows
 /// them.
@@ -269,7 +285,7 @@ impl AgentKey {
             return Err(RecordError::Missing(Field::Key));
         }
         if s.len() > MAX_KEY_LEN {
-            return Err(invalid(Field::Key, "longer than 128 bytes"));
+            return Err(invalid(Field::Key, TOO_LONG));
         }
         if !s.bytes().fold(true, |ok, b| ok & b.is_ascii_graphic()) {
             return Err(invalid(
@@ -447,7 +463,7 @@ mod tests {
 
     #[test]
     fn names_refuse_separators_quotes_and_non_ascii() {
-        let long = "a".repeat(129);
+        let long = "a".repeat(128);
         for bad in [
             "",
             "my agent",
@@ -464,16 +480,41 @@ mod tests {
         ] {
             assert!(AgentName::parse(bad).is_err(), "{bad:?}");
         }
-        assert!(AgentName::parse(&"a".repeat(128)).is_ok());
+        assert!(AgentName::parse(&"a".repeat(127)).is_ok());
+    }
+
+    /// Names and keys of 128 bytes are refused (Wazuh would read them back
+    /// cut to 127); 127 bytes pass.
+    #[test]
+    fn names_and_keys_of_128_bytes_are_refused() {
+        let rule = "longer than 127 bytes (Wazuh reads back at most 127 bytes of each client.keys field)";
+        let name = "n".repeat(128);
+        let key = "k".repeat(128);
+        assert_eq!(
+            AgentRecord::parse("001", &name, "any", "k"),
+            Err(RecordError::Invalid {
+                field: Field::Name,
+                rule
+            })
+        );
+        assert_eq!(
+            AgentRecord::parse("001", "web", "any", &key),
+            Err(RecordError::Invalid {
+                field: Field::Key,
+                rule
+            })
+        );
+        let ok = AgentRecord::parse("001", &name[..127], "any", &key[..127]).unwrap();
+        assert_eq!((ok.name.as_str().len(), ok.key.expose().len()), (127, 127));
     }
 
     #[test]
     fn keys_are_printable_without_whitespace() {
-        let long = "k".repeat(129);
+        let long = "k".repeat(128);
         for bad in ["", "a b", "a\tb", "a\nb", "a\0b", "ké", long.as_str()] {
             assert!(AgentKey::parse(bad).is_err(), "{bad:?}");
         }
-        assert!(AgentKey::parse(&"k".repeat(128)).is_ok());
+        assert!(AgentKey::parse(&"k".repeat(127)).is_ok());
         assert!(AgentKey::parse("a\"b\\c'%").is_ok());
     }
 
