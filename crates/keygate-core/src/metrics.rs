@@ -225,7 +225,11 @@ pub fn wazuh_insert(confirmed: bool) {
     if !recording() {
         return;
     }
-    let result = if confirmed { "confirmed" } else { "not_inserted" };
+    let result = if confirmed {
+        "confirmed"
+    } else {
+        "not_inserted"
+    };
     counter!(WAZUH_INSERTS, "result" => result).increment(1);
 }
 

@@ -487,7 +487,8 @@ mod tests {
     /// cut to 127); 127 bytes pass.
     #[test]
     fn names_and_keys_of_128_bytes_are_refused() {
-        let rule = "longer than 127 bytes (Wazuh reads back at most 127 bytes of each client.keys field)";
+        let rule =
+            "longer than 127 bytes (Wazuh reads back at most 127 bytes of each client.keys field)";
         let name = "n".repeat(128);
         let key = "k".repeat(128);
         assert_eq!(

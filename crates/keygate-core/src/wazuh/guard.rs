@@ -125,17 +125,25 @@ mod tests {
                 Reply::Error { code, message } => {
                     assert_eq!(code, ErrorCode::InvalidRecord, "{request}");
                     assert!(
-                        message.contains("Wazuh 3.13 cannot take an IPv6 address; its authd would exit"),
+                        message.contains(
+                            "Wazuh 3.13 cannot take an IPv6 address; its authd would exit"
+                        ),
                         "{request}: {message}"
                     );
                 }
                 other => panic!("{request}: {other:?}"),
             }
         }
-        assert!(matches!(answer(old.as_ref(), "id:008").await, Reply::Found(_)));
+        assert!(matches!(
+            answer(old.as_ref(), "id:008").await,
+            Reply::Found(_)
+        ));
         let inner = store();
         let new = VersionGuard::wrap(inner.clone(), "4.14".parse().unwrap());
-        assert!(Arc::ptr_eq(&new, &inner), "no layer for a version that takes IPv6");
+        assert!(
+            Arc::ptr_eq(&new, &inner),
+            "no layer for a version that takes IPv6"
+        );
         for request in ["id:006", "id:007", "id:008"] {
             assert!(
                 matches!(answer(new.as_ref(), request).await, Reply::Found(_)),
