@@ -5,9 +5,12 @@
 //! - [`index`]: one loaded version, indexed by id, host and network; the
 //!   address matching rules (most specific network wins).
 //! - [`watch`]: reading the file and re-reading it when it changes.
+//! - [`client_keys`]: the same reading, public, for a Wazuh manager's own
+//!   client.keys (what the daemon watches after answering).
 //! - here: the config and the backend, which swaps in each new version
 //!   atomically; a reload that fails keeps serving the last good data.
 
+pub mod client_keys;
 mod index;
 mod parse;
 #[cfg(test)]
