@@ -69,13 +69,20 @@ pub struct Daemon {
     /// The Wazuh socket's connection counters (open, refused at the limit,
     /// refused peers).
     pub counters: Arc<Counters>,
+    /// The watch on the manager's client.keys, in front of every stack.
+    inserts: Option<Arc<crate::inserts::InsertWatch>>,
 }
 
 impl Daemon {
-    fn new(config_path: &Path, config: Config, stack: Stack) -> Self {
+    fn new(
+        config_path: &Path,
+        config: Config,
+        stack: Stack,
+        inserts: Option<Arc<crate::inserts::InsertWatch>>,
+    ) -> Self {
         let admin = Admin::of(&stack);
         let serving = Serving {
-            root: stack.root,
+            root: crate::inserts::front(&inserts, stack.root),
             request_timeout: config.server.request_timeout,
         };
         Self {
@@ -84,6 +91,7 @@ impl Daemon {
             serving: Arc::new(ArcSwap::from_pointee(serving)),
             admin: ArcSwap::from_pointee(admin),
             counters: Arc::new(Counters::default()),
+            inserts,
         }
     }
 
@@ -124,7 +132,7 @@ impl Daemon {
         let kept = keep.is_some() && stack.cache.is_some();
         self.admin.store(Arc::new(Admin::of(&stack)));
         self.serving.store(Arc::new(Serving {
-            root: stack.root,
+            root: crate::inserts::front(&self.inserts, stack.root),
             request_timeout: config.server.request_timeout,
         }));
         let message = format!(
@@ -339,7 +347,8 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
         ..limits
     };
     let read_timeout = s.read_timeout;
-    let daemon = Arc::new(Daemon::new(config_path, config, stack));
+    let inserts = crate::inserts::for_config(&config.wazuh).await;
+    let daemon = Arc::new(Daemon::new(config_path, config, stack, inserts));
     metrics.map(|m| tokio::spawn(m.serve(daemon.clone())));
     let wazuh = Arc::new(Wazuh::new(
         daemon.serving.clone(),
