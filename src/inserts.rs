@@ -19,8 +19,9 @@
 //!
 //! The request path reads an index built when the file changes (a `stat`
 //! per poll on a background task, the file backend's parser to read it) and
-//! hands the record to the task through a bounded queue: a few hash lookups
-//! and no system call per answer.
+//! leaves the record in a list the task takes at its next poll (no channel:
+//! waking the task for every answer could wake a parked thread): a few hash
+//! lookups, a short lock and no system call per answer.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -34,7 +35,6 @@ use keygate_backends::file::client_keys::{file_version, ClientKeysFile, FileVers
 use keygate_core::backend::ListStream;
 use keygate_core::record::AddressKind;
 use keygate_core::{AgentRecord, BackendError, KeyBackend, Query};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Served agents waiting for confirmation; beyond this many, newly served
@@ -145,7 +145,8 @@ pub struct InsertWatch {
     within: Duration,
     poll: Duration,
     index: ArcSwap<Index>,
-    served: mpsc::Sender<AgentRecord>,
+    /// Answers given since the task last looked, at most [`MAX_PENDING`].
+    served: Mutex<Vec<AgentRecord>>,
     hostname: Option<String>,
     /// Agents warned about since the index was last read (a warning per
     /// agent per version of the file, not per retry of Wazuh's).
@@ -181,13 +182,12 @@ impl InsertWatch {
                 return None;
             }
         };
-        let (served, queue) = mpsc::channel(4096);
         let watch = Arc::new(Self {
             path: path.to_owned(),
             within,
             poll: (within / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)),
             index: ArcSwap::from_pointee(index),
-            served,
+            served: Mutex::new(Vec::new()),
             hostname,
             warned: Mutex::new(HashSet::new()),
             counts: Counts::default(),
@@ -197,7 +197,7 @@ impl InsertWatch {
             within_s = within.as_secs_f64(),
             "Watching the manager's client.keys to confirm inserts."
         );
-        tokio::spawn(run(Arc::downgrade(&watch), queue));
+        tokio::spawn(run(Arc::downgrade(&watch)));
         Some(watch)
     }
 
@@ -228,10 +228,17 @@ impl InsertWatch {
                 );
             }
         }
-        if self.served.try_send(record.clone()).is_err() {
+        let queued = match self.served.lock() {
+            Ok(mut served) if served.len() < MAX_PENDING => {
+                served.push(record.clone());
+                true
+            }
+            _ => false,
+        };
+        if !queued {
             tracing::debug!(
                 agent_id = record.id.as_str(),
-                "Insert confirmation queue full; this answer is not watched."
+                "Too many answers waiting for confirmation; this one is not watched."
             );
         }
     }
@@ -316,10 +323,10 @@ struct Pending {
     deadline: Instant,
 }
 
-/// The background task: takes served agents from the queue and, every
-/// poll, re-reads client.keys if it changed and settles what is pending.
+/// The background task: every poll, takes the agents served since the last
+/// one, re-reads client.keys if it changed and settles what is pending.
 /// Ends when the watch is dropped.
-async fn run(watch: Weak<InsertWatch>, mut queue: mpsc::Receiver<AgentRecord>) {
+async fn run(watch: Weak<InsertWatch>) {
     let Some((poll, within)) = watch.upgrade().map(|w| (w.poll, w.within)) else {
         return;
     };
@@ -327,33 +334,31 @@ async fn run(watch: Weak<InsertWatch>, mut queue: mpsc::Receiver<AgentRecord>) {
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            // What is queued is taken first: answers already given are
-            // pending before the file is looked at.
-            biased;
-            served = queue.recv() => {
-                let Some(record) = served else { return };
-                let id = record.id.as_str().to_owned();
-                let room = pending.len() < MAX_PENDING;
-                match pending.get_mut(&id) {
-                    // Asked again before Wazuh took it: the latest answer
-                    // is the one to find, by the first deadline.
-                    Some(p) => p.record = record,
-                    None if room => {
-                        let deadline = Instant::now() + within;
-                        pending.insert(id, Pending { record, deadline });
-                    }
-                    None => {}
+        tick.tick().await;
+        let Some(watch) = watch.upgrade() else { return };
+        let served = match watch.served.lock() {
+            Ok(mut served) => std::mem::take(&mut *served),
+            Err(_) => Vec::new(),
+        };
+        let now = Instant::now();
+        for record in served {
+            let id = record.id.as_str().to_owned();
+            let room = pending.len() < MAX_PENDING;
+            match pending.get_mut(&id) {
+                // Asked again before Wazuh took it: the latest answer is the
+                // one to find, by the first deadline.
+                Some(p) => p.record = record,
+                None if room => {
+                    let deadline = now + within;
+                    pending.insert(id, Pending { record, deadline });
                 }
+                None => {}
             }
-            _ = tick.tick() => {
-                let Some(watch) = watch.upgrade() else { return };
-                // The index is kept current for the conflict checks too.
-                watch.refresh().await;
-                if !pending.is_empty() {
-                    watch.settle(&mut pending, Instant::now());
-                }
-            }
+        }
+        // The index is kept current for the conflict checks too.
+        watch.refresh().await;
+        if !pending.is_empty() {
+            watch.settle(&mut pending, Instant::now());
         }
     }
 }

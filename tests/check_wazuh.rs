@@ -144,7 +144,7 @@ fn healthy_managers_of_3_13_4_3_and_4_14() {
         (
             "4.14",
             "enabled (<auth><key_request>, line 116)",
-            "<auth><force>: enabled yes, key_mismatch yes, disconnected_time 1h, after_registration_time 1h",
+            "enabled yes, key_mismatch yes, disconnected_time 1h, after_registration_time 1h (<auth><force>)",
             false,
         ),
     ] {

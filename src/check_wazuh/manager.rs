@@ -328,12 +328,14 @@ fn force(conf: &OssecConf, block: &KeyRequest, modern: bool) -> Finding {
             ..Force::default()
         },
     };
-    let mut line = format!("<auth><force>: {}", force.describe());
-    if conf.force.is_none()
-        && (conf.legacy_force_insert.is_some() || conf.legacy_force_time.is_some())
-    {
-        line.push_str(" (from the legacy <force_insert>/<force_time>)");
-    }
+    let legacy = conf.force.is_none()
+        && (conf.legacy_force_insert.is_some() || conf.legacy_force_time.is_some());
+    let from = if legacy {
+        "the legacy <auth><force_insert>/<force_time>"
+    } else {
+        "<auth><force>"
+    };
+    let mut line = format!("{} ({from})", force.describe());
     if block.force_insert.is_some() {
         line.push_str("; <force_insert> in the key request block is ignored since 4.4");
     }
