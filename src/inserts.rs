@@ -215,10 +215,12 @@ impl InsertWatch {
         let index = self.index.load();
         if let Some(conflict) = index.conflict(record, self.hostname.as_deref()) {
             keygate_core::audit::conflict(&conflict);
-            let first = self
-                .warned
-                .lock()
-                .map_or(true, |mut w| w.insert(record.id.as_str().to_owned()));
+            let first = self.warned.lock().map_or(true, |mut warned| {
+                if warned.len() >= MAX_PENDING {
+                    warned.clear();
+                }
+                warned.insert(record.id.as_str().to_owned())
+            });
             if first {
                 tracing::warn!(
                     agent_id = record.id.as_str(),

@@ -346,18 +346,18 @@ mod tests {
     #[tokio::test]
     async fn a_conflict_travels_with_the_answer() {
         conflict("ignored outside a request");
-        let ((), noted) = noted(async {
+        let ((), found) = noted(async {
             answered_by(Source::Cache);
             conflict("Duplicate name: agent 012 holds 'web-01'");
         })
         .await;
         assert_eq!(
-            noted.conflict.as_deref(),
+            found.conflict.as_deref(),
             Some("Duplicate name: agent 012 holds 'web-01'")
         );
-        assert_eq!(noted.source, Some(Source::Cache));
-        let ((), noted) = noted(async {}).await;
-        assert_eq!(noted.conflict, None);
+        assert_eq!(found.source, Some(Source::Cache));
+        let ((), nothing) = noted(async {}).await;
+        assert_eq!(nothing.conflict, None);
     }
 
     /// Our own process is recognised by name, with its real parent; an
