@@ -120,9 +120,8 @@ impl WazuhReport {
         for f in self.findings.iter().filter(|f| f.item == "version") {
             outln!("  {:<8} {}", f.level.label(), f.message);
         }
-        match &self.ossec_conf {
-            Some(path) => outln!("ossec.conf {path}:"),
-            None => {}
+        if let Some(path) = &self.ossec_conf {
+            outln!("ossec.conf {path}:");
         }
         for f in self.findings.iter().filter(|f| f.item != "version") {
             outln!("  {:<8} {}: {}", f.level.label(), f.item, f.message);
