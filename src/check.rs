@@ -1,7 +1,9 @@
 //! `keygate check`: validate the config and build the backends (every
 //! problem once, with its key path; "valid" only when both worked), warn
 //! about what will not work with the shipped Wazuh snippets, probe each
-//! backend; print a table; exit non-zero on any problem.
+//! backend; print a table, then what `check_wazuh` found about the manager
+//! served; exit non-zero on any problem. `--json` prints the same as one
+//! JSON document.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,13 +13,22 @@ use crate::out::outln;
 use crate::EX_CONFIG;
 
 /// Runs the check; returns its exit code.
-pub fn main(config_path: &Path) -> ExitCode {
+pub fn main(config_path: &Path, json: bool) -> ExitCode {
+    let invalid = |e: keygate_config::ConfigError| {
+        if json {
+            let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+            outln!(
+                "{}",
+                serde_json::json!({"config": config_path, "valid": false, "problems": problems})
+            );
+        } else {
+            outln!("{e}");
+        }
+        ExitCode::from(EX_CONFIG)
+    };
     let config = match keygate_config::load(config_path) {
         Ok(c) => c,
-        Err(e) => {
-            outln!("{e}");
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(e) => return invalid(e),
     };
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -33,27 +44,12 @@ pub fn main(config_path: &Path) -> ExitCode {
         let stack = match config.build_stack(None).await {
             Ok(s) => s,
             Err(problems) => {
-                let e = keygate_config::ConfigError {
+                return invalid(keygate_config::ConfigError {
                     source_path: Some(config_path.to_owned()),
                     problems,
-                };
-                outln!("{e}");
-                return ExitCode::from(EX_CONFIG);
+                });
             }
         };
-        outln!(
-            "config {}: valid, {} backend(s)",
-            config_path.display(),
-            config.backends.len()
-        );
-        outln!("metrics: {}", crate::metrics::destination(config.metrics));
-        outln!(
-            "audit:   {}",
-            crate::logging::audit_destination(&config.log)
-        );
-        for warning in config.warnings() {
-            outln!("warning: {warning}");
-        }
         let mut rows = vec![[
             "BACKEND".to_owned(),
             "TYPE".into(),
@@ -75,13 +71,64 @@ pub fn main(config_path: &Path) -> ExitCode {
             };
             rows.push([name.clone(), (*kind).to_owned(), status, latency, detail]);
         }
-        print_table(&rows);
+        let served = config.wazuh.served();
+        let wazuh = crate::check_wazuh::report(&config, config_path, &stack, &served).await;
+        let metrics = crate::metrics::destination(config.metrics);
+        let audit = crate::logging::audit_destination(&config.log);
+        // The socket's usual place matters only while Wazuh's own
+        // <socket> is unknown.
+        let warnings: Vec<String> = config
+            .warnings()
+            .iter()
+            .filter(|w| !(wazuh.socket_confirmed() && w.path == "server.socket"))
+            .map(ToString::to_string)
+            .collect();
+        if json {
+            let backends: Vec<_> = rows[1..]
+                .iter()
+                .map(|[name, kind, status, latency, detail]| {
+                    serde_json::json!({"name": name, "type": kind, "status": status, "latency": latency, "detail": detail})
+                })
+                .collect();
+            outln!(
+                "{}",
+                serde_json::json!({
+                    "config": config_path,
+                    "valid": true,
+                    "metrics": metrics,
+                    "audit": audit,
+                    "warnings": warnings,
+                    "backends": backends,
+                    "wazuh": wazuh,
+                })
+            );
+        } else {
+            outln!(
+                "config {}: valid, {} backend(s)",
+                config_path.display(),
+                config.backends.len()
+            );
+            outln!("metrics: {metrics}");
+            outln!("audit:   {audit}");
+            for warning in &warnings {
+                outln!("warning: {warning}");
+            }
+            print_table(&rows);
+            wazuh.print();
+        }
         // The loaded data is not freed one record at a time just before the
         // process ends: the kernel takes the pages back at exit anyway
         // (a 1,000,000-line client.keys took 40-50 ms of serial freeing).
         std::mem::forget(stack);
         if failed > 0 {
-            outln!("{failed} backend(s) failed");
+            if !json {
+                outln!("{failed} backend(s) failed");
+            }
+            ExitCode::FAILURE
+        } else if wazuh.failed() {
+            if !json {
+                outln!("Wazuh does not reach this keygate as configured (see ERROR above)");
+            }
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS

@@ -71,13 +71,20 @@ pub struct Daemon {
     /// The Wazuh socket's connection counters (open, refused at the limit,
     /// idle ones evicted, refused peers, panics while answering).
     pub counters: Arc<Counters>,
+    /// The watch on the manager's client.keys, in front of every stack.
+    inserts: Option<Arc<crate::inserts::InsertWatch>>,
 }
 
 impl Daemon {
-    fn new(config_path: &Path, config: Config, stack: Stack) -> Self {
+    fn new(
+        config_path: &Path,
+        config: Config,
+        stack: Stack,
+        inserts: Option<Arc<crate::inserts::InsertWatch>>,
+    ) -> Self {
         let admin = Admin::of(&stack);
         let serving = Serving {
-            root: stack.root,
+            root: crate::inserts::front(&inserts, stack.root),
             request_timeout: config.server.request_timeout,
         };
         Self {
@@ -86,6 +93,7 @@ impl Daemon {
             serving: Arc::new(ArcSwap::from_pointee(serving)),
             admin: ArcSwap::from_pointee(admin),
             counters: Arc::new(Counters::default()),
+            inserts,
         }
     }
 
@@ -140,7 +148,7 @@ impl Daemon {
         }
         self.admin.store(Arc::new(Admin::of(&stack)));
         self.serving.store(Arc::new(Serving {
-            root: stack.root,
+            root: crate::inserts::front(&self.inserts, stack.root),
             request_timeout: config.server.request_timeout,
         }));
         let message = format!(
@@ -354,7 +362,8 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
         ..limits
     };
     let read_timeout = s.read_timeout;
-    let daemon = Arc::new(Daemon::new(config_path, config, stack));
+    let inserts = crate::inserts::for_config(&config.wazuh).await;
+    let daemon = Arc::new(Daemon::new(config_path, config, stack, inserts));
     metrics.map(|m| tokio::spawn(m.serve(daemon.clone())));
     let wazuh = Arc::new(Wazuh::new(
         daemon.serving.clone(),

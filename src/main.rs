@@ -11,11 +11,13 @@
 //! `keygate check` validates the config and probes every backend.
 
 mod check;
+mod check_wazuh;
 mod control;
 mod daemon;
 mod exec;
 mod export;
 mod generate;
+mod inserts;
 mod list;
 mod logging;
 mod metrics;
@@ -72,9 +74,14 @@ enum Command {
         #[arg(hide = true, allow_hyphen_values = true, trailing_var_arg = true)]
         exec: Vec<String>,
     },
-    /// Validate the config, probe every backend, print a table; non-zero on
-    /// any problem.
-    Check,
+    /// Validate the config, probe every backend, print a table, then check
+    /// the Wazuh manager served (its version, its ossec.conf, the records it
+    /// will not take); non-zero on any problem.
+    Check {
+        /// Print JSON for scripts instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the running daemon to re-read its config; prints the problems and
     /// exits non-zero if the new config is refused.
     Reload,
@@ -172,7 +179,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Some(Command::Check) => check::main(&cli.config),
+        Some(Command::Check { json }) => check::main(&cli.config, json),
         Some(Command::Reload) => control::client(&cli.config, ControlRequest::Reload, Output::Text),
         Some(Command::Backends { json }) => {
             control::client(&cli.config, ControlRequest::Backends, output(json))

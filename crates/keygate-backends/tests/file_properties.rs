@@ -66,9 +66,9 @@ fn agents() -> impl Strategy<Value = Vec<AgentRecord>> {
     proptest::collection::vec(
         (
             3usize..=8,
-            "[A-Za-z0-9._-]{1,128}",
+            "[A-Za-z0-9._-]{1,127}",
             any::<u8>(),
-            "[!-~]{1,128}",
+            "[!-~]{1,127}",
         ),
         1..12,
     )

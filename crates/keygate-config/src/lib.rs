@@ -19,6 +19,7 @@ mod cache;
 #[cfg(test)]
 mod cache_tests;
 mod env;
+pub mod install;
 mod load;
 mod log;
 mod observe;
@@ -36,8 +37,10 @@ use std::time::Duration;
 
 pub use backends::{BackendEntry, BackendKind, BACKEND_TYPES, COMPILED_BACKEND_TYPES};
 pub use env::ENV_PREFIX;
+pub use install::{Installation, Served, VersionSource};
 pub use keygate_backends::Problem;
 use keygate_core::chain::{Action, ChainPolicy};
+use keygate_core::wazuh::VersionGuard;
 use keygate_core::{Breaker, CacheLayer, CacheSettings, Chain, Kept, KeyBackend, LatencyLayer};
 pub use load::{
     control_socket_of, daemon_access, load, load_str, sockets_of, ConfigError, DaemonAccess,
@@ -119,7 +122,8 @@ pub struct LogConfig {
 }
 
 /// The assembled backend stack:
-/// `Cache(Chain[Breaker(Latency(Timeout(backend))), ...])`.
+/// `VersionGuard(Cache(Chain[Breaker(Latency(Timeout(backend))), ...]))`,
+/// the guard only for a Wazuh version that refuses something (before 4.4).
 pub struct Stack {
     /// What the front ends ask: the cache (if enabled) around the chain.
     pub root: Arc<dyn KeyBackend>,
@@ -138,7 +142,9 @@ pub struct Stack {
 impl Config {
     /// Builds every backend and assembles the stack: each backend inside
     /// its timeout and breaker, all of them in one chain, the cache around
-    /// it. Fails only on problems a restart cannot fix (an unreadable
+    /// it, and around everything the guard that refuses what the Wazuh
+    /// version served cannot take (`[wazuh] version`, read from the
+    /// installation when `auto`). Fails only on problems a restart cannot fix (an unreadable
     /// password file); servers that are down are connected to later.
     ///
     /// `keep_cache`: the cache of the stack being replaced and what of it
@@ -187,6 +193,7 @@ impl Config {
             Some(c) => c.clone() as Arc<dyn KeyBackend>,
             None => chain,
         };
+        let root = VersionGuard::wrap(root, self.wazuh.served_version());
         Ok(Stack {
             root,
             backends,

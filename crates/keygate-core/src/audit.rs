@@ -47,19 +47,34 @@ impl Source {
     }
 }
 
+/// What the layers said about the lookup running in a task.
+#[derive(Default)]
+struct Noted {
+    /// What answered ([`answered_by`]).
+    source: Option<Source>,
+    /// Why Wazuh will probably refuse the agent served ([`conflict`]).
+    conflict: Option<Box<str>>,
+}
+
 tokio::task_local! {
-    static ANSWERED_BY: RefCell<Option<Source>>;
+    static NOTED: RefCell<Noted>;
 }
 
 /// Runs `lookup` and returns its output with what answered it, as said by
 /// the layers through [`answered_by`] (the last one to speak wins, so an
 /// outer layer such as the cache overrides what it wraps).
 pub async fn attributed<F: Future>(lookup: F) -> (F::Output, Option<Source>) {
-    ANSWERED_BY
-        .scope(RefCell::new(None), async move {
+    let (out, noted) = noted(lookup).await;
+    (out, noted.source)
+}
+
+/// Runs `lookup` and returns its output with everything the layers noted.
+async fn noted<F: Future>(lookup: F) -> (F::Output, Noted) {
+    NOTED
+        .scope(RefCell::new(Noted::default()), async move {
             let out = lookup.await;
-            let source = ANSWERED_BY.with(|s| s.borrow_mut().take());
-            (out, source)
+            let noted = NOTED.with(|n| std::mem::take(&mut *n.borrow_mut()));
+            (out, noted)
         })
         .await
 }
@@ -67,7 +82,15 @@ pub async fn attributed<F: Future>(lookup: F) -> (F::Output, Option<Source>) {
 /// Records what answered the lookup running in this task; nothing happens
 /// outside [`attributed`].
 pub fn answered_by(source: Source) {
-    let _ = ANSWERED_BY.try_with(|s| *s.borrow_mut() = Some(source));
+    let _ = NOTED.try_with(|n| n.borrow_mut().source = Some(source));
+}
+
+/// Records that Wazuh will probably refuse the agent being served, and
+/// why (another agent in client.keys holds its name or ip): the audit
+/// event carries it as `conflict`. Nothing happens outside a request
+/// being answered.
+pub fn conflict(reason: &str) {
+    let _ = NOTED.try_with(|n| n.borrow_mut().conflict = Some(reason.into()));
 }
 
 /// Which front end answered.
@@ -119,6 +142,9 @@ pub struct Answered<'a> {
     pub source: Option<&'a Source>,
     /// From the request's arrival to the reply.
     pub latency: Duration,
+    /// Why Wazuh will probably refuse the agent served, when keygate saw
+    /// a reason in the manager's client.keys.
+    pub conflict: Option<&'a str>,
 }
 
 /// Writes the audit event for `answer` and counts it in the metrics.
@@ -146,6 +172,7 @@ pub fn record(answer: &Answered<'_>) {
         agent_id,
         agent_name,
         latency_ms,
+        conflict = answer.conflict,
         "Key request answered."
     );
 }
@@ -199,20 +226,31 @@ impl Asked {
     /// parses) and returns the reply. The front end's whole answering path,
     /// refusals included, goes inside.
     pub async fn answered(&self, raw: &[u8], answering: impl Future<Output = Reply>) -> Reply {
-        let (reply, source) = attributed(answering).await;
+        let (reply, noted) = noted(answering).await;
         let query = Request::parse(raw).ok();
-        self.record(query.as_ref(), &reply, source.as_ref());
+        self.record(
+            query.as_ref(),
+            &reply,
+            noted.source.as_ref(),
+            noted.conflict.as_deref(),
+        );
         reply
     }
 
     /// Writes the audit event of a reply made before a request was read
     /// (a read timeout), and returns it.
     pub fn refused(&self, reply: Reply) -> Reply {
-        self.record(None, &reply, None);
+        self.record(None, &reply, None, None);
         reply
     }
 
-    fn record(&self, query: Option<&Query>, reply: &Reply, source: Option<&Source>) {
+    fn record(
+        &self,
+        query: Option<&Query>,
+        reply: &Reply,
+        source: Option<&Source>,
+        conflict: Option<&str>,
+    ) {
         record(&Answered {
             frontend: self.frontend,
             requester: self.requester,
@@ -220,6 +258,7 @@ impl Asked {
             reply,
             source,
             latency: self.started.elapsed(),
+            conflict,
         });
     }
 }
@@ -300,6 +339,25 @@ mod tests {
         assert_eq!(source.as_ref().map(Source::as_str), Some("stale"));
         let ((), source) = attributed(async {}).await;
         assert_eq!(source, None);
+    }
+
+    /// A conflict noted while answering travels with the answer; outside
+    /// a request nothing is noted and nothing panics.
+    #[tokio::test]
+    async fn a_conflict_travels_with_the_answer() {
+        conflict("ignored outside a request");
+        let ((), found) = noted(async {
+            answered_by(Source::Cache);
+            conflict("Duplicate name: agent 012 holds 'web-01'");
+        })
+        .await;
+        assert_eq!(
+            found.conflict.as_deref(),
+            Some("Duplicate name: agent 012 holds 'web-01'")
+        );
+        assert_eq!(found.source, Some(Source::Cache));
+        let ((), nothing) = noted(async {}).await;
+        assert_eq!(nothing.conflict, None);
     }
 
     /// Our own process is recognised by name, with its real parent; an

@@ -63,6 +63,13 @@ pub const REQUEST_PANICS: &str = "keygate_request_panics_total";
 pub const AUDIT_WRITE_FAILURES: &str = "keygate_audit_write_failures_total";
 /// Config reloads, by `result` (ok, failed).
 pub const CONFIG_RELOADS: &str = "keygate_config_reloads_total";
+/// Records refused because the Wazuh version served cannot take them, by
+/// `reason` (`ipv6`: an IPv6 ip before Wazuh 4.4).
+pub const WAZUH_REFUSED: &str = "keygate_wazuh_refused_total";
+/// Agents served and then looked for in the manager's client.keys, by
+/// `result`: `confirmed` (there with the key served) or `not_inserted`
+/// (not there within `[wazuh] insert_confirm_within`).
+pub const WAZUH_INSERTS: &str = "keygate_wazuh_inserts_total";
 /// Always 1, with the running `version` as a label.
 pub const BUILD_INFO: &str = "keygate_build_info";
 
@@ -159,6 +166,14 @@ pub fn describe() {
         "Audit events that could not be written."
     );
     describe_counter!(CONFIG_RELOADS, "Config reloads, by result.");
+    describe_counter!(
+        WAZUH_REFUSED,
+        "Records refused because the Wazuh version served cannot take them, by reason."
+    );
+    describe_counter!(
+        WAZUH_INSERTS,
+        "Served agents found in client.keys (confirmed) or not (not_inserted), by result."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for kind in TYPES {
@@ -292,6 +307,27 @@ pub fn connections(c: &Connections) {
         counter!(CONNECTIONS_REFUSED, "reason" => reason).absolute(n);
     }
     counter!(REQUEST_PANICS).absolute(c.panics);
+}
+
+/// Counts a record refused because the Wazuh version served cannot take it.
+pub fn wazuh_refused(reason: &'static str) {
+    if !recording() {
+        return;
+    }
+    counter!(WAZUH_REFUSED, "reason" => reason).increment(1);
+}
+
+/// Counts a served agent found in client.keys (`confirmed`) or not.
+pub fn wazuh_insert(confirmed: bool) {
+    if !recording() {
+        return;
+    }
+    let result = if confirmed {
+        "confirmed"
+    } else {
+        "not_inserted"
+    };
+    counter!(WAZUH_INSERTS, "result" => result).increment(1);
 }
 
 /// Counts a config reload.

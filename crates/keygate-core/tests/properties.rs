@@ -66,9 +66,9 @@ fn valid_ip() -> impl Strategy<Value = String> {
 fn valid_fields() -> impl Strategy<Value = [String; 4]> {
     (
         valid_id(),
-        "[A-Za-z0-9._-]{1,128}",
+        "[A-Za-z0-9._-]{1,127}",
         valid_ip(),
-        "[!-~]{1,128}",
+        "[!-~]{1,127}",
     )
         .prop_map(|(id, name, ip, key)| [id, name, ip, key])
 }

@@ -7,11 +7,14 @@
 //!   names them;
 //! - `http` (private): TLS, login, retries, concurrency;
 //! - [`Wazuh`]: the typed calls keygate makes;
-//! - [`sync`]: the plan (insert, replace, delete) and its application.
+//! - [`sync`]: the plan (insert, replace, delete) and its application;
+//! - [`ossec_conf`]: what a manager's ossec.conf says about key requests
+//!   (read by `keygate check`).
 
 pub mod api;
 mod client;
 mod http;
+pub mod ossec_conf;
 pub mod sync;
 
 use std::path::PathBuf;

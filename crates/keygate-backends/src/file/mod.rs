@@ -6,12 +6,15 @@
 //!   address matching rules (most specific network wins).
 //! - [`watch`]: reading the file (one consistent read) and re-reading it
 //!   when it changes.
+//! - [`client_keys`]: the same reading, public, for a Wazuh manager's own
+//!   client.keys (what the daemon watches after answering).
 //! - [`cell`]: CSV cells escaped against spreadsheet formulas, and read
 //!   back.
 //! - here: the config and the backend, which swaps in each new version
 //!   atomically; a reload that fails keeps serving the last good data.
 
 pub mod cell;
+pub mod client_keys;
 mod index;
 mod parse;
 #[cfg(test)]

@@ -4,11 +4,29 @@
 //! (`../shared/PROTOCOL.md`, "What Wazuh's own code does with an answer"):
 //! before 4.4 an IPv6 ip in an answer ends wazuh-authd, and 5.0 removes key
 //! polling altogether. The version is given in config (`[wazuh] version`) or
-//! read from the local installation; this type only says what a version
-//! can take.
+//! read from the local installation (keygate-config); this module says what
+//! a version can take ([`WazuhVersion::refuses`]), and [`VersionGuard`]
+//! refuses, at the top of the stack, what the version served cannot take.
+
+mod guard;
 
 use std::fmt;
 use std::str::FromStr;
+
+pub use guard::VersionGuard;
+
+use crate::{AgentAddress, AgentRecord, RecordError};
+
+/// Why Wazuh before 4.4 cannot take an IPv6 ip (after "Wazuh 3.13 ").
+pub const IPV6_EXITS: &str = "cannot take an IPv6 address; its authd would exit";
+
+/// Whether an address is IPv6 as Wazuh reads it: any address or network
+/// written with a `:` (IPv4-mapped ones such as `::ffff:192.168.7.7`, and
+/// `::/0`, included). Wazuh before 4.4 parses the text, not keygate's
+/// canonical form, and refuses all of them.
+pub fn is_ipv6(address: &AgentAddress) -> bool {
+    address.as_str().contains(':')
+}
 
 /// A Wazuh release, `major.minor[.patch]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -45,6 +63,17 @@ impl WazuhVersion {
     /// Whether this release still asks for agent keys (before 5.0).
     pub fn has_key_polling(&self) -> bool {
         self.major < Self::NO_KEY_POLLING_SINCE.major
+    }
+
+    /// Why this release cannot take `record`, if it cannot: an IPv6 ip
+    /// before 4.4 (Wazuh's `OS_AddKey` calls `merror_exit` on it and authd
+    /// ends). Used by the stack ([`VersionGuard`]) and by the commands that
+    /// report the store (`check`, `list`, `verify`).
+    pub fn refuses(&self, record: &AgentRecord) -> Option<RecordError> {
+        (!self.takes_ipv6() && is_ipv6(&record.ip)).then_some(RecordError::NotForWazuh {
+            version: *self,
+            why: IPV6_EXITS,
+        })
     }
 }
 
@@ -111,6 +140,28 @@ mod tests {
             "", "4", "4.", "4.x", "4.14.7.1", "3.7", "latest", "-4.1", "99999.1",
         ] {
             assert_eq!(bad.parse::<WazuhVersion>(), Err(VersionError), "{bad}");
+        }
+    }
+
+    /// Before 4.4 every ip written with a `:` is refused, IPv4-mapped
+    /// addresses and IPv6 networks included, with the reason; from 4.4 on
+    /// nothing is.
+    #[test]
+    fn ipv6_records_are_refused_before_4_4_only() {
+        let v = |s: &str| s.parse::<WazuhVersion>().unwrap();
+        let record = |ip: &str| AgentRecord::parse("006", "v6", ip, "k").unwrap();
+        for ip in ["2001:db8::6", "::ffff:192.168.7.7", "2001:db8::/64", "::/0"] {
+            let refused = v("3.13").refuses(&record(ip)).expect(ip);
+            assert_eq!(
+                refused.to_string(),
+                "Wazuh 3.13 cannot take an IPv6 address; its authd would exit"
+            );
+            assert!(v("4.3.11").refuses(&record(ip)).is_some(), "{ip}");
+            assert_eq!(v("4.4").refuses(&record(ip)), None, "{ip}");
+            assert_eq!(v("4.14").refuses(&record(ip)), None, "{ip}");
+        }
+        for ip in ["192.168.7.7", "10.0.0.0/8", "any", "0.0.0.0/0"] {
+            assert_eq!(v("3.13").refuses(&record(ip)), None, "{ip}");
         }
     }
 
