@@ -10,6 +10,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
+use crate::gate::{Write, WriteKind};
 use crate::{Agent, Response, State};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -34,24 +35,44 @@ pub(crate) async fn handle(state: &Arc<Mutex<State>>, request: Request<Incoming>
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let (response, write, delay) = answer(state, &method, &path, &query, &auth, &body);
+    if let Some(index) = write {
+        // The answer leaves after the delay, without holding the state:
+        // other requests meanwhile show up as overlapping writes.
+        tokio::time::sleep(delay).await;
+        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+        let finished = s.event();
+        if let Some(w) = s.timeline.get_mut(index) {
+            w.finished = finished;
+        }
+    }
+    response
+}
+
+/// The answer, under the state's lock; for a write, its place in the
+/// timeline and how long to hold its answer.
+fn answer(
+    state: &Arc<Mutex<State>>,
+    method: &Method,
+    path: &str,
+    query: &[(String, String)],
+    auth: &str,
+    body: &[u8],
+) -> (Response, Option<usize>, Duration) {
     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
-    s.log.push(match request_query(&query) {
+    let delay = s.write_delay;
+    s.log.push(match request_query(query) {
         q if q.is_empty() => format!("{method} {path}"),
         q => format!("{method} {path}?{q}"),
     });
-    if s.fail_429 > 0 {
-        s.fail_429 -= 1;
-        s.served_429 += 1;
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too Many Requests",
-            "Maximum number of requests per minute reached",
-            6001,
-        );
-    }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if method == Method::POST && segments == ["security", "user", "authenticate"] {
-        return authenticate(&mut s, &auth);
+    let authentication =
+        method == Method::POST && segments == ["security", "user", "authenticate"];
+    if let Some(answer) = s.gate(path, authentication) {
+        return (answer, None, delay);
+    }
+    if authentication {
+        return (authenticate(&mut s, auth), None, delay);
     }
     let token = auth.strip_prefix("Bearer ").unwrap_or("");
     let budget = s.token_budget;
@@ -62,25 +83,64 @@ pub(crate) async fn handle(state: &Arc<Mutex<State>>, request: Request<Incoming>
     {
         Some((_, used)) if budget.is_none_or(|b| *used < b) => *used += 1,
         _ => {
-            return error(
+            let e = error(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
                 "Invalid token",
                 401,
-            )
+            );
+            return (e, None, delay);
         }
     }
-    match (method, segments.as_slice()) {
-        (Method::GET, ["agents"]) => list(&s, &query),
-        (Method::GET, ["agents", id, "key"]) => key(&s, id),
-        (Method::POST, ["agents", "insert"]) => insert(&mut s, &query, &body),
-        (Method::DELETE, ["agents"]) => delete(&mut s, &query),
+    let write = write_kind(method, &segments, body).map(|kind| {
+        let started = s.event();
+        let ids = match kind {
+            WriteKind::Delete => param(query, "agents_list").unwrap_or("").to_owned(),
+            _ => serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|b| b.get("id").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_default(),
+        };
+        s.timeline.push(Write {
+            kind,
+            ids,
+            started,
+            finished: 0,
+        });
+        s.timeline.len() - 1
+    });
+    let response = match (method, segments.as_slice()) {
+        (&Method::GET, ["agents"]) => list(&s, query),
+        (&Method::GET, ["agents", id, "key"]) => key(&s, id),
+        (&Method::POST, ["agents", "insert"]) => insert(&mut s, query, body),
+        (&Method::DELETE, ["agents"]) => delete(&mut s, query),
         _ => error(
             StatusCode::NOT_FOUND,
             "Not Found",
             "The requested URL was not found on the server.",
             404,
         ),
+    };
+    (response, write, delay)
+}
+
+/// Which write a request is, if it is one.
+fn write_kind(method: &Method, segments: &[&str], body: &[u8]) -> Option<WriteKind> {
+    match (method, segments) {
+        (&Method::DELETE, ["agents"]) => Some(WriteKind::Delete),
+        (&Method::POST, ["agents", "insert"]) => {
+            let force = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|b| b.pointer("/force/enabled").and_then(Value::as_bool))
+                // The specification's default for `force.enabled`.
+                .unwrap_or(true);
+            Some(if force {
+                WriteKind::Replace
+            } else {
+                WriteKind::Insert
+            })
+        }
+        _ => None,
     }
 }
 
@@ -100,7 +160,7 @@ fn respond(status: StatusCode, body: Value) -> Response {
         .unwrap()
 }
 
-fn error(status: StatusCode, title: &str, detail: &str, code: i64) -> Response {
+pub(crate) fn error(status: StatusCode, title: &str, detail: &str, code: i64) -> Response {
     respond(
         status,
         json!({"title": title, "detail": detail, "error": code}),
@@ -199,12 +259,27 @@ fn list(s: &State, query: &[(String, String)]) -> Response {
             "select",
             "sort",
             "agents_list",
+            "q",
             "pretty",
             "wait_for_complete",
         ],
     ) {
         return r;
     }
+    // `q` filters before paging; the stand-in knows the one filter keygate
+    // sends (every agent but the manager).
+    let without_manager = match param(query, "q") {
+        None => false,
+        Some("id!=000") => true,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                "the stand-in supports q=id!=000 only",
+                400,
+            )
+        }
+    };
     let offset: usize = param(query, "offset")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
@@ -261,7 +336,9 @@ fn list(s: &State, query: &[(String, String)]) -> Response {
     match param(query, "agents_list") {
         Some(list) => {
             for id in list.split(',') {
-                if id == MANAGER.0 {
+                if id == MANAGER.0 && without_manager {
+                    continue;
+                } else if id == MANAGER.0 {
                     all.push(render(MANAGER.0, MANAGER.1, MANAGER.2));
                 } else if let Some(a) = s.agents.get(id) {
                     all.push(render(id, &a.name, &a.ip));
@@ -275,7 +352,9 @@ fn list(s: &State, query: &[(String, String)]) -> Response {
             all.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
         }
         None => {
-            all.push(render(MANAGER.0, MANAGER.1, MANAGER.2));
+            if !without_manager {
+                all.push(render(MANAGER.0, MANAGER.1, MANAGER.2));
+            }
             all.extend(s.agents.iter().map(|(id, a)| render(id, &a.name, &a.ip)));
         }
     }

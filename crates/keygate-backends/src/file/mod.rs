@@ -82,6 +82,28 @@ impl BackendSpec for FileConfig {
     }
 }
 
+/// Reads a Wazuh manager's client.keys with this backend's parser (one bad
+/// line costs only that line), for `keygate sync` to compare keys against
+/// without asking the API for each: its valid records. Removed agents and
+/// invalid lines are left out; an id on two lines is left out too (which
+/// line Wazuh uses is not for keygate to guess).
+pub fn read_client_keys(path: &Path) -> Result<Vec<AgentRecord>, String> {
+    let (_, snap) = load(path, FileFormat::ClientKeys)?;
+    let mut seen = std::collections::HashMap::new();
+    for entry in snap.entries() {
+        if let Ok(record) = &entry.record {
+            *seen.entry(record.id.as_str()).or_insert(0u32) += 1;
+        }
+    }
+    Ok(snap
+        .entries()
+        .iter()
+        .filter_map(|e| e.record.as_ref().ok())
+        .filter(|r| seen.get(r.id.as_str()) == Some(&1))
+        .cloned()
+        .collect())
+}
+
 /// How many invalid lines a load logs one by one.
 const LOGGED_INVALID_LINES: usize = 20;
 
