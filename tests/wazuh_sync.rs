@@ -702,7 +702,10 @@ fn deletes_then_replaces_then_inserts_never_overlap() {
     register(&standin, 1..=4);
     standin.put("090", "gone-1", "any", &key(90));
     standin.put("091", "gone-2", "any", &key(91));
-    standin.delay_writes(std::time::Duration::from_millis(200));
+    // Every write answered slowly, and one replace far more slowly: a
+    // phase that did not wait for all of its writes would overlap the next.
+    standin.delay_writes(std::time::Duration::from_millis(100));
+    standin.delay_write_of("001", std::time::Duration::from_millis(1500));
     // 001-004 get new keys (replaces), 005-010 are new (inserts).
     let keys: String = fleet(1..=10).replace(&key(1), &key(101)).replace(&key(2), &key(102));
     let keys = keys.replace(&key(3), &key(103)).replace(&key(4), &key(104));

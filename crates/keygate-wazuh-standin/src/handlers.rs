@@ -60,7 +60,7 @@ fn answer(
     body: &[u8],
 ) -> (Response, Option<usize>, Duration) {
     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
-    let delay = s.write_delay;
+    let mut delay = s.write_delay;
     s.log.push(match request_query(query) {
         q if q.is_empty() => format!("{method} {path}"),
         q => format!("{method} {path}?{q}"),
@@ -101,6 +101,8 @@ fn answer(
                 .and_then(|b| b.get("id").and_then(Value::as_str).map(str::to_owned))
                 .unwrap_or_default(),
         };
+        let slow = s.slow_writes.iter().find(|(i, _)| *i == ids).map(|(_, d)| *d);
+        delay = slow.unwrap_or(delay);
         s.timeline.push(Write {
             kind,
             ids,

@@ -90,6 +90,8 @@ pub struct State {
     pub timeline: Vec<Write>,
     /// How long each write waits before its answer leaves.
     pub write_delay: Duration,
+    /// Writes naming exactly these ids wait this long instead.
+    pub slow_writes: Vec<(String, Duration)>,
     window: Option<(Instant, usize)>,
     events: u64,
     user: String,
@@ -184,6 +186,12 @@ impl StandIn {
     /// Delays the answer of every write by `delay`.
     pub fn delay_writes(&self, delay: Duration) {
         self.state().write_delay = delay;
+    }
+
+    /// Delays the answer of the writes naming exactly `ids` (the insert's
+    /// id, or a delete's `agents_list`) by `delay`.
+    pub fn delay_write_of(&self, ids: &str, delay: Duration) {
+        self.state().slow_writes.push((ids.to_owned(), delay));
     }
 
     /// The registry as client.keys text (`ID NAME IP KEY` lines).
