@@ -243,7 +243,12 @@ fn ids(list: &[String]) -> String {
 fn failures(s: &mut String, title: &str, list: &[sync::Failure]) {
     s.push_str(&format!("  {title:<9} {:>6}\n", list.len()));
     for f in list.iter().take(SHOWN) {
-        s.push_str(&format!("    {} ({}): {}\n", f.id, f.action.as_str(), f.reason));
+        s.push_str(&format!(
+            "    {} ({}): {}\n",
+            f.id,
+            f.action.as_str(),
+            f.reason
+        ));
     }
     if list.len() > SHOWN {
         s.push_str(&format!(

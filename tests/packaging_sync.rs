@@ -165,7 +165,10 @@ fn postinst_dropin(groups: &[&str]) -> Option<Vec<String>> {
 /// `wazuh-manager` on 5.0, none (no drop-in) without Wazuh.
 #[test]
 fn postinst_dropin_names_only_existing_wazuh_groups() {
-    assert_eq!(postinst_dropin(&["wazuh", "keygate"]), Some(vec!["wazuh".into()]));
+    assert_eq!(
+        postinst_dropin(&["wazuh", "keygate"]),
+        Some(vec!["wazuh".into()])
+    );
     assert_eq!(
         postinst_dropin(&["wazuh-manager"]),
         Some(vec!["wazuh-manager".into()])
@@ -218,7 +221,8 @@ fn sync_unit_reads_its_config_as_its_user_and_groups() {
         .map(str::trim)
         .find(|l| l.starts_with("chmod ") && l.ends_with("\"$CONFIG\""))
         .expect("the postinst chmods the config");
-    let config_mode = u32::from_str_radix(chmod_line.split_whitespace().nth(1).unwrap(), 8).unwrap();
+    let config_mode =
+        u32::from_str_radix(chmod_line.split_whitespace().nth(1).unwrap(), 8).unwrap();
     assert_eq!(config_user, "root");
 
     // Numeric stand-ins for the names: the keygate user and each group.
@@ -250,7 +254,11 @@ fn sync_unit_reads_its_config_as_its_user_and_groups() {
     let etc = root.join("etc");
     std::fs::create_dir(&etc).unwrap();
     chmod(&etc, 0o755);
-    let store = format!("001 web-01 10.0.0.1 {}\n002 web-02 10.0.0.2 {}\n", key(1), key(2));
+    let store = format!(
+        "001 web-01 10.0.0.1 {}\n002 web-02 10.0.0.2 {}\n",
+        key(1),
+        key(2)
+    );
     std::fs::write(etc.join("client.keys"), store).unwrap();
     std::fs::write(etc.join("wazuh-api.pass"), "unit-pass\n").unwrap();
     standin.write_ca(&etc.join("ca.pem"));

@@ -263,11 +263,7 @@ fn sync_without_a_wazuh_section_exits_78() {
     .unwrap();
     let out = keygate(&config, &["sync"]);
     assert_eq!(out.status.code(), Some(78), "{}", text(&out));
-    assert!(
-        text(&out).contains("[wazuh] url"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("[wazuh] url"), "{}", text(&out));
 }
 
 /// export → verify on the written file reports no drift; the file has mode
@@ -540,13 +536,20 @@ fn prune_refuses_a_store_that_shrank() {
         "{all}"
     );
 
-    let out = setup.run(&["sync", "--apply", "--prune", "--max-delete", "180", "--json"]);
+    let out = setup.run(&[
+        "sync",
+        "--apply",
+        "--prune",
+        "--max-delete",
+        "180",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(standin.agents().len(), 120);
     let v = json(&out);
     assert_eq!(v["deleted"].as_array().unwrap().len(), 180);
     let backup = PathBuf::from(v["backup"].as_str().unwrap());
-    assert_eq!(setup.backups(), [backup.clone()]);
+    assert_eq!(setup.backups(), std::slice::from_ref(&backup));
     let saved = std::fs::read_to_string(&backup).unwrap();
     assert_eq!(saved, fleet(121..=300));
 }
@@ -688,7 +691,11 @@ fn a_replace_never_deletes_another_agent_unannounced() {
     let saved = std::fs::read_to_string(v["backup"].as_str().unwrap()).unwrap();
     assert_eq!(
         saved,
-        format!("001 alpha 10.0.0.1 {}\n002 beta 10.0.0.2 {}\n", key(1), key(2))
+        format!(
+            "001 alpha 10.0.0.1 {}\n002 beta 10.0.0.2 {}\n",
+            key(1),
+            key(2)
+        )
     );
 }
 
@@ -707,13 +714,19 @@ fn deletes_then_replaces_then_inserts_never_overlap() {
     standin.delay_writes(std::time::Duration::from_millis(100));
     standin.delay_write_of("001", std::time::Duration::from_millis(1500));
     // 001-004 get new keys (replaces), 005-010 are new (inserts).
-    let keys: String = fleet(1..=10).replace(&key(1), &key(101)).replace(&key(2), &key(102));
+    let keys: String = fleet(1..=10)
+        .replace(&key(1), &key(101))
+        .replace(&key(2), &key(102));
     let keys = keys.replace(&key(3), &key(103)).replace(&key(4), &key(104));
     let setup = Setup::new(&standin, &keys, PASSWORD);
     let out = setup.run(&["sync", "--apply", "--prune", "--max-delete", "2"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let timeline = standin.state().timeline.clone();
-    let of = |kind| timeline.iter().filter(move |w: &&keygate_wazuh_standin::Write| w.kind == kind);
+    let of = |kind| {
+        timeline
+            .iter()
+            .filter(move |w: &&keygate_wazuh_standin::Write| w.kind == kind)
+    };
     let last_end = |kind| of(kind).map(|w| w.finished).max().unwrap();
     let first_start = |kind| of(kind).map(|w| w.started).min().unwrap();
     assert!(
@@ -747,10 +760,18 @@ fn names_wazuh_refuses_fail_before_the_api() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["id"].as_str().unwrap().into(), f["reason"].as_str().unwrap().into()))
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().into(),
+                f["reason"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
-    assert!(reasons[0].1.contains("at least 2 characters"), "{reasons:?}");
+    assert!(
+        reasons[0].1.contains("at least 2 characters"),
+        "{reasons:?}"
+    );
     assert!(reasons[1].1.contains("starting with '.'"), "{reasons:?}");
     assert_eq!(standin.agents().len(), 3);
     let timeline = standin.state().timeline.clone();

@@ -66,8 +66,7 @@ fn answer(
         q => format!("{method} {path}?{q}"),
     });
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let authentication =
-        method == Method::POST && segments == ["security", "user", "authenticate"];
+    let authentication = method == Method::POST && segments == ["security", "user", "authenticate"];
     if let Some(answer) = s.gate(path, authentication) {
         return (answer, None, delay);
     }
@@ -101,7 +100,11 @@ fn answer(
                 .and_then(|b| b.get("id").and_then(Value::as_str).map(str::to_owned))
                 .unwrap_or_default(),
         };
-        let slow = s.slow_writes.iter().find(|(i, _)| *i == ids).map(|(_, d)| *d);
+        let slow = s
+            .slow_writes
+            .iter()
+            .find(|(i, _)| *i == ids)
+            .map(|(_, d)| *d);
         delay = slow.unwrap_or(delay);
         s.timeline.push(Write {
             kind,

@@ -274,7 +274,8 @@ struct ChangeAfterFirstDelete<'a> {
 impl Progress for ChangeAfterFirstDelete<'_> {
     fn stage(&self, name: &str, _: Option<u64>) {
         use std::sync::atomic::Ordering;
-        self.deleting.store(name.starts_with("deleting"), Ordering::SeqCst);
+        self.deleting
+            .store(name.starts_with("deleting"), Ordering::SeqCst);
     }
     fn advance(&self, _: u64) {
         use std::sync::atomic::Ordering;
@@ -303,12 +304,18 @@ async fn a_registry_that_changes_while_applying_stops_the_deletes() {
         deleting: false.into(),
         done: false.into(),
     };
-    let report = sync::run(&wazuh, store.list(), &opts, &progress).await.unwrap();
+    let report = sync::run(&wazuh, store.list(), &opts, &progress)
+        .await
+        .unwrap();
     assert_eq!(report.deleted, ["010", "011", "012"]);
     assert_eq!(report.deletes_skipped.len(), 4, "{report:?}");
     assert!(report.is_failure());
     assert!(
-        report.deletes_skipped_reason.as_deref().unwrap().contains("015"),
+        report
+            .deletes_skipped_reason
+            .as_deref()
+            .unwrap()
+            .contains("015"),
         "{report:?}"
     );
     let agents = standin.agents();

@@ -29,7 +29,9 @@ use crate::Wazuh;
 pub(crate) fn calls(plan: &Plan, options: &Options) -> u64 {
     let unknown = backup_ids(plan)
         .iter()
-        .filter(|id| !plan.known_lines.contains_key(*id) && known_in_file(plan, options, id).is_none())
+        .filter(|id| {
+            !plan.known_lines.contains_key(*id) && known_in_file(plan, options, id).is_none()
+        })
         .count() as u64;
     let batches = plan.deletes.len().div_ceil(options.batch.max(1)) as u64;
     unknown + 2 * batches + plan.changes.len() as u64
@@ -90,7 +92,10 @@ pub(crate) async fn apply(
                 ))
             });
         if let Some(reason) = check {
-            report.deletes_skipped = batches[n..].iter().flat_map(|c| c.iter().cloned()).collect();
+            report.deletes_skipped = batches[n..]
+                .iter()
+                .flat_map(|c| c.iter().cloned())
+                .collect();
             report.deletes_skipped_reason = Some(reason);
             break;
         }
@@ -126,8 +131,9 @@ pub(crate) async fn apply(
         progress.advance(chunk.len() as u64);
     }
 
-    let (replaces, inserts): (Vec<Change>, Vec<Change>) =
-        changes.into_iter().partition(|c| c.action == Action::Replace);
+    let (replaces, inserts): (Vec<Change>, Vec<Change>) = changes
+        .into_iter()
+        .partition(|c| c.action == Action::Replace);
     for (stage, phase) in [("replacing", replaces), ("inserting", inserts)] {
         progress.stage(stage, Some(phase.len() as u64));
         let results: Vec<(Action, String, Result<(), String>)> = stream::iter(phase)
@@ -136,7 +142,10 @@ pub(crate) async fn apply(
                     Action::Replace => Force::replace(),
                     _ => Force::disabled(),
                 };
-                let result = wazuh.insert(&record, force).await.map_err(|e| e.to_string());
+                let result = wazuh
+                    .insert(&record, force)
+                    .await
+                    .map_err(|e| e.to_string());
                 progress.advance(1);
                 (action, record.id.as_str().to_owned(), result)
             })
@@ -189,7 +198,13 @@ async fn backup_lines(
                 "cannot read agent {id}'s line for the backup: {e}; nothing was changed"
             ))
         })?;
-        let text = format!("{} {} {} {}", line.id, line.name, line.ip, line.key.as_str());
+        let text = format!(
+            "{} {} {} {}",
+            line.id,
+            line.name,
+            line.ip,
+            line.key.as_str()
+        );
         lines.push((id.to_owned(), Zeroizing::new(text)));
     }
     lines.sort_by(|a, b| a.0.cmp(&b.0));

@@ -147,6 +147,9 @@ mod tests {
             kept: 1,
         };
         let e = backups.write(&[]).unwrap_err();
-        assert!(e.contains("cannot create") && e.contains("nothing was changed"), "{e}");
+        assert!(
+            e.contains("cannot create") && e.contains("nothing was changed"),
+            "{e}"
+        );
     }
 }

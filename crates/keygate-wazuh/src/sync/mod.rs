@@ -141,8 +141,8 @@ where
     };
     let plan = plan::plan(wazuh, store, options, &mut report, progress).await?;
     report.apply_calls = apply::calls(&plan, options);
-    report.apply_seconds = (wazuh.pace() * u32::try_from(report.apply_calls).unwrap_or(u32::MAX))
-        .as_secs();
+    report.apply_seconds =
+        (wazuh.pace() * u32::try_from(report.apply_calls).unwrap_or(u32::MAX)).as_secs();
     if options.apply && report.refused.is_none() {
         report.applied = true;
         apply::apply(wazuh, plan, options, &mut report, progress).await?;

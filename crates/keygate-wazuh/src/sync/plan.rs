@@ -23,8 +23,8 @@ use futures_util::stream::{self, Stream, StreamExt};
 use keygate_core::{AgentRecord, BackendError, Listed};
 use zeroize::Zeroizing;
 
-use super::{api_refusal, Options, Progress, SyncError};
 use super::report::{Action, Displaced, Failure, Invalid, Report};
+use super::{api_refusal, Options, Progress, SyncError};
 use crate::{Registered, Registry, Wazuh};
 
 /// A replace or an insert.
@@ -148,7 +148,13 @@ where
             {
                 report.unchanged += 1;
             } else {
-                let text = format!("{} {} {} {}", line.id, line.name, line.ip, line.key.as_str());
+                let text = format!(
+                    "{} {} {} {}",
+                    line.id,
+                    line.name,
+                    line.ip,
+                    line.key.as_str()
+                );
                 known_lines.insert(line.id.clone(), Zeroizing::new(text));
                 changes.push(Change {
                     action: Action::Replace,
@@ -279,64 +285,76 @@ fn verdicts(
     changes: &[Change],
     prune: bool,
 ) -> Vec<Result<Vec<Displaced>, String>> {
-        let changing: HashMap<&str, &AgentRecord> = changes
-            .iter()
-            .map(|c| (c.record.id.as_str(), &c.record))
-            .collect();
-        let mut claimed_name: HashMap<&str, &str> = HashMap::new();
-        let mut claimed_ip: HashMap<&str, &str> = HashMap::new();
-        let mut verdicts: Vec<Result<Vec<Displaced>, String>> = Vec::new();
-        for change in changes.iter() {
-            let (id, name, ip) = (
-                change.record.id.as_str(),
-                change.record.name.as_str(),
-                change.record.ip.as_str(),
-            );
-            let mut verdict = Ok(Vec::new());
-            if let Some(other) = claimed_name.insert(name, id) {
-                verdict = Err(format!("the store gives agent {other} the same name '{name}'"));
-            } else if ip != "any" {
-                if let Some(other) = claimed_ip.insert(ip, id) {
-                    verdict = Err(format!("the store gives agent {other} the same address {ip}"));
-                }
+    let changing: HashMap<&str, &AgentRecord> = changes
+        .iter()
+        .map(|c| (c.record.id.as_str(), &c.record))
+        .collect();
+    let mut claimed_name: HashMap<&str, &str> = HashMap::new();
+    let mut claimed_ip: HashMap<&str, &str> = HashMap::new();
+    let mut verdicts: Vec<Result<Vec<Displaced>, String>> = Vec::new();
+    for change in changes.iter() {
+        let (id, name, ip) = (
+            change.record.id.as_str(),
+            change.record.name.as_str(),
+            change.record.ip.as_str(),
+        );
+        let mut verdict = Ok(Vec::new());
+        if let Some(other) = claimed_name.insert(name, id) {
+            verdict = Err(format!(
+                "the store gives agent {other} the same name '{name}'"
+            ));
+        } else if ip != "any" {
+            if let Some(other) = claimed_ip.insert(ip, id) {
+                verdict = Err(format!(
+                    "the store gives agent {other} the same address {ip}"
+                ));
             }
-            let holders = by_name.get(name).into_iter().flatten().map(|x| (*x, "name", name));
-            let ip_holders = by_ip.get(ip).into_iter().flatten().map(|x| (*x, "address", ip));
-            for (holder, what, value) in holders.chain(ip_holders) {
-                let Ok(displaced) = &mut verdict else { break };
-                if holder == id || displaced.iter().any(|d: &Displaced| d.id == holder) {
-                    continue;
-                }
-                if store_ids.contains(holder) {
-                    match changing.get(holder) {
-                        // It gives the name or address up in this run.
-                        Some(r) if r.name.as_str() != name && (ip == "any" || r.ip.as_str() != ip) => {}
-                        Some(_) => {
-                            verdict = Err(format!(
-                                "the store gives agent {holder} the same {what} {value}"
-                            ))
-                        }
-                        None => {
-                            verdict = Err(format!(
-                                "agent {holder} holds the same {what} {value} in the manager, \
-                                 and the store keeps it"
-                            ))
-                        }
+        }
+        let holders = by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|x| (*x, "name", name));
+        let ip_holders = by_ip
+            .get(ip)
+            .into_iter()
+            .flatten()
+            .map(|x| (*x, "address", ip));
+        for (holder, what, value) in holders.chain(ip_holders) {
+            let Ok(displaced) = &mut verdict else { break };
+            if holder == id || displaced.iter().any(|d: &Displaced| d.id == holder) {
+                continue;
+            }
+            if store_ids.contains(holder) {
+                match changing.get(holder) {
+                    // It gives the name or address up in this run.
+                    Some(r) if r.name.as_str() != name && (ip == "any" || r.ip.as_str() != ip) => {}
+                    Some(_) => {
+                        verdict = Err(format!(
+                            "the store gives agent {holder} the same {what} {value}"
+                        ))
                     }
-                } else if prune {
-                    displaced.push(Displaced {
-                        id: holder.to_owned(),
-                        by: id.to_owned(),
-                    });
-                } else {
-                    verdict = Err(format!(
-                        "the manager would remove agent {holder} (it holds the same {what} {value}), \
+                    None => {
+                        verdict = Err(format!(
+                            "agent {holder} holds the same {what} {value} in the manager, \
+                                 and the store keeps it"
+                        ))
+                    }
+                }
+            } else if prune {
+                displaced.push(Displaced {
+                    id: holder.to_owned(),
+                    by: id.to_owned(),
+                });
+            } else {
+                verdict = Err(format!(
+                    "the manager would remove agent {holder} (it holds the same {what} {value}), \
                          which is not in the store: --prune deletes it, counted against \
                          --max-delete and backed up first"
-                    ));
-                }
+                ));
             }
-            verdicts.push(verdict);
         }
-        verdicts
+        verdicts.push(verdict);
+    }
+    verdicts
 }
