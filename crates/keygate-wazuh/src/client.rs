@@ -60,6 +60,19 @@ pub struct KeyLine {
     pub key: Zeroizing<String>,
 }
 
+impl KeyLine {
+    /// The line as client.keys holds it, `ID NAME IP KEY`.
+    pub fn text(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!(
+            "{} {} {} {}",
+            self.id,
+            self.name,
+            self.ip,
+            self.key.as_str()
+        ))
+    }
+}
+
 impl Wazuh {
     /// A client; nothing is sent until the first call.
     pub fn new(settings: Settings) -> Result<Self, Error> {

@@ -198,14 +198,7 @@ async fn backup_lines(
                 "cannot read agent {id}'s line for the backup: {e}; nothing was changed"
             ))
         })?;
-        let text = format!(
-            "{} {} {} {}",
-            line.id,
-            line.name,
-            line.ip,
-            line.key.as_str()
-        );
-        lines.push((id.to_owned(), Zeroizing::new(text)));
+        lines.push((id.to_owned(), line.text()));
     }
     lines.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(lines.into_iter().map(|(_, l)| l).collect())

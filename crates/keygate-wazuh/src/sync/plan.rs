@@ -148,14 +148,7 @@ where
             {
                 report.unchanged += 1;
             } else {
-                let text = format!(
-                    "{} {} {} {}",
-                    line.id,
-                    line.name,
-                    line.ip,
-                    line.key.as_str()
-                );
-                known_lines.insert(line.id.clone(), Zeroizing::new(text));
+                known_lines.insert(line.id.clone(), line.text());
                 changes.push(Change {
                     action: Action::Replace,
                     record,
