@@ -24,6 +24,24 @@ use super::{Options, Progress, SyncError};
 use crate::api::{Force, AGENT_DOES_NOT_EXIST};
 use crate::Wazuh;
 
+/// A progress display whose stage names carry what applying costs (the
+/// calls and the time at the pace), so the bar shows it.
+pub(crate) struct WithBudget<'a> {
+    pub inner: &'a dyn Progress,
+    pub budget: String,
+}
+
+impl Progress for WithBudget<'_> {
+    fn stage(&self, name: &str, total: Option<u64>) {
+        self.inner
+            .stage(&format!("{name} (applying: {})", self.budget), total);
+    }
+
+    fn advance(&self, n: u64) {
+        self.inner.advance(n);
+    }
+}
+
 /// The API calls applying `plan` takes: backup key reads, a look and a
 /// delete per batch of deletes, one call per replace and insert.
 pub(crate) fn calls(plan: &Plan, options: &Options) -> u64 {

@@ -145,7 +145,17 @@ where
         (wazuh.pace() * u32::try_from(report.apply_calls).unwrap_or(u32::MAX)).as_secs();
     if options.apply && report.refused.is_none() {
         report.applied = true;
-        apply::apply(wazuh, plan, options, &mut report, progress).await?;
+        let per_minute = 60_000 / wazuh.pace().as_millis().max(1);
+        let budget = format!(
+            "{} API calls, about {} at {per_minute}/min",
+            report.apply_calls,
+            humantime::format_duration(std::time::Duration::from_secs(report.apply_seconds))
+        );
+        let progress = apply::WithBudget {
+            inner: progress,
+            budget,
+        };
+        apply::apply(wazuh, plan, options, &mut report, &progress).await?;
     } else {
         for change in plan.changes {
             let id = change.record.id.as_str().to_owned();
