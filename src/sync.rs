@@ -23,6 +23,7 @@ use crate::store::Store;
 
 /// `keygate sync` options.
 #[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
 pub struct Args {
     /// Make the changes (without it, print the plan and change nothing).
     /// Before the first change, the manager's lines for every agent to be
@@ -48,6 +49,21 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 }
+
+/// The rest of `keygate sync --help` (and of its man page).
+const AFTER_HELP: &str = "\
+The [wazuh] keys of a run (docs/configuration.md, docs/sync.md):
+  url, user, password_file | password_env | password_credential  the API (required)
+  max_delete               most deletes a run may make (default: 10 % of the manager's agents, at least 1)
+  backup_dir               backups before every change (default /var/lib/keygate/backups)
+  backups_kept             backup files kept (default 30)
+  client_keys              the manager's client.keys, to compare keys without an API call each
+                           (default: the first readable of /var/ossec/etc/client.keys and
+                           /var/wazuh-manager/etc/client.keys)
+  max_requests_per_minute  pace of every API call but authentication (default 100)
+Exit codes: 0 done or nothing to do; 1 a change failed or conflicts, the plan was refused,
+prune or deletes were skipped, or the store or the API failed; 2 dry run with changes
+pending; 64 usage; 78 configuration.";
 
 /// Ids per delete call, and store records compared at a time.
 const BATCH: usize = 500;

@@ -816,3 +816,37 @@ fn no_change_without_a_backup_and_old_backups_are_removed() {
     assert_eq!(mode(&backups[1]), 0o600);
     assert_eq!(mode(&setup.path("backups")), 0o700);
 }
+
+/// `keygate sync --help` (the man page's source) and docs/sync.md name
+/// every flag and `[wazuh]` key of a run, with its default.
+#[test]
+fn sync_help_and_docs_document_every_flag_and_key_with_its_default() {
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["sync", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/sync.md"),
+    )
+    .unwrap();
+    for text in [&*help, &*docs] {
+        for want in [
+            "--apply",
+            "--prune",
+            "--max-delete",
+            "10 % of the manager's agents",
+            "max_delete",
+            "backup_dir",
+            "/var/lib/keygate/backups",
+            "backups_kept",
+            "30",
+            "client_keys",
+            "/var/wazuh-manager/etc/client.keys",
+            "max_requests_per_minute",
+            "100",
+        ] {
+            assert!(text.contains(want), "{want:?} missing in:\n{text}");
+        }
+    }
+}
