@@ -1,8 +1,10 @@
-//! The endpoints, one function each, answering as the specification says.
+//! The dispatch of every request (the log, the gate, the token, the
+//! timeline of writes) and the endpoints that read: authenticate, list,
+//! key; the writes are in `writes`. Each answers as the specification says.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use http_body_util::{BodyExt, Full};
@@ -11,10 +13,11 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use crate::gate::{Write, WriteKind};
-use crate::{Agent, Response, State};
+use crate::writes::{delete, insert};
+use crate::{Response, State};
 
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-const MANAGER: (&str, &str, &str) = ("000", "wazuh-manager", "127.0.0.1");
+pub(crate) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+pub(crate) const MANAGER: (&str, &str, &str) = ("000", "wazuh-manager", "127.0.0.1");
 
 pub(crate) async fn handle(state: &Arc<Mutex<State>>, request: Request<Incoming>) -> Response {
     let method = request.method().clone();
@@ -157,7 +160,7 @@ fn request_query(query: &[(String, String)]) -> String {
         .join("&")
 }
 
-fn respond(status: StatusCode, body: Value) -> Response {
+pub(crate) fn respond(status: StatusCode, body: Value) -> Response {
     hyper::Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -203,7 +206,7 @@ fn authenticate(s: &mut State, auth: &str) -> Response {
 }
 
 /// Refuses any parameter the endpoint does not define, as the API does.
-fn check_params(query: &[(String, String)], allowed: &[&str]) -> Option<Response> {
+pub(crate) fn check_params(query: &[(String, String)], allowed: &[&str]) -> Option<Response> {
     query
         .iter()
         .find(|(k, _)| !allowed.contains(&k.as_str()))
@@ -217,14 +220,14 @@ fn check_params(query: &[(String, String)], allowed: &[&str]) -> Option<Response
         })
 }
 
-fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
     query
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
 
-fn items(
+pub(crate) fn items(
     affected: Vec<Value>,
     total: usize,
     failed: BTreeMap<(i64, String), Vec<String>>,
@@ -251,7 +254,7 @@ fn items(
     })
 }
 
-fn not_found() -> (i64, String) {
+pub(crate) fn not_found() -> (i64, String) {
     (1701, "Agent does not exist".to_owned())
 }
 
@@ -387,189 +390,4 @@ fn key(s: &State, id: &str) -> Response {
             respond(StatusCode::OK, items(Vec::new(), 0, failed))
         }
     }
-}
-
-/// `1h`, `30m`, `0s`, `7d`, or plain seconds.
-fn duration(text: &str) -> Option<Duration> {
-    let (digits, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = digits.parse().ok()?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return None,
-    };
-    Some(Duration::from_secs(n * scale))
-}
-
-fn insert(s: &mut State, query: &[(String, String)], body: &[u8]) -> Response {
-    if let Some(r) = check_params(query, &["pretty", "wait_for_complete"]) {
-        return r;
-    }
-    let bad = |detail: &str| error(StatusCode::BAD_REQUEST, "Bad Request", detail, 400);
-    let Ok(body) = serde_json::from_slice::<Value>(body) else {
-        return bad("Invalid JSON body");
-    };
-    let text = |k: &str| body.get(k).and_then(Value::as_str);
-    let (Some(id), Some(name), Some(ip), Some(key)) =
-        (text("id"), text("name"), text("ip"), text("key"))
-    else {
-        return bad("id, name, ip and key are required strings here");
-    };
-    if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return bad("'key' is not a 'wazuh_key': exactly 64 alphanumeric characters are required");
-    }
-    if id.len() < 3 || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return bad("'id' is not a 'numbers' of at least 3 digits");
-    }
-    if id == MANAGER.0 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Bad Request",
-            "Operation not allowed on the manager",
-            1703,
-        );
-    }
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        return bad("'name' is not a 'names'");
-    }
-    if ip != "any" && ip.parse::<std::net::IpAddr>().is_err() && !ip.contains('/') {
-        return bad("'ip' is not an IP address, a network or 'any'");
-    }
-    // The specification's defaults for `force`.
-    let force = body.get("force");
-    let flag = |v: Option<&Value>, default: bool| v.and_then(Value::as_bool).unwrap_or(default);
-    let enabled = flag(force.and_then(|f| f.get("enabled")), true);
-    let disconnected = force.and_then(|f| f.get("disconnected_time"));
-    let disconnected_enabled = flag(disconnected.and_then(|d| d.get("enabled")), true);
-    let after = force
-        .and_then(|f| f.get("after_registration_time"))
-        .and_then(Value::as_str)
-        .unwrap_or("1h");
-    let Some(after) = duration(after) else {
-        return bad("'after_registration_time' is not a time");
-    };
-    let clashes: Vec<(String, i64, &str)> = s
-        .agents
-        .iter()
-        .filter_map(|(other, a)| {
-            if other == id {
-                Some((other.clone(), 1708, "There is an agent with the same ID"))
-            } else if a.name == name {
-                Some((other.clone(), 1705, "There is an agent with the same name"))
-            } else if ip != "any" && a.ip == ip {
-                Some((other.clone(), 1706, "There is an agent with the same IP"))
-            } else {
-                None
-            }
-        })
-        .collect();
-    if let Some((_, code, message)) = clashes.first() {
-        if !enabled {
-            return error(StatusCode::BAD_REQUEST, "Bad Request", message, *code);
-        }
-        for (other, _, _) in &clashes {
-            let a = &s.agents[other];
-            // Every stand-in agent counts as connected: a `disconnected_time`
-            // condition never holds.
-            if disconnected_enabled || a.registered.elapsed() < after {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "Bad Request",
-                    &format!("{message}; the force conditions (disconnected_time, after_registration_time) do not allow replacing it"),
-                    *code,
-                );
-            }
-        }
-        for (other, _, _) in clashes {
-            s.agents.remove(&other);
-        }
-    }
-    s.agents.insert(
-        id.to_owned(),
-        Agent {
-            name: name.into(),
-            ip: ip.into(),
-            key: key.into(),
-            registered: Instant::now(),
-        },
-    );
-    s.writes += 1;
-    let line = format!("{id} {name} {ip} {key}");
-    respond(
-        StatusCode::OK,
-        json!({"data": {"id": id, "key": B64.encode(line)}, "error": 0}),
-    )
-}
-
-fn delete(s: &mut State, query: &[(String, String)]) -> Response {
-    if let Some(r) = check_params(
-        query,
-        &[
-            "agents_list",
-            "status",
-            "older_than",
-            "purge",
-            "pretty",
-            "wait_for_complete",
-        ],
-    ) {
-        return r;
-    }
-    let Some(list) = param(query, "agents_list") else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Bad Request",
-            "agents_list is required",
-            400,
-        );
-    };
-    if param(query, "status").is_none() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Bad Request",
-            "status is required",
-            400,
-        );
-    }
-    let Some(older_than) = duration(param(query, "older_than").unwrap_or("7d")) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Bad Request",
-            "older_than is not a time",
-            400,
-        );
-    };
-    let mut affected = Vec::new();
-    let mut failed = BTreeMap::new();
-    for id in list.split(',') {
-        if id == MANAGER.0 {
-            failed
-                .entry((1703, "Operation not allowed on the manager".to_owned()))
-                .or_insert_with(Vec::new)
-                .push(id.to_owned());
-        } else if let Some(a) = s.agents.get(id) {
-            if a.registered.elapsed() >= older_than {
-                s.agents.remove(id);
-                s.writes += 1;
-                affected.push(json!(id));
-            }
-        } else {
-            failed
-                .entry(not_found())
-                .or_insert_with(Vec::new)
-                .push(id.to_owned());
-        }
-    }
-    let total = affected.len();
-    respond(StatusCode::OK, items(affected, total, failed))
 }

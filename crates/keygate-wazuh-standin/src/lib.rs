@@ -34,6 +34,7 @@ mod gate;
 mod handlers;
 pub mod inventory;
 mod server;
+mod writes;
 
 use std::collections::BTreeMap;
 use std::path::Path;
