@@ -448,11 +448,13 @@ sync)
         [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null || true
         rm -f "$WORK/standin.url"
         "$BENCH" wazuh-standin --ca "$WORK/ca.pem" --password bench-api-password --agents "$n" \
-            --limit 300 --window "${window_ms}ms" > "$WORK/standin.url" &
+            --limit 300 --window "${window_ms}ms" > "$WORK/standin.url" 2> "$WORK/standin.err" &
         SPID=$!; PIDS+=($SPID)
         for _ in $(seq 300); do [ -s "$WORK/standin.url" ] && break; sleep 0.1; done
     }
-    # one STORE CLIENT_KEYS(yes|no) ARGS...: prints "calls seconds 429s".
+    # one STORE CLIENT_KEYS(yes|no) ARGS...: writes "calls seconds 429s
+    # replaced unchanged" to $WORK/result (not a subshell: the stand-in's
+    # pid must stay known to be stopped).
     one() {
         local store=$1 ck=$2; shift 2
         standin
@@ -477,11 +479,12 @@ TOML
         "$KG" --config "$WORK/keygate.toml" sync --json "$@" > "$WORK/out" 2> "$WORK/err" || true
         e=$(date +%s.%N)
         python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["api_calls"], sys.argv[2], r["throttled"], len(r["replaced"]), r["unchanged"])' \
-            "$WORK/out" "$(echo "$e - $s" | bc)" || { cat "$WORK/err" >&2; echo "? ? ? ? ?"; }
+            "$WORK/out" "$(echo "$e - $s" | bc)" > "$WORK/result" || { cat "$WORK/err" >&2; echo "? ? ? ? ?" > "$WORK/result"; }
     }
     row() {
-        read -r calls secs throttled replaced unchanged <<< "$(one "$@")"
-        real=$(echo "scale=1; $calls / 100" | bc)
+        one "$@"
+        read -r calls secs throttled replaced unchanged < "$WORK/result"
+        real=$(echo "scale=2; $calls / 100" | bc)
         printf '# %-42s %6s API calls (+1 login), %7.1f s scaled, ~%5s min at 100/min; 429s %s, replaced %s, unchanged %s\n' \
             "$label" "$calls" "$secs" "$real" "$throttled" "$replaced" "$unchanged"
     }
@@ -489,7 +492,8 @@ TOML
     label="no change, with client_keys"; row manager.keys yes
     label="no change, without client_keys"; row manager.keys no
     label="$changes changes (--apply), with client_keys"; row changed.keys yes --apply
-    label="$changes changes (--apply), without client_keys"; row changed.keys no --apply ;;
+    label="$changes changes (--apply), without client_keys"; row changed.keys no --apply
+    kill "$SPID" 2>/dev/null || true ;;
 exec-backend)
     # The exec backend running the seed script (python3 + mysql.connector, a
     # new interpreter and connection per lookup) against MariaDB: cache off,
