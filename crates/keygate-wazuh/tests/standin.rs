@@ -366,3 +366,69 @@ async fn store_duplicates_conflict_and_a_name_given_up_is_free() {
     assert!(report.conflicts[0].reason.contains("001"), "{report:?}");
     assert_eq!(standin.agents()["004"].2, key(4));
 }
+
+/// A change counts as done only when the API's answer names it: an API
+/// that answers 200 to an insert naming another id, and to a delete with
+/// no `affected_items`, gets both reported as failed, nothing as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_answer_does_not_name_is_a_failure() {
+    use base64::Engine;
+    use keygate_wazuh_standin::inventory::{Answer, Inventory};
+    let line = base64::engine::general_purpose::STANDARD.encode(format!("050 old any {}", key(50)));
+    let api = Inventory::start(move |seen| {
+        let agent = r#"{"id":"050","name":"old","ip":"any","registerIP":"any"}"#;
+        let items = |list: &str, n: u32| {
+            format!(
+                r#"{{"data":{{"affected_items":[{list}],"total_affected_items":{n},"failed_items":[],"total_failed_items":0}},"error":0}}"#
+            )
+        };
+        let body = match (seen.method.as_str(), seen.path()) {
+            ("POST", "/security/user/authenticate") => r#"{"data":{"token":"t"},"error":0}"#.into(),
+            ("GET", "/agents") => items(agent, 1),
+            ("GET", "/agents/050/key") => items(&format!(r#"{{"id":"050","key":"{line}"}}"#), 1),
+            ("POST", "/agents/insert") => r#"{"data":{"id":"999","key":"x"},"error":0}"#.into(),
+            ("DELETE", "/agents") => items("", 0),
+            _ => return Answer::json(404, r#"{"title":"Not Found"}"#),
+        };
+        Answer::json(200, body)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    api.write_ca(&ca);
+    let wazuh = Wazuh::new(Settings {
+        url: api.url(),
+        user: "keygate".into(),
+        password: Zeroizing::new(PASSWORD.into()),
+        ca_file: Some(ca),
+        insecure: false,
+        concurrency: 2,
+        timeout: Duration::from_secs(10),
+        retry: Retry::default(),
+        max_requests_per_minute: 100_000,
+    })
+    .unwrap();
+    let store = Fake::empty("store").and(record("001", "web-01", "any", &key(1)));
+    let report = sync::run(&wazuh, store.list(), &options(true, true, &dir), &Quiet)
+        .await
+        .unwrap();
+    assert!(
+        report.inserted.is_empty() && report.deleted.is_empty(),
+        "{report:?}"
+    );
+    let failed: Vec<(&str, Action, &str)> = report
+        .failed
+        .iter()
+        .map(|f| (f.id.as_str(), f.action, f.reason.as_str()))
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!((failed[0].0, failed[0].1), ("001", Action::Insert));
+    assert!(
+        failed[0].2.contains("did not confirm agent 001"),
+        "{failed:?}"
+    );
+    assert_eq!((failed[1].0, failed[1].1), ("050", Action::Delete));
+    assert!(failed[1].2.contains("does not name it"), "{failed:?}");
+    // The deleted agent's line was backed up first.
+    let backup = std::fs::read_to_string(report.backup.unwrap()).unwrap();
+    assert_eq!(backup, format!("050 old any {}\n", key(50)));
+}
