@@ -28,8 +28,14 @@ fn client(standin: &StandIn, password: &str) -> (Wazuh, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     standin.write_ca(&ca);
-    let wazuh = Wazuh::new(Settings {
-        url: standin.url(),
+    (client_of(standin.url(), ca, password), dir)
+}
+
+/// A client of the API at `url` trusting the CA in `ca`, with quick
+/// retries and no pace to speak of.
+fn client_of(url: String, ca: std::path::PathBuf, password: &str) -> Wazuh {
+    Wazuh::new(Settings {
+        url,
         user: "keygate".into(),
         password: Zeroizing::new(password.into()),
         ca_file: Some(ca),
@@ -45,8 +51,7 @@ fn client(standin: &StandIn, password: &str) -> (Wazuh, tempfile::TempDir) {
         },
         max_requests_per_minute: 100_000,
     })
-    .unwrap();
-    (wazuh, dir)
+    .unwrap()
 }
 
 fn options(apply: bool, prune: bool, dir: &tempfile::TempDir) -> Options {
@@ -395,18 +400,7 @@ async fn a_change_the_answer_does_not_name_is_a_failure() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     api.write_ca(&ca);
-    let wazuh = Wazuh::new(Settings {
-        url: api.url(),
-        user: "keygate".into(),
-        password: Zeroizing::new(PASSWORD.into()),
-        ca_file: Some(ca),
-        insecure: false,
-        concurrency: 2,
-        timeout: Duration::from_secs(10),
-        retry: Retry::default(),
-        max_requests_per_minute: 100_000,
-    })
-    .unwrap();
+    let wazuh = client_of(api.url(), ca, PASSWORD);
     let store = Fake::empty("store").and(record("001", "web-01", "any", &key(1)));
     let report = sync::run(&wazuh, store.list(), &options(true, true, &dir), &Quiet)
         .await
