@@ -331,7 +331,7 @@ fn render(r: &Report, prune: bool) -> String {
     }
     match &r.client_keys {
         Some(path) => s.push_str(&format!(
-            "  keys compared against {} (none read through the API)\n",
+            "  keys compared against {} (an agent whose line there is missing or stale is read through the API)\n",
             path.display()
         )),
         None => s.push_str("  keys read through the API (no readable [wazuh] client_keys)\n"),
