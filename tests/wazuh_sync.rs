@@ -520,7 +520,8 @@ fn register(standin: &StandIn, range: std::ops::RangeInclusive<u32>) {
 /// writer truncating client.keys mid-read leaves it) makes `--prune`
 /// refuse the whole plan: nothing deleted, exit 1 with the numbers. The
 /// default limit is 10 % of the manager's agents; `--max-delete` raises it
-/// for one run, and then every deleted line is in the backup first.
+/// for one run and `[wazuh] max_delete` in the config, and then every
+/// deleted line is in the backup first.
 #[test]
 fn prune_refuses_a_store_that_shrank() {
     let standin = StandIn::start("keygate", PASSWORD);
@@ -536,14 +537,15 @@ fn prune_refuses_a_store_that_shrank() {
         "{all}"
     );
 
-    let out = setup.run(&[
-        "sync",
-        "--apply",
-        "--prune",
-        "--max-delete",
-        "180",
-        "--json",
-    ]);
+    // The plan says what applying it costs at the pace.
+    assert!(all.contains("API calls:"), "{all}");
+    // `--max-delete` raises the limit for one run...
+    let out = setup.run(&["sync", "--prune", "--max-delete", "180", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(json(&out)["max_delete"], 180);
+    // ... and `[wazuh] max_delete` in the config.
+    setup.set("max_delete", "180");
+    let out = setup.run(&["sync", "--apply", "--prune", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(standin.agents().len(), 120);
     let v = json(&out);
