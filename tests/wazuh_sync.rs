@@ -36,7 +36,8 @@ impl Setup {
             format!(
                 "[[backend]]\nname = \"keys\"\ntype = \"file\"\npath = \"client.keys\"\n\n\
                  [wazuh]\nurl = \"{}\"\nuser = \"keygate\"\npassword_file = \"api.pass\"\n\
-                 ca_file = \"ca.pem\"\nconcurrency = 4\ntimeout = \"10s\"\n",
+                 ca_file = \"ca.pem\"\nconcurrency = 4\ntimeout = \"10s\"\n\
+                 backup_dir = \"backups\"\nmax_requests_per_minute = 100000\n",
                 standin.url()
             ),
         )
@@ -46,6 +47,27 @@ impl Setup {
 
     fn run(&self, args: &[&str]) -> Output {
         keygate(&self.config, args)
+    }
+
+    /// Sets `[wazuh] key = value` (the section is the last of the file).
+    fn set(&self, key: &str, value: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key} = ")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&self.config, format!("{kept}{key} = {value}\n")).unwrap();
+    }
+
+    /// The backup files, oldest first.
+    fn backups(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(self.path("backups")) {
+            Ok(dir) => dir.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        };
+        files.sort();
+        files
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -171,15 +193,17 @@ fn bad_password_exits_1_with_a_clear_message() {
     assert_eq!(standin.state().writes, 0);
 }
 
-/// HTTP 429 answers are retried and the run succeeds.
+/// HTTP 429 answers are retried, counted in the report, and the run
+/// succeeds.
 #[test]
 fn http_429_is_retried() {
     let standin = StandIn::start("keygate", PASSWORD);
     let setup = Setup::new(&standin, &store(3), PASSWORD);
     standin.fail_next_with_429(2);
-    let out = setup.run(&["sync", "--apply"]);
+    let out = setup.run(&["sync", "--apply", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(standin.state().served_429, 2);
+    assert_eq!(json(&out)["throttled"], 2);
     assert_eq!(standin.agents().len(), 3);
 }
 
@@ -225,9 +249,10 @@ fn a_wrong_length_key_is_reported_and_the_rest_applied() {
     );
 }
 
-/// Without [wazuh], sync says what is missing and exits 1.
+/// Without [wazuh] url, sync says what is missing and exits 78 (a
+/// configuration error).
 #[test]
-fn sync_without_a_wazuh_section_exits_1() {
+fn sync_without_a_wazuh_section_exits_78() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("client.keys"), store(1)).unwrap();
     let config = dir.path().join("k.toml");
@@ -237,12 +262,8 @@ fn sync_without_a_wazuh_section_exits_1() {
     )
     .unwrap();
     let out = keygate(&config, &["sync"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("needs a [wazuh] section"),
-        "{}",
-        text(&out)
-    );
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    assert!(text(&out).contains("[wazuh] url"), "{}", text(&out));
 }
 
 /// export → verify on the written file reports no drift; the file has mode
@@ -499,4 +520,360 @@ fn password_from_env_or_systemd_credential() {
         text(&out)
     );
     assert!(!text(&out).contains("wrong"), "{}", text(&out));
+}
+
+/// `10.x.y.z` addresses, so fleets of thousands stay valid.
+fn ip(i: u32) -> String {
+    format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)
+}
+
+/// Agents `range` as client.keys lines (`NNN host-N 10.x.y.z KEY`).
+fn fleet(range: std::ops::RangeInclusive<u32>) -> String {
+    range
+        .map(|i| format!("{i:03} host-{i} {} {}\n", ip(i), key(i)))
+        .collect()
+}
+
+/// Registers agents `range` in the stand-in as [`fleet`] writes them.
+fn register(standin: &StandIn, range: std::ops::RangeInclusive<u32>) {
+    for i in range {
+        standin.put(&format!("{i:03}"), &format!("host-{i}"), &ip(i), &key(i));
+    }
+}
+
+/// Failure 3: a store that shrank (120 of the manager's 300 agents, as a
+/// writer truncating client.keys mid-read leaves it) makes `--prune`
+/// refuse the whole plan: nothing deleted, exit 1 with the numbers. The
+/// default limit is 10 % of the manager's agents; `--max-delete` raises it
+/// for one run and `[wazuh] max_delete` in the config, and then every
+/// deleted line is in the backup first.
+#[test]
+fn prune_refuses_a_store_that_shrank() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    register(&standin, 1..=300);
+    let setup = Setup::new(&standin, &fleet(1..=120), PASSWORD);
+    let out = setup.run(&["sync", "--apply", "--prune"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(standin.agents().len(), 300);
+    assert_eq!(standin.state().writes, 0);
+    let all = text(&out);
+    assert!(
+        all.contains("would delete 180") && all.contains("--max-delete 30"),
+        "{all}"
+    );
+
+    // The plan says what applying it costs at the pace.
+    assert!(all.contains("API calls:"), "{all}");
+    // `--max-delete` raises the limit for one run...
+    let out = setup.run(&["sync", "--prune", "--max-delete", "180", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(json(&out)["max_delete"], 180);
+    // ... and `[wazuh] max_delete` in the config.
+    setup.set("max_delete", "180");
+    let out = setup.run(&["sync", "--apply", "--prune", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(standin.agents().len(), 120);
+    let v = json(&out);
+    assert_eq!(v["deleted"].as_array().unwrap().len(), 180);
+    let backup = PathBuf::from(v["backup"].as_str().unwrap());
+    assert_eq!(setup.backups(), std::slice::from_ref(&backup));
+    let saved = std::fs::read_to_string(&backup).unwrap();
+    assert_eq!(saved, fleet(121..=300));
+}
+
+/// A store that lists no agent never prunes, whatever the limit; a store
+/// whose listing fails changes nothing at all.
+#[test]
+fn an_empty_or_failed_store_never_prunes() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    register(&standin, 1..=5);
+    let setup = Setup::new(&standin, "", PASSWORD);
+    let out = setup.run(&["sync", "--apply", "--prune", "--max-delete", "100"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("lists no agent"), "{}", text(&out));
+    assert_eq!(standin.agents().len(), 5);
+
+    std::fs::remove_file(setup.path("client.keys")).unwrap();
+    let out = setup.run(&["sync", "--apply", "--prune", "--max-delete", "100"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(standin.agents().len(), 5);
+    assert_eq!(standin.state().writes, 0);
+}
+
+/// Failure 4: a 308 from `/agents/insert` to another (trusted) host is
+/// never followed: nothing reaches that host, each insert fails naming
+/// the status and the host, and nothing counts as inserted.
+#[test]
+fn redirects_are_never_followed() {
+    use keygate_wazuh_standin::inventory::{Answer, Inventory};
+    let standin = StandIn::start("keygate", PASSWORD);
+    let other = Inventory::start(|_| Answer::json(200, r#"{"data":{"id":"001"},"error":0}"#));
+    standin.redirect("/agents/insert", &format!("{}/agents/insert", other.url()));
+    let setup = Setup::new(&standin, &store(3), PASSWORD);
+    // Both hosts trusted: only the policy keeps the keys home.
+    std::fs::write(
+        setup.path("ca.pem"),
+        format!("{}{}", standin.ca_pem(), other.ca_pem()),
+    )
+    .unwrap();
+    let out = setup.run(&["sync", "--apply", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(other.connections(), 0, "{:?}", other.seen());
+    let v = json(&out);
+    assert_eq!(v["inserted"], serde_json::json!([]));
+    let failed = v["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 3, "{v}");
+    let reason = failed[0]["reason"].as_str().unwrap();
+    let host = format!("localhost:{}", other.port());
+    assert!(reason.contains("308") && reason.contains(&host), "{reason}");
+}
+
+/// Failure 5, and the budget: with `[wazuh] client_keys` readable, a
+/// no-change sync of 2,000 agents reads the registry in pages of 500 and
+/// no key through the API: at most 1 login + 4 pages + 1 (prune). Without
+/// the file, keys are read through the API as before.
+#[test]
+fn a_no_change_sync_with_client_keys_reads_no_key_through_the_api() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    register(&standin, 1..=2000);
+    let setup = Setup::new(&standin, &fleet(1..=2000), PASSWORD);
+    std::fs::write(setup.path("manager.keys"), standin.client_keys()).unwrap();
+    setup.set("client_keys", "\"manager.keys\"");
+    let out = setup.run(&["sync", "--prune", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(json(&out)["unchanged"], 2000);
+    let state = standin.state();
+    assert_eq!(state.logins, 1);
+    let calls: Vec<&String> = state
+        .log
+        .iter()
+        .filter(|l| !l.starts_with("POST /security/"))
+        .collect();
+    assert!(calls.len() <= 5, "{} calls: {calls:?}", calls.len());
+    assert!(!calls.iter().any(|l| l.ends_with("/key")), "{calls:?}");
+    drop(state);
+
+    // A key that differs in the manager's file is a replace.
+    let changed = standin.client_keys().replace(&key(7), &key(9999));
+    std::fs::write(setup.path("manager.keys"), changed).unwrap();
+    let out = setup.run(&["sync", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(json(&out)["replaced"], serde_json::json!(["007"]));
+
+    setup.set("client_keys", "\"missing.keys\"");
+    let out = setup.run(&["sync", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(standin.state().log.iter().any(|l| l.ends_with("/key")));
+}
+
+/// Failure 5: paced at 100 a minute (the minute scaled to a second here:
+/// 6,000 a minute is 100 a second) against an API that answers 429 beyond
+/// 120 a minute (120 a second), a sync of 250 inserts meets no 429.
+#[test]
+fn a_paced_sync_stays_under_the_api_limit() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    standin.set_rate_limit(120, std::time::Duration::from_secs(1));
+    let setup = Setup::new(&standin, &fleet(1..=250), PASSWORD);
+    setup.set("max_requests_per_minute", "6000");
+    let out = setup.run(&["sync", "--apply", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(standin.state().served_429, 0);
+    assert_eq!(json(&out)["throttled"], 0);
+    assert_eq!(standin.agents().len(), 250);
+}
+
+/// Failure 7: a replace that would make the manager drop another agent
+/// (002 holds the name the store gives 001) is a conflict without
+/// `--prune`: nothing applied, 002 kept, exit 1. With `--prune` it is
+/// 002's deletion, backed up and reported by id.
+#[test]
+fn a_replace_never_deletes_another_agent_unannounced() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    standin.put("001", "alpha", "10.0.0.1", &key(1));
+    standin.put("002", "beta", "10.0.0.2", &key(2));
+    let setup = Setup::new(
+        &standin,
+        &format!("001 beta 10.0.0.1 {}\n", key(1)),
+        PASSWORD,
+    );
+    let out = setup.run(&["sync", "--apply", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(standin.agents().len(), 2);
+    assert_eq!(standin.agents()["001"].0, "alpha");
+    let v = json(&out);
+    assert_eq!(v["replaced"], serde_json::json!([]));
+    assert_eq!(v["deleted"], serde_json::json!([]));
+    let conflict = &v["conflicts"][0];
+    assert_eq!(conflict["id"], "001");
+    assert!(
+        conflict["reason"].as_str().unwrap().contains("002"),
+        "{conflict}"
+    );
+
+    let out = setup.run(&["sync", "--apply", "--prune", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = json(&out);
+    assert_eq!(v["deleted"], serde_json::json!(["002"]));
+    assert_eq!(v["replaced"], serde_json::json!(["001"]));
+    let saved = std::fs::read_to_string(v["backup"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        saved,
+        format!(
+            "001 alpha 10.0.0.1 {}\n002 beta 10.0.0.2 {}\n",
+            key(1),
+            key(2)
+        )
+    );
+}
+
+/// The phases are strict: every delete is answered before the first
+/// replace arrives, every replace before the first insert (writes answered
+/// slowly, so overlapping ones would show).
+#[test]
+fn deletes_then_replaces_then_inserts_never_overlap() {
+    use keygate_wazuh_standin::WriteKind;
+    let standin = StandIn::start("keygate", PASSWORD);
+    register(&standin, 1..=4);
+    standin.put("090", "gone-1", "any", &key(90));
+    standin.put("091", "gone-2", "any", &key(91));
+    // Every write answered slowly, and one replace far more slowly: a
+    // phase that did not wait for all of its writes would overlap the next.
+    standin.delay_writes(std::time::Duration::from_millis(100));
+    standin.delay_write_of("001", std::time::Duration::from_millis(1500));
+    // 001-004 get new keys (replaces), 005-010 are new (inserts).
+    let keys: String = fleet(1..=10)
+        .replace(&key(1), &key(101))
+        .replace(&key(2), &key(102));
+    let keys = keys.replace(&key(3), &key(103)).replace(&key(4), &key(104));
+    let setup = Setup::new(&standin, &keys, PASSWORD);
+    let out = setup.run(&["sync", "--apply", "--prune", "--max-delete", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let timeline = standin.state().timeline.clone();
+    let of = |kind| {
+        timeline
+            .iter()
+            .filter(move |w: &&keygate_wazuh_standin::Write| w.kind == kind)
+    };
+    let last_end = |kind| of(kind).map(|w| w.finished).max().unwrap();
+    let first_start = |kind| of(kind).map(|w| w.started).min().unwrap();
+    assert!(
+        last_end(WriteKind::Delete) < first_start(WriteKind::Replace),
+        "{timeline:?}"
+    );
+    assert!(
+        last_end(WriteKind::Replace) < first_start(WriteKind::Insert),
+        "{timeline:?}"
+    );
+    assert_eq!(of(WriteKind::Replace).count(), 4);
+    assert_eq!(of(WriteKind::Insert).count(), 6);
+}
+
+/// Names Wazuh's `OS_IsValidName` refuses (one character, a leading '.')
+/// are failures with the rule, reported before any call for them.
+#[test]
+fn names_wazuh_refuses_fail_before_the_api() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    let keys = format!(
+        "{}004 x any {}\n005 .hidden any {}\n",
+        store(3),
+        key(4),
+        key(5)
+    );
+    let setup = Setup::new(&standin, &keys, PASSWORD);
+    let out = setup.run(&["sync", "--apply", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v = json(&out);
+    let reasons: Vec<(String, String)> = v["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().into(),
+                f["reason"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].1.contains("at least 2 characters"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].1.contains("starting with '.'"), "{reasons:?}");
+    assert_eq!(standin.agents().len(), 3);
+    let timeline = standin.state().timeline.clone();
+    assert!(timeline.iter().all(|w| w.ids != "004" && w.ids != "005"));
+}
+
+/// A backup that cannot be written stops the run before any change; kept
+/// backups are limited to `backups_kept`; files are 0600 in a 0700
+/// directory.
+#[test]
+fn no_change_without_a_backup_and_old_backups_are_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    let standin = StandIn::start("keygate", PASSWORD);
+    register(&standin, 1..=3);
+    let setup = Setup::new(&standin, &fleet(1..=3), PASSWORD);
+    setup.set("backup_dir", "\"client.keys/backups\"");
+    let replaced = |n: u32| {
+        let text = fleet(1..=3).replace(&key(1), &key(1000 + n));
+        std::fs::write(setup.path("client.keys"), text).unwrap();
+    };
+    replaced(1);
+    let out = setup.run(&["sync", "--apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("backup"), "{}", text(&out));
+    assert_eq!(standin.state().writes, 0);
+    assert_eq!(standin.agents()["001"].2, key(1));
+
+    setup.set("backup_dir", "\"backups\"");
+    setup.set("backups_kept", "2");
+    for n in 2..=4 {
+        replaced(n);
+        let out = setup.run(&["sync", "--apply"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(text(&out).contains("backup"), "{}", text(&out));
+    }
+    let backups = setup.backups();
+    assert_eq!(backups.len(), 2, "{backups:?}");
+    // The newest holds the key the last run replaced.
+    let newest = std::fs::read_to_string(&backups[1]).unwrap();
+    assert!(newest.contains(&key(1003)), "{newest}");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&backups[1]), 0o600);
+    assert_eq!(mode(&setup.path("backups")), 0o700);
+}
+
+/// `keygate sync --help` (the man page's source) and docs/sync.md name
+/// every flag and `[wazuh]` key of a run, with its default.
+#[test]
+fn sync_help_and_docs_document_every_flag_and_key_with_its_default() {
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["sync", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/sync.md"),
+    )
+    .unwrap();
+    for text in [&*help, &*docs] {
+        for want in [
+            "--apply",
+            "--prune",
+            "--max-delete",
+            "10 % of the manager's agents",
+            "max_delete",
+            "backup_dir",
+            "/var/lib/keygate/backups",
+            "backups_kept",
+            "30",
+            "client_keys",
+            "/var/wazuh-manager/etc/client.keys",
+            "max_requests_per_minute",
+            "100",
+        ] {
+            assert!(text.contains(want), "{want:?} missing in:\n{text}");
+        }
+    }
 }

@@ -19,12 +19,13 @@
 # Every socket row measures the real floor (blocking threads: accept, one
 # read, one write, close; no runtime) in the same invocation, just before
 # keygate, and prints keygate's ratio to it.
-# Needs release builds: cargo build --release --workspace
+# Needs release builds: cargo build --release --workspace (or KG= and BENCH=
+# naming the binaries, e.g. from another CARGO_TARGET_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 ROOT=$PWD
-KG=$ROOT/target/release/keygate
-BENCH=$ROOT/target/release/keygate-bench
+KG=${KG:-$ROOT/target/release/keygate}
+BENCH=${BENCH:-$ROOT/target/release/keygate-bench}
 CLIENTS=${CLIENTS:-8}
 DURATION=${DURATION:-10s}
 AGENTS=${AGENTS:-100000}
@@ -429,35 +430,70 @@ query_by_ip = \"SELECT id,name,ip,agent_key FROM agent WHERE ip = ?\"" true
     "$BENCH" socket --socket "$WORK/keygate.sock" --clients 1 --duration 600s --id-min 1 --id-max 10000 --sequential --max-requests 10000
     echo "# storm: 10,000 distinct ids, 1 client, cache cold, MariaDB: $(echo "$(date +%s.%N) - $start" | bc) s total" ;;
 sync)
-    # keygate sync --apply of SYNC_AGENTS (default 10,000) agents into an empty
-    # Wazuh API stand-in, then runs with nothing to change.
-    n=${SYNC_AGENTS:-10000}
-    "$BENCH" gen --count "$n" > "$WORK/client.keys"
+    # keygate sync against the Wazuh API stand-in holding SYNC_AGENTS
+    # (default 10,000) agents with the API's rate limit switched on (300 a
+    # minute, login excepted, 429 beyond) and keygate's default pace (100 a
+    # minute): API calls and wall time of a no-change sync and of one with
+    # SYNC_CHANGES (default 1,000) changed keys, with and without [wazuh]
+    # client_keys. The minute is scaled down SYNC_SCALE times (default 60:
+    # the API's window is 1 s, its limit 300 a second, keygate's pace 100 a
+    # second), so the wall time here times SYNC_SCALE is the time at the
+    # real pace; the call counts do not depend on the scale.
+    n=${SYNC_AGENTS:-10000}; changes=${SYNC_CHANGES:-1000}; scale=${SYNC_SCALE:-60}
+    "$BENCH" gen --count "$n" > "$WORK/manager.keys"
+    awk -v c="$changes" 'NR <= c { $4 = "Z" substr($4, 2) } { print }' "$WORK/manager.keys" > "$WORK/changed.keys"
     echo "bench-api-password" > "$WORK/api.pass"
-    "$BENCH" wazuh-standin --ca "$WORK/ca.pem" --password bench-api-password > "$WORK/standin.url" &
-    PIDS+=($!)
-    for _ in $(seq 100); do [ -s "$WORK/standin.url" ] && break; sleep 0.1; done
-    cat > "$WORK/keygate.toml" <<TOML
+    window_ms=$((60000 / scale))
+    standin() {
+        [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null || true
+        rm -f "$WORK/standin.url"
+        "$BENCH" wazuh-standin --ca "$WORK/ca.pem" --password bench-api-password --agents "$n" \
+            --limit 300 --window "${window_ms}ms" > "$WORK/standin.url" 2> "$WORK/standin.err" &
+        SPID=$!; PIDS+=($SPID)
+        for _ in $(seq 300); do [ -s "$WORK/standin.url" ] && break; sleep 0.1; done
+    }
+    # one STORE CLIENT_KEYS(yes|no) ARGS...: writes "calls seconds 429s
+    # replaced unchanged" to $WORK/result (not a subshell: the stand-in's
+    # pid must stay known to be stopped).
+    one() {
+        local store=$1 ck=$2; shift 2
+        standin
+        { cat <<TOML
 [[backend]]
 name = "keys"
 type = "file"
-path = "$WORK/client.keys"
+path = "$WORK/$store"
 [wazuh]
 url = "$(head -1 "$WORK/standin.url")"
 user = "keygate"
 password_file = "$WORK/api.pass"
 ca_file = "$WORK/ca.pem"
 concurrency = ${CONCURRENCY:-8}
+max_requests_per_minute = $((100 * scale))
+backup_dir = "$WORK/backups"
 TOML
-    timed() { local s e; s=$(date +%s.%N); "$@" > "$WORK/out" || true; e=$(date +%s.%N); echo "$(echo "$e - $s" | bc)"; }
-    t1=$(timed "$KG" --config "$WORK/keygate.toml" sync --apply)
-    grep -E "insert|failed" "$WORK/out" | sed 's/^/# /'
-    t2=$(timed "$KG" --config "$WORK/keygate.toml" sync)
-    grep -E "unchanged" "$WORK/out" | sed 's/^/# /'
-    t3=$(timed "$KG" --config "$WORK/keygate.toml" sync --apply)
-    echo "# sync --apply, $n agents into an empty stand-in: $t1 s"
-    echo "# sync (dry run), $n agents, nothing to change: $t2 s"
-    echo "# sync --apply, $n agents, nothing to change: $t3 s" ;;
+          if [ "$ck" = yes ]; then echo "client_keys = \"$WORK/manager.keys\""; else echo "client_keys = \"$WORK/none\""; fi
+        } > "$WORK/keygate.toml"
+        local s e
+        s=$(date +%s.%N)
+        "$KG" --config "$WORK/keygate.toml" sync --json "$@" > "$WORK/out" 2> "$WORK/err" || true
+        e=$(date +%s.%N)
+        python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["api_calls"], sys.argv[2], r["throttled"], len(r["replaced"]), r["unchanged"])' \
+            "$WORK/out" "$(echo "$e - $s" | bc)" > "$WORK/result" || { cat "$WORK/err" >&2; echo "? ? ? ? ?" > "$WORK/result"; }
+    }
+    row() {
+        one "$@"
+        read -r calls secs throttled replaced unchanged < "$WORK/result"
+        real=$(echo "scale=2; $calls / 100" | bc)
+        printf '# %-42s %6s API calls (+1 login), %7.1f s scaled, ~%5s min at 100/min; 429s %s, replaced %s, unchanged %s\n' \
+            "$label" "$calls" "$secs" "$real" "$throttled" "$replaced" "$unchanged"
+    }
+    echo "# sync: $n agents, stand-in limit 300/min, pace 100/min, minute scaled 1/$scale"
+    label="no change, with client_keys"; row manager.keys yes
+    label="no change, without client_keys"; row manager.keys no
+    label="$changes changes (--apply), with client_keys"; row changed.keys yes --apply
+    label="$changes changes (--apply), without client_keys"; row changed.keys no --apply
+    kill "$SPID" 2>/dev/null || true ;;
 exec-backend)
     # The exec backend running the seed script (python3 + mysql.connector, a
     # new interpreter and connection per lookup) against MariaDB: cache off,

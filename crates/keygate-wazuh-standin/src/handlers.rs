@@ -1,8 +1,10 @@
-//! The endpoints, one function each, answering as the specification says.
+//! The dispatch of every request (the log, the gate, the token, the
+//! timeline of writes) and the endpoints that read: authenticate, list,
+//! key; the writes are in `writes`. Each answers as the specification says.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use http_body_util::{BodyExt, Full};
@@ -10,10 +12,12 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
-use crate::{Agent, Response, State};
+use crate::gate::{Write, WriteKind};
+use crate::writes::{delete, insert};
+use crate::{Response, State};
 
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-const MANAGER: (&str, &str, &str) = ("000", "wazuh-manager", "127.0.0.1");
+pub(crate) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+pub(crate) const MANAGER: (&str, &str, &str) = ("000", "wazuh-manager", "127.0.0.1");
 
 pub(crate) async fn handle(state: &Arc<Mutex<State>>, request: Request<Incoming>) -> Response {
     let method = request.method().clone();
@@ -34,24 +38,43 @@ pub(crate) async fn handle(state: &Arc<Mutex<State>>, request: Request<Incoming>
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let (response, write, delay) = answer(state, &method, &path, &query, &auth, &body);
+    if let Some(index) = write {
+        // The answer leaves after the delay, without holding the state:
+        // other requests meanwhile show up as overlapping writes.
+        tokio::time::sleep(delay).await;
+        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+        let finished = s.event();
+        if let Some(w) = s.timeline.get_mut(index) {
+            w.finished = finished;
+        }
+    }
+    response
+}
+
+/// The answer, under the state's lock; for a write, its place in the
+/// timeline and how long to hold its answer.
+fn answer(
+    state: &Arc<Mutex<State>>,
+    method: &Method,
+    path: &str,
+    query: &[(String, String)],
+    auth: &str,
+    body: &[u8],
+) -> (Response, Option<usize>, Duration) {
     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
-    s.log.push(match request_query(&query) {
+    let mut delay = s.write_delay;
+    s.log.push(match request_query(query) {
         q if q.is_empty() => format!("{method} {path}"),
         q => format!("{method} {path}?{q}"),
     });
-    if s.fail_429 > 0 {
-        s.fail_429 -= 1;
-        s.served_429 += 1;
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too Many Requests",
-            "Maximum number of requests per minute reached",
-            6001,
-        );
-    }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if method == Method::POST && segments == ["security", "user", "authenticate"] {
-        return authenticate(&mut s, &auth);
+    let authentication = method == Method::POST && segments == ["security", "user", "authenticate"];
+    if let Some(answer) = s.gate(path, authentication) {
+        return (answer, None, delay);
+    }
+    if authentication {
+        return (authenticate(&mut s, auth), None, delay);
     }
     let token = auth.strip_prefix("Bearer ").unwrap_or("");
     let budget = s.token_budget;
@@ -62,25 +85,70 @@ pub(crate) async fn handle(state: &Arc<Mutex<State>>, request: Request<Incoming>
     {
         Some((_, used)) if budget.is_none_or(|b| *used < b) => *used += 1,
         _ => {
-            return error(
+            let e = error(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
                 "Invalid token",
                 401,
-            )
+            );
+            return (e, None, delay);
         }
     }
-    match (method, segments.as_slice()) {
-        (Method::GET, ["agents"]) => list(&s, &query),
-        (Method::GET, ["agents", id, "key"]) => key(&s, id),
-        (Method::POST, ["agents", "insert"]) => insert(&mut s, &query, &body),
-        (Method::DELETE, ["agents"]) => delete(&mut s, &query),
+    let write = write_kind(method, &segments, body).map(|kind| {
+        let started = s.event();
+        let ids = match kind {
+            WriteKind::Delete => param(query, "agents_list").unwrap_or("").to_owned(),
+            _ => serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|b| b.get("id").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_default(),
+        };
+        let slow = s
+            .slow_writes
+            .iter()
+            .find(|(i, _)| *i == ids)
+            .map(|(_, d)| *d);
+        delay = slow.unwrap_or(delay);
+        s.timeline.push(Write {
+            kind,
+            ids,
+            started,
+            finished: 0,
+        });
+        s.timeline.len() - 1
+    });
+    let response = match (method, segments.as_slice()) {
+        (&Method::GET, ["agents"]) => list(&s, query),
+        (&Method::GET, ["agents", id, "key"]) => key(&s, id),
+        (&Method::POST, ["agents", "insert"]) => insert(&mut s, query, body),
+        (&Method::DELETE, ["agents"]) => delete(&mut s, query),
         _ => error(
             StatusCode::NOT_FOUND,
             "Not Found",
             "The requested URL was not found on the server.",
             404,
         ),
+    };
+    (response, write, delay)
+}
+
+/// Which write a request is, if it is one.
+fn write_kind(method: &Method, segments: &[&str], body: &[u8]) -> Option<WriteKind> {
+    match (method, segments) {
+        (&Method::DELETE, ["agents"]) => Some(WriteKind::Delete),
+        (&Method::POST, ["agents", "insert"]) => {
+            let force = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|b| b.pointer("/force/enabled").and_then(Value::as_bool))
+                // The specification's default for `force.enabled`.
+                .unwrap_or(true);
+            Some(if force {
+                WriteKind::Replace
+            } else {
+                WriteKind::Insert
+            })
+        }
+        _ => None,
     }
 }
 
@@ -92,7 +160,7 @@ fn request_query(query: &[(String, String)]) -> String {
         .join("&")
 }
 
-fn respond(status: StatusCode, body: Value) -> Response {
+pub(crate) fn respond(status: StatusCode, body: Value) -> Response {
     hyper::Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -100,7 +168,7 @@ fn respond(status: StatusCode, body: Value) -> Response {
         .unwrap()
 }
 
-fn error(status: StatusCode, title: &str, detail: &str, code: i64) -> Response {
+pub(crate) fn error(status: StatusCode, title: &str, detail: &str, code: i64) -> Response {
     respond(
         status,
         json!({"title": title, "detail": detail, "error": code}),
@@ -138,7 +206,7 @@ fn authenticate(s: &mut State, auth: &str) -> Response {
 }
 
 /// Refuses any parameter the endpoint does not define, as the API does.
-fn check_params(query: &[(String, String)], allowed: &[&str]) -> Option<Response> {
+pub(crate) fn check_params(query: &[(String, String)], allowed: &[&str]) -> Option<Response> {
     query
         .iter()
         .find(|(k, _)| !allowed.contains(&k.as_str()))
@@ -152,14 +220,14 @@ fn check_params(query: &[(String, String)], allowed: &[&str]) -> Option<Response
         })
 }
 
-fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
     query
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
 
-fn items(
+pub(crate) fn items(
     affected: Vec<Value>,
     total: usize,
     failed: BTreeMap<(i64, String), Vec<String>>,
@@ -186,7 +254,7 @@ fn items(
     })
 }
 
-fn not_found() -> (i64, String) {
+pub(crate) fn not_found() -> (i64, String) {
     (1701, "Agent does not exist".to_owned())
 }
 
@@ -199,12 +267,27 @@ fn list(s: &State, query: &[(String, String)]) -> Response {
             "select",
             "sort",
             "agents_list",
+            "q",
             "pretty",
             "wait_for_complete",
         ],
     ) {
         return r;
     }
+    // `q` filters before paging; the stand-in knows the one filter keygate
+    // sends (every agent but the manager).
+    let without_manager = match param(query, "q") {
+        None => false,
+        Some("id!=000") => true,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                "the stand-in supports q=id!=000 only",
+                400,
+            )
+        }
+    };
     let offset: usize = param(query, "offset")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
@@ -261,7 +344,9 @@ fn list(s: &State, query: &[(String, String)]) -> Response {
     match param(query, "agents_list") {
         Some(list) => {
             for id in list.split(',') {
-                if id == MANAGER.0 {
+                if id == MANAGER.0 && without_manager {
+                    continue;
+                } else if id == MANAGER.0 {
                     all.push(render(MANAGER.0, MANAGER.1, MANAGER.2));
                 } else if let Some(a) = s.agents.get(id) {
                     all.push(render(id, &a.name, &a.ip));
@@ -275,7 +360,9 @@ fn list(s: &State, query: &[(String, String)]) -> Response {
             all.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
         }
         None => {
-            all.push(render(MANAGER.0, MANAGER.1, MANAGER.2));
+            if !without_manager {
+                all.push(render(MANAGER.0, MANAGER.1, MANAGER.2));
+            }
             all.extend(s.agents.iter().map(|(id, a)| render(id, &a.name, &a.ip)));
         }
     }
@@ -303,189 +390,4 @@ fn key(s: &State, id: &str) -> Response {
             respond(StatusCode::OK, items(Vec::new(), 0, failed))
         }
     }
-}
-
-/// `1h`, `30m`, `0s`, `7d`, or plain seconds.
-fn duration(text: &str) -> Option<Duration> {
-    let (digits, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = digits.parse().ok()?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return None,
-    };
-    Some(Duration::from_secs(n * scale))
-}
-
-fn insert(s: &mut State, query: &[(String, String)], body: &[u8]) -> Response {
-    if let Some(r) = check_params(query, &["pretty", "wait_for_complete"]) {
-        return r;
-    }
-    let bad = |detail: &str| error(StatusCode::BAD_REQUEST, "Bad Request", detail, 400);
-    let Ok(body) = serde_json::from_slice::<Value>(body) else {
-        return bad("Invalid JSON body");
-    };
-    let text = |k: &str| body.get(k).and_then(Value::as_str);
-    let (Some(id), Some(name), Some(ip), Some(key)) =
-        (text("id"), text("name"), text("ip"), text("key"))
-    else {
-        return bad("id, name, ip and key are required strings here");
-    };
-    if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return bad("'key' is not a 'wazuh_key': exactly 64 alphanumeric characters are required");
-    }
-    if id.len() < 3 || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return bad("'id' is not a 'numbers' of at least 3 digits");
-    }
-    if id == MANAGER.0 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Bad Request",
-            "Operation not allowed on the manager",
-            1703,
-        );
-    }
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        return bad("'name' is not a 'names'");
-    }
-    if ip != "any" && ip.parse::<std::net::IpAddr>().is_err() && !ip.contains('/') {
-        return bad("'ip' is not an IP address, a network or 'any'");
-    }
-    // The specification's defaults for `force`.
-    let force = body.get("force");
-    let flag = |v: Option<&Value>, default: bool| v.and_then(Value::as_bool).unwrap_or(default);
-    let enabled = flag(force.and_then(|f| f.get("enabled")), true);
-    let disconnected = force.and_then(|f| f.get("disconnected_time"));
-    let disconnected_enabled = flag(disconnected.and_then(|d| d.get("enabled")), true);
-    let after = force
-        .and_then(|f| f.get("after_registration_time"))
-        .and_then(Value::as_str)
-        .unwrap_or("1h");
-    let Some(after) = duration(after) else {
-        return bad("'after_registration_time' is not a time");
-    };
-    let clashes: Vec<(String, i64, &str)> = s
-        .agents
-        .iter()
-        .filter_map(|(other, a)| {
-            if other == id {
-                Some((other.clone(), 1708, "There is an agent with the same ID"))
-            } else if a.name == name {
-                Some((other.clone(), 1705, "There is an agent with the same name"))
-            } else if ip != "any" && a.ip == ip {
-                Some((other.clone(), 1706, "There is an agent with the same IP"))
-            } else {
-                None
-            }
-        })
-        .collect();
-    if let Some((_, code, message)) = clashes.first() {
-        if !enabled {
-            return error(StatusCode::BAD_REQUEST, "Bad Request", message, *code);
-        }
-        for (other, _, _) in &clashes {
-            let a = &s.agents[other];
-            // Every stand-in agent counts as connected: a `disconnected_time`
-            // condition never holds.
-            if disconnected_enabled || a.registered.elapsed() < after {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "Bad Request",
-                    &format!("{message}; the force conditions (disconnected_time, after_registration_time) do not allow replacing it"),
-                    *code,
-                );
-            }
-        }
-        for (other, _, _) in clashes {
-            s.agents.remove(&other);
-        }
-    }
-    s.agents.insert(
-        id.to_owned(),
-        Agent {
-            name: name.into(),
-            ip: ip.into(),
-            key: key.into(),
-            registered: Instant::now(),
-        },
-    );
-    s.writes += 1;
-    let line = format!("{id} {name} {ip} {key}");
-    respond(
-        StatusCode::OK,
-        json!({"data": {"id": id, "key": B64.encode(line)}, "error": 0}),
-    )
-}
-
-fn delete(s: &mut State, query: &[(String, String)]) -> Response {
-    if let Some(r) = check_params(
-        query,
-        &[
-            "agents_list",
-            "status",
-            "older_than",
-            "purge",
-            "pretty",
-            "wait_for_complete",
-        ],
-    ) {
-        return r;
-    }
-    let Some(list) = param(query, "agents_list") else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Bad Request",
-            "agents_list is required",
-            400,
-        );
-    };
-    if param(query, "status").is_none() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Bad Request",
-            "status is required",
-            400,
-        );
-    }
-    let Some(older_than) = duration(param(query, "older_than").unwrap_or("7d")) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Bad Request",
-            "older_than is not a time",
-            400,
-        );
-    };
-    let mut affected = Vec::new();
-    let mut failed = BTreeMap::new();
-    for id in list.split(',') {
-        if id == MANAGER.0 {
-            failed
-                .entry((1703, "Operation not allowed on the manager".to_owned()))
-                .or_insert_with(Vec::new)
-                .push(id.to_owned());
-        } else if let Some(a) = s.agents.get(id) {
-            if a.registered.elapsed() >= older_than {
-                s.agents.remove(id);
-                s.writes += 1;
-                affected.push(json!(id));
-            }
-        } else {
-            failed
-                .entry(not_found())
-                .or_insert_with(Vec::new)
-                .push(id.to_owned());
-        }
-    }
-    let total = affected.len();
-    respond(StatusCode::OK, items(affected, total, failed))
 }

@@ -1,13 +1,15 @@
 //! A stand-in for a Wazuh manager's REST API, for keygate's tests and
-//! benchmarks.
+//! benchmarks. It is not Wazuh: it was written from the public API
+//! specification, `api/api/spec/spec.yaml` in the wazuh/wazuh repository,
+//! and from Wazuh's own API code where the specification is silent (the
+//! rate limit of `api.yaml`'s `access.max_request_per_minute`).
 //!
 //! A real Wazuh manager cannot be installed on the machines these tests run
 //! on, so this is a small HTTPS server that implements exactly the endpoints
-//! `keygate sync` uses, as the public API specification
-//! (`api/api/spec/spec.yaml` in wazuh/wazuh) describes them:
+//! `keygate sync` uses, as that specification describes them:
 //! `POST /security/user/authenticate` (basic auth → JWT),
 //! `GET /agents` (paging with `offset`/`limit`, `agents_list`, `select`,
-//! failed items with code 1701), `GET /agents/{id}/key` (base64 of the
+//! `q=id!=000` as the one filter, failed items with code 1701), `GET /agents/{id}/key` (base64 of the
 //! client.keys line), `POST /agents/insert` (the key and id rules, and the
 //! `force` rules with the specification's defaults: enabled, 1h
 //! disconnected, 1h after registration) and `DELETE /agents` (`older_than`
@@ -15,8 +17,12 @@
 //! always there. Unknown query parameters are refused with 400, as the real
 //! API does.
 //!
-//! Test switches: answer the next N requests with HTTP 429, expire every
-//! token (the next call gets 401), and counters of requests and writes.
+//! Test switches: answer the next N requests with HTTP 429; a per-window
+//! rate limit like the API's (`set_rate_limit`: every call but
+//! authentication counted, 429 beyond it); a 308 redirect of a path to
+//! another host; a delay before each write is answered (so overlapping
+//! writes show); expire every token (the next call gets 401); counters of
+//! requests and writes, and the timeline of writes.
 //! What it does not model: groups, agent status and keep-alives (every
 //! agent counts as connected and registered at insert time), RBAC.
 //!
@@ -24,14 +30,16 @@
 //! HTTPS inventory (CMDB) whose answers each test decides.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod gate;
 mod handlers;
 pub mod inventory;
 mod server;
+mod writes;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -39,6 +47,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
+
+pub use gate::{RateLimit, Write, WriteKind};
 
 /// A registered agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +83,18 @@ pub struct State {
     pub writes: usize,
     /// Successful logins.
     pub logins: usize,
+    /// The API's rate limit, when switched on.
+    pub rate_limit: Option<RateLimit>,
+    /// Paths answered with a 308 to the given location.
+    pub redirects: Vec<(String, String)>,
+    /// Every write, in order of arrival, with when it was answered.
+    pub timeline: Vec<Write>,
+    /// How long each write waits before its answer leaves.
+    pub write_delay: Duration,
+    /// Writes naming exactly these ids wait this long instead.
+    pub slow_writes: Vec<(String, Duration)>,
+    window: Option<(Instant, usize)>,
+    events: u64,
     user: String,
     password: String,
     serial: u64,
@@ -145,6 +167,50 @@ impl StandIn {
     /// Answers the next `n` requests with HTTP 429.
     pub fn fail_next_with_429(&self, n: usize) {
         self.state().fail_429 = n;
+    }
+
+    /// Switches the API's rate limit on: at most `requests` calls (all but
+    /// authentication) per `window`, HTTP 429 beyond.
+    pub fn set_rate_limit(&self, requests: usize, window: Duration) {
+        let mut s = self.state();
+        s.rate_limit = Some(RateLimit { requests, window });
+        s.window = None;
+    }
+
+    /// Answers every request for `path` with a 308 to `location`.
+    pub fn redirect(&self, path: &str, location: &str) {
+        self.state()
+            .redirects
+            .push((path.to_owned(), location.to_owned()));
+    }
+
+    /// Delays the answer of every write by `delay`.
+    pub fn delay_writes(&self, delay: Duration) {
+        self.state().write_delay = delay;
+    }
+
+    /// Delays the answer of the writes naming exactly `ids` (the insert's
+    /// id, or a delete's `agents_list`) by `delay`.
+    pub fn delay_write_of(&self, ids: &str, delay: Duration) {
+        self.state().slow_writes.push((ids.to_owned(), delay));
+    }
+
+    /// The registry as client.keys text (`ID NAME IP KEY` lines).
+    pub fn client_keys(&self) -> String {
+        self.state()
+            .agents
+            .iter()
+            .map(|(id, a)| format!("{id} {} {} {}\n", a.name, a.ip, a.key))
+            .collect()
+    }
+
+    /// Calls made, authentication excepted.
+    pub fn api_calls(&self) -> usize {
+        self.state()
+            .log
+            .iter()
+            .filter(|l| !l.starts_with("POST /security/"))
+            .count()
     }
 
     /// Revokes every token, as expiry after 900 s would.

@@ -1,8 +1,10 @@
-//! The calls keygate makes, typed: list agents (paged or by id), read an
-//! agent's key, insert, delete.
+//! The calls keygate makes, typed: read the registry (every agent, paged,
+//! complete or an error), list agents by id, read an agent's key, insert,
+//! delete; and what the transport counted.
+
+use std::collections::HashMap;
 
 use base64::Engine;
-use futures_util::stream::{self, Stream};
 use keygate_core::AgentRecord;
 use reqwest::Method;
 use zeroize::Zeroizing;
@@ -15,6 +17,31 @@ use crate::{Error, Settings};
 const SELECT: &str = "id,name,ip,registerIP";
 /// The manager's own id: never inserted, replaced or deleted.
 pub const MANAGER_ID: &str = "000";
+/// Agents per page of `GET /agents` (the API's recommended limit).
+pub const PAGE: u64 = 500;
+/// How many times a listing that the registry changed under is restarted.
+const LISTING_TRIES: u32 = 3;
+
+/// An agent of the registry: what client.keys holds but the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registered {
+    /// The name.
+    pub name: String,
+    /// The registered address (`any`, an address or a network).
+    pub ip: String,
+}
+
+/// The manager's registry at one moment, the manager `000` excepted.
+pub type Registry = HashMap<String, Registered>;
+
+/// What the transport counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Calls sent, authentication excepted (retries included).
+    pub calls: u64,
+    /// HTTP 429 answers met (each retried).
+    pub throttled: u64,
+}
 
 /// A Wazuh manager's API.
 pub struct Wazuh {
@@ -33,6 +60,19 @@ pub struct KeyLine {
     pub key: Zeroizing<String>,
 }
 
+impl KeyLine {
+    /// The line as client.keys holds it, `ID NAME IP KEY`.
+    pub fn text(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!(
+            "{} {} {} {}",
+            self.id,
+            self.name,
+            self.ip,
+            self.key.as_str()
+        ))
+    }
+}
+
 impl Wazuh {
     /// A client; nothing is sent until the first call.
     pub fn new(settings: Settings) -> Result<Self, Error> {
@@ -46,11 +86,95 @@ impl Wazuh {
         self.http.login(None).await.map(|_| ())
     }
 
+    /// What the transport counted so far.
+    pub fn stats(&self) -> Stats {
+        let (calls, throttled) = self.http.counts();
+        Stats { calls, throttled }
+    }
+
+    /// The time between two calls at the configured pace.
+    pub fn pace(&self) -> std::time::Duration {
+        self.http.pace()
+    }
+
     /// One page of `GET /agents` (every agent, the manager `000` included).
     pub async fn agents_page(&self, offset: u64, limit: u64) -> Result<Items<Agent>, Error> {
         let (offset, limit) = (offset.to_string(), limit.to_string());
         self.get_agents(&[("offset", &offset), ("limit", &limit), ("sort", "+id")])
             .await
+    }
+
+    /// The whole registry but `000`, read in pages of [`PAGE`] with
+    /// `q=id!=000` (so N agents take ceil(N/500) calls). A listing ends only
+    /// when it holds `total_affected_items` distinct agents; one whose total
+    /// changes, or that repeats an agent, met a registry that changed under
+    /// it and is restarted (at most 3 times); a page that comes back empty
+    /// early is an error. Never a partial registry.
+    pub async fn registry(&self) -> Result<Registry, Error> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.registry_once().await? {
+                Some(registry) => return Ok(registry),
+                None if tries < LISTING_TRIES => {
+                    tracing::debug!(tries, "The registry changed while it was listed; listing again.");
+                }
+                None => {
+                    return Err(Error::Decode {
+                        call: "GET /agents".into(),
+                        reason: format!(
+                            "the registry changed during each of {LISTING_TRIES} listings; try again when it is quiet"
+                        ),
+                    })
+                }
+            }
+        }
+    }
+
+    /// One listing: `None` when the registry changed under it.
+    async fn registry_once(&self) -> Result<Option<Registry>, Error> {
+        let mut registry = Registry::new();
+        let mut total: Option<u64> = None;
+        let limit = PAGE.to_string();
+        loop {
+            let offset = registry.len().to_string();
+            let page = self
+                .get_agents(&[
+                    ("offset", &offset),
+                    ("limit", &limit),
+                    ("sort", "+id"),
+                    ("q", "id!=000"),
+                ])
+                .await?;
+            let expected = *total.get_or_insert(page.total_affected_items);
+            if page.total_affected_items != expected {
+                return Ok(None);
+            }
+            if page.affected_items.is_empty() && (registry.len() as u64) < expected {
+                return Err(Error::Decode {
+                    call: "GET /agents".into(),
+                    reason: format!(
+                        "the listing ended after {} of {expected} agents",
+                        registry.len()
+                    ),
+                });
+            }
+            for agent in page.affected_items {
+                if agent.id == MANAGER_ID {
+                    continue;
+                }
+                let entry = Registered {
+                    name: agent.name.clone().unwrap_or_default(),
+                    ip: agent.registered_ip().unwrap_or_default().to_owned(),
+                };
+                if registry.insert(agent.id, entry).is_some() {
+                    return Ok(None);
+                }
+            }
+            if registry.len() as u64 >= expected {
+                return Ok(Some(registry));
+            }
+        }
     }
 
     /// `GET /agents` with `query` and the fields sync reads (`select`).
@@ -67,20 +191,6 @@ impl Wazuh {
             })
             .await?;
         Ok(envelope.data)
-    }
-
-    /// Every agent, page by page (`page` agents a call).
-    pub fn all_agents(&self, page: u64) -> impl Stream<Item = Result<Vec<Agent>, Error>> + '_ {
-        stream::try_unfold(Some(0u64), move |offset| async move {
-            let Some(offset) = offset else {
-                return Ok(None);
-            };
-            let items = self.agents_page(offset, page).await?;
-            let got = items.affected_items.len() as u64;
-            let next = offset + got;
-            let more = got > 0 && next < items.total_affected_items;
-            Ok(Some((items.affected_items, more.then_some(next))))
-        })
     }
 
     /// `GET /agents?agents_list=...`: the agents among `ids` that exist
@@ -140,7 +250,8 @@ impl Wazuh {
         }
     }
 
-    /// `POST /agents/insert` with the record and `force`.
+    /// `POST /agents/insert` with the record and `force`; done only when
+    /// the API's answer names the agent.
     pub async fn insert(&self, record: &AgentRecord, force: Force) -> Result<(), Error> {
         let body = InsertAgent {
             id: record.id.as_str(),
@@ -149,7 +260,7 @@ impl Wazuh {
             key: record.key.expose(),
             force,
         };
-        let _: Envelope<Inserted> = self
+        let answer: Envelope<Inserted> = self
             .http
             .call(Call {
                 method: Method::POST,
@@ -158,6 +269,16 @@ impl Wazuh {
                 body: Some(&body),
             })
             .await?;
+        if answer.data.id != record.id.as_str() {
+            return Err(Error::Decode {
+                call: "POST /agents/insert".into(),
+                reason: format!(
+                    "the API did not confirm agent {} (its answer names '{}')",
+                    record.id.as_str(),
+                    answer.data.id
+                ),
+            });
+        }
         Ok(())
     }
 

@@ -2,11 +2,15 @@
 //! client (verification always on unless `insecure`), login with basic auth
 //! for a JWT, `Authorization: Bearer`, one re-login when the token expires
 //! (HTTP 401), bounded retries with backoff on HTTP 429 and 5xx (and on
-//! connection failures), and a semaphore bounding requests in flight.
+//! connection failures), a semaphore bounding requests in flight, and the
+//! pace ([`Pace`]) every call but authentication waits for. Redirects are
+//! never followed: a 3xx is an [`Error::Redirect`] naming the status and
+//! the `Location`'s host, and nothing is sent there.
 //!
 //! Messages never carry the password or the token; URLs are built from the
 //! configured base and percent-encoded path segments and query pairs.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +21,7 @@ use tokio::sync::{Mutex, RwLock, Semaphore};
 use zeroize::Zeroizing;
 
 use crate::api::{ApiError, Envelope, Token};
+use crate::pace::Pace;
 use crate::{Error, Settings};
 
 /// The transport: one per run.
@@ -28,6 +33,11 @@ pub(crate) struct Http {
     token: RwLock<Option<Arc<Zeroizing<String>>>>,
     login: Mutex<()>,
     permits: Semaphore,
+    pace: Pace,
+    /// Calls sent, authentication excepted (retries included).
+    calls: AtomicU64,
+    /// HTTP 429 answers met.
+    throttled: AtomicU64,
     settings: Settings,
 }
 
@@ -46,6 +56,7 @@ impl Http {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .https_only(true)
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(settings.concurrency)
@@ -88,8 +99,24 @@ impl Http {
             token: RwLock::new(None),
             login: Mutex::new(()),
             permits: Semaphore::new(settings.concurrency.max(1)),
+            pace: Pace::new(settings.pace()),
+            calls: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
             settings,
         })
+    }
+
+    /// The time between two calls.
+    pub(crate) fn pace(&self) -> Duration {
+        self.settings.pace()
+    }
+
+    /// Calls sent so far (authentication excepted) and HTTP 429s met.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.calls.load(Ordering::Relaxed),
+            self.throttled.load(Ordering::Relaxed),
+        )
     }
 
     fn url(&self, path: &[&str], query: &[(&str, &str)]) -> Result<Url, Error> {
@@ -171,6 +198,8 @@ impl Http {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            self.pace.wait().await;
+            self.calls.fetch_add(1, Ordering::Relaxed);
             let mut request = self
                 .client
                 .request(call.method.clone(), url.clone())
@@ -213,10 +242,24 @@ impl Http {
         what: &str,
     ) -> Result<Option<reqwest::Response>, Error> {
         let retry = &self.settings.retry;
-        let (reason, wait) = match sent {
+        let (reason, wait, backoff_max) = match sent {
+            Ok(r) if r.status().is_redirection() => {
+                return Err(Error::Redirect {
+                    call: what.to_owned(),
+                    status: r.status().as_u16(),
+                    location: location_host(&r),
+                })
+            }
             Ok(r)
                 if r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error() =>
             {
+                let throttled = r.status() == StatusCode::TOO_MANY_REQUESTS;
+                let (attempts, max) = if throttled {
+                    self.throttled.fetch_add(1, Ordering::Relaxed);
+                    (retry.throttled_attempts, retry.throttled_max)
+                } else {
+                    (retry.attempts, retry.max)
+                };
                 let after = r
                     .headers()
                     .get(header::RETRY_AFTER)
@@ -224,7 +267,7 @@ impl Http {
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
                 let status = r.status().as_u16();
-                if attempt >= retry.attempts {
+                if attempt >= attempts {
                     let body: ApiError = r.json().await.unwrap_or_default();
                     return Err(Error::Api {
                         call: what.to_owned(),
@@ -233,10 +276,10 @@ impl Http {
                         code: body.error,
                     });
                 }
-                (format!("HTTP {status}"), after)
+                (format!("HTTP {status}"), after, max)
             }
             Ok(r) => return Ok(Some(r)),
-            Err(e) if e.is_connect() && attempt < retry.attempts => (chain(&e), None),
+            Err(e) if e.is_connect() && attempt < retry.attempts => (chain(&e), None, retry.max),
             Err(e) => {
                 return Err(Error::Transport {
                     call: what.to_owned(),
@@ -247,11 +290,30 @@ impl Http {
         let backoff = retry
             .base
             .saturating_mul(1 << (attempt - 1).min(16))
-            .min(retry.max);
-        let wait = wait.map_or(backoff, |w| w.min(retry.max));
+            .min(backoff_max);
+        let wait = wait.map_or(backoff, |w| w.min(backoff_max));
         tracing::debug!(call = %what, attempt, %reason, wait_ms = wait.as_millis() as u64, "Retrying.");
         tokio::time::sleep(wait).await;
         Ok(None)
+    }
+}
+
+/// The host and port a redirect points to, never its path or query.
+fn location_host(response: &reqwest::Response) -> String {
+    let Some(location) = response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return "(none)".into();
+    };
+    match response.url().join(location) {
+        Ok(url) => match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            _ => "(no host)".into(),
+        },
+        Err(_) => "(not a URL)".into(),
     }
 }
 

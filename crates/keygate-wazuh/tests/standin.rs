@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::stream::{self, StreamExt};
 use keygate_core::{AgentRecord, BackendError, KeyBackend, Listed};
 use keygate_testkit::Fake;
-use keygate_wazuh::sync::{self, Action, Options, Quiet};
+use keygate_wazuh::sync::{self, Action, Backups, Options, Progress, Quiet};
 use keygate_wazuh::{Error, Retry, Settings, Wazuh};
 use keygate_wazuh_standin::StandIn;
 use zeroize::Zeroizing;
@@ -28,8 +28,14 @@ fn client(standin: &StandIn, password: &str) -> (Wazuh, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     standin.write_ca(&ca);
-    let wazuh = Wazuh::new(Settings {
-        url: standin.url(),
+    (client_of(standin.url(), ca, password), dir)
+}
+
+/// A client of the API at `url` trusting the CA in `ca`, with quick
+/// retries and no pace to speak of.
+fn client_of(url: String, ca: std::path::PathBuf, password: &str) -> Wazuh {
+    Wazuh::new(Settings {
+        url,
         user: "keygate".into(),
         password: Zeroizing::new(password.into()),
         ca_file: Some(ca),
@@ -40,18 +46,26 @@ fn client(standin: &StandIn, password: &str) -> (Wazuh, tempfile::TempDir) {
             attempts: 4,
             base: Duration::from_millis(10),
             max: Duration::from_millis(50),
+            throttled_attempts: 4,
+            throttled_max: Duration::from_millis(50),
         },
+        max_requests_per_minute: 100_000,
     })
-    .unwrap();
-    (wazuh, dir)
+    .unwrap()
 }
 
-fn options(apply: bool, prune: bool) -> Options {
+fn options(apply: bool, prune: bool, dir: &tempfile::TempDir) -> Options {
     Options {
         apply,
         prune,
+        max_delete: None,
         batch: 3,
         concurrency: 4,
+        manager_keys: None,
+        backups: Backups {
+            dir: dir.path().join("backups"),
+            kept: 5,
+        },
     }
 }
 
@@ -83,6 +97,7 @@ async fn an_unknown_ca_is_refused() {
         concurrency: 1,
         timeout: Duration::from_secs(5),
         retry: Retry::default(),
+        max_requests_per_minute: 100,
     })
     .unwrap();
     let e = wazuh.login().await.unwrap_err().to_string();
@@ -130,14 +145,10 @@ async fn paging_reads_every_agent() {
         standin.put(&format!("{i:03}"), &format!("a{i}"), "any", &key(i));
     }
     let (wazuh, _dir) = client(&standin, PASSWORD);
-    let pages: Vec<_> = wazuh.all_agents(3).collect().await;
-    let ids: Vec<String> = pages
-        .into_iter()
-        .flat_map(|p| p.unwrap())
-        .map(|a| a.id)
-        .collect();
-    assert_eq!(ids.len(), 11);
-    assert_eq!(ids[0], "000");
+    let registry = wazuh.registry().await.unwrap();
+    assert_eq!(registry.len(), 10);
+    assert!(!registry.contains_key("000"));
+    assert_eq!(registry["007"].name, "a7");
 }
 
 fn fake_store() -> Fake {
@@ -158,9 +169,9 @@ async fn dry_run_plans_and_writes_nothing() {
     standin.put("002", "web-02", "any", &key(99)); // key differs
     standin.put("003", "db-old", "10.0.0.3", &key(3)); // name differs
     standin.put("009", "gone", "any", &key(9)); // not in the store
-    let (wazuh, _dir) = client(&standin, PASSWORD);
+    let (wazuh, dir) = client(&standin, PASSWORD);
     let store = fake_store();
-    let report = sync::run(&wazuh, store.list(), &options(false, true), &Quiet)
+    let report = sync::run(&wazuh, store.list(), &options(false, true, &dir), &Quiet)
         .await
         .unwrap();
     assert!(!report.applied);
@@ -187,9 +198,9 @@ async fn apply_converges_prunes_and_reports_bad_keys() {
     standin.put("002", "web-02", "any", &key(99));
     standin.put("003", "db-old", "10.0.0.3", &key(3));
     standin.put("009", "gone", "any", &key(9));
-    let (wazuh, _dir) = client(&standin, PASSWORD);
+    let (wazuh, dir) = client(&standin, PASSWORD);
     let store = fake_store();
-    let report = sync::run(&wazuh, store.list(), &options(true, true), &Quiet)
+    let report = sync::run(&wazuh, store.list(), &options(true, true, &dir), &Quiet)
         .await
         .unwrap();
     assert!(report.applied);
@@ -216,7 +227,7 @@ async fn apply_converges_prunes_and_reports_bad_keys() {
         .iter()
         .all(|l| !(l.starts_with("DELETE") && l.contains("000"))));
 
-    let again = sync::run(&wazuh, store.list(), &options(true, true), &Quiet)
+    let again = sync::run(&wazuh, store.list(), &options(true, true, &dir), &Quiet)
         .await
         .unwrap();
     assert!(!again.has_changes(), "{again:?}");
@@ -229,30 +240,189 @@ async fn apply_converges_prunes_and_reports_bad_keys() {
 async fn store_failures_never_lead_to_deletes() {
     let standin = StandIn::start("keygate", PASSWORD);
     standin.put("009", "gone", "any", &key(9));
-    let (wazuh, _dir) = client(&standin, PASSWORD);
+    let (wazuh, dir) = client(&standin, PASSWORD);
     let broken = stream::iter(vec![
-        Ok(Listed::Record(record("001", "a", "any", &key(1)))),
+        Ok(Listed::Record(record("001", "ab", "any", &key(1)))),
         Err(BackendError::Unavailable("connection reset".into())),
     ]);
-    let e = sync::run(&wazuh, broken, &options(true, true), &Quiet)
+    let e = sync::run(&wazuh, broken, &options(true, true, &dir), &Quiet)
         .await
         .unwrap_err();
     assert!(e.to_string().contains("cannot read the store"), "{e}");
     assert_eq!(standin.state().writes, 0);
 
     let with_invalid = stream::iter(vec![
-        Ok(Listed::Record(record("001", "a", "any", &key(1)))),
+        Ok(Listed::Record(record("001", "ab", "any", &key(1)))),
         Ok(Listed::Invalid {
             at: "line 2".into(),
             reason: "field 'ip' is invalid".into(),
         }),
     ])
     .boxed();
-    let report = sync::run(&wazuh, with_invalid, &options(true, true), &Quiet)
+    let report = sync::run(&wazuh, with_invalid, &options(true, true, &dir), &Quiet)
         .await
         .unwrap();
     assert_eq!(report.inserted, ["001"]);
     assert!(report.deleted.is_empty());
     assert!(report.prune_skipped.is_some());
     assert!(standin.agents().contains_key("009"));
+}
+
+/// Changes the stand-in's registry once the first batch of deletes is
+/// done, as an operator or the dashboard would while sync applies.
+struct ChangeAfterFirstDelete<'a> {
+    standin: &'a StandIn,
+    deleting: std::sync::atomic::AtomicBool,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl Progress for ChangeAfterFirstDelete<'_> {
+    fn stage(&self, name: &str, _: Option<u64>) {
+        use std::sync::atomic::Ordering;
+        self.deleting
+            .store(name.starts_with("deleting"), Ordering::SeqCst);
+    }
+    fn advance(&self, _: u64) {
+        use std::sync::atomic::Ordering;
+        if self.deleting.load(Ordering::SeqCst) && !self.done.swap(true, Ordering::SeqCst) {
+            // Agent 015 re-enrolls under another name.
+            self.standin.put("015", "new-box", "any", &key(15));
+        }
+    }
+}
+
+/// Deletes come from the plan's snapshot: when the registry changes while
+/// applying (an agent to delete re-enrolled under another name), the rest
+/// of the deletes is skipped and reported, and the run fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_changes_while_applying_stops_the_deletes() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    for i in 10..=16 {
+        standin.put(&format!("{i:03}"), &format!("old-{i}"), "any", &key(i));
+    }
+    let (wazuh, dir) = client(&standin, PASSWORD);
+    let store = Fake::empty("store").and(record("001", "web-01", "any", &key(1)));
+    let mut opts = options(true, true, &dir);
+    opts.max_delete = Some(10);
+    let progress = ChangeAfterFirstDelete {
+        standin: &standin,
+        deleting: false.into(),
+        done: false.into(),
+    };
+    let report = sync::run(&wazuh, store.list(), &opts, &progress)
+        .await
+        .unwrap();
+    assert_eq!(report.deleted, ["010", "011", "012"]);
+    assert_eq!(report.deletes_skipped.len(), 4, "{report:?}");
+    assert!(report.is_failure());
+    assert!(
+        report
+            .deletes_skipped_reason
+            .as_deref()
+            .unwrap()
+            .contains("015"),
+        "{report:?}"
+    );
+    let agents = standin.agents();
+    assert_eq!(agents["015"].0, "new-box");
+    assert!(agents.contains_key("013") && agents.contains_key("016"));
+    // Inserts still ran after the deletes, and the backup holds all 7.
+    assert_eq!(report.inserted, ["001"]);
+    let backup = std::fs::read_to_string(report.backup.unwrap()).unwrap();
+    assert_eq!(backup.lines().count(), 7);
+}
+
+/// Two records of the store with the same name are a conflict, not a
+/// replace that deletes the other; a rename onto a name another agent gives
+/// up in the same run is no conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_duplicates_conflict_and_a_name_given_up_is_free() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    standin.put("001", "alpha", "any", &key(1));
+    standin.put("002", "beta", "any", &key(2));
+    standin.put("003", "gamma", "any", &key(3));
+    let (wazuh, dir) = client(&standin, PASSWORD);
+    // 001 takes beta, which 002 gives up for delta; 003 takes alpha...
+    // which 001 gives up. 004 is new and wants gamma, which 003 gives up.
+    let store = Fake::empty("store")
+        .and(record("001", "beta", "any", &key(1)))
+        .and(record("002", "delta", "any", &key(2)))
+        .and(record("003", "alpha", "any", &key(3)))
+        .and(record("004", "gamma", "any", &key(4)));
+    let report = sync::run(&wazuh, store.list(), &options(true, false, &dir), &Quiet)
+        .await
+        .unwrap();
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    assert_eq!(report.replaced, ["001", "002", "003"]);
+    assert_eq!(report.inserted, ["004"]);
+    let names: Vec<String> = standin.agents().values().map(|a| a.0.clone()).collect();
+    assert_eq!(names, ["beta", "delta", "alpha", "gamma"]);
+
+    let dup = Fake::empty("store")
+        .and(record("001", "beta", "any", &key(1)))
+        .and(record("002", "delta", "any", &key(2)))
+        .and(record("003", "alpha", "any", &key(3)))
+        .and(record("004", "beta", "any", &key(44)));
+    let report = sync::run(&wazuh, dup.list(), &options(true, false, &dir), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    assert_eq!(report.conflicts[0].id, "004");
+    assert!(report.conflicts[0].reason.contains("001"), "{report:?}");
+    assert_eq!(standin.agents()["004"].2, key(4));
+}
+
+/// A change counts as done only when the API's answer names it: an API
+/// that answers 200 to an insert naming another id, and to a delete with
+/// no `affected_items`, gets both reported as failed, nothing as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_answer_does_not_name_is_a_failure() {
+    use base64::Engine;
+    use keygate_wazuh_standin::inventory::{Answer, Inventory};
+    let line = base64::engine::general_purpose::STANDARD.encode(format!("050 old any {}", key(50)));
+    let api = Inventory::start(move |seen| {
+        let agent = r#"{"id":"050","name":"old","ip":"any","registerIP":"any"}"#;
+        let items = |list: &str, n: u32| {
+            format!(
+                r#"{{"data":{{"affected_items":[{list}],"total_affected_items":{n},"failed_items":[],"total_failed_items":0}},"error":0}}"#
+            )
+        };
+        let body = match (seen.method.as_str(), seen.path()) {
+            ("POST", "/security/user/authenticate") => r#"{"data":{"token":"t"},"error":0}"#.into(),
+            ("GET", "/agents") => items(agent, 1),
+            ("GET", "/agents/050/key") => items(&format!(r#"{{"id":"050","key":"{line}"}}"#), 1),
+            ("POST", "/agents/insert") => r#"{"data":{"id":"999","key":"x"},"error":0}"#.into(),
+            ("DELETE", "/agents") => items("", 0),
+            _ => return Answer::json(404, r#"{"title":"Not Found"}"#),
+        };
+        Answer::json(200, body)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    api.write_ca(&ca);
+    let wazuh = client_of(api.url(), ca, PASSWORD);
+    let store = Fake::empty("store").and(record("001", "web-01", "any", &key(1)));
+    let report = sync::run(&wazuh, store.list(), &options(true, true, &dir), &Quiet)
+        .await
+        .unwrap();
+    assert!(
+        report.inserted.is_empty() && report.deleted.is_empty(),
+        "{report:?}"
+    );
+    let failed: Vec<(&str, Action, &str)> = report
+        .failed
+        .iter()
+        .map(|f| (f.id.as_str(), f.action, f.reason.as_str()))
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!((failed[0].0, failed[0].1), ("001", Action::Insert));
+    assert!(
+        failed[0].2.contains("did not confirm agent 001"),
+        "{failed:?}"
+    );
+    assert_eq!((failed[1].0, failed[1].1), ("050", Action::Delete));
+    assert!(failed[1].2.contains("does not name it"), "{failed:?}");
+    // The deleted agent's line was backed up first.
+    let backup = std::fs::read_to_string(report.backup.unwrap()).unwrap();
+    assert_eq!(backup, format!("050 old any {}\n", key(50)));
 }

@@ -1,8 +1,10 @@
 //! A Wazuh manager's own client.keys, read as this backend reads its file
 //! (same parser, same rules: comments and removed `!`/`#` agents skipped,
 //! `any` and CIDR addresses), for the code that watches what Wazuh did with
-//! an answer (the daemon's insert confirmation). Reading is blocking and
-//! whole; [`file_version`] tells cheaply whether the file changed since.
+//! an answer (the daemon's insert confirmation) and for `keygate sync`,
+//! which compares keys against it instead of asking the API for each.
+//! Reading is blocking and whole; [`file_version`] tells cheaply whether
+//! the file changed since.
 
 use std::path::Path;
 
@@ -51,6 +53,19 @@ impl ClientKeysFile {
             .entries()
             .iter()
             .filter_map(|e| e.record.as_ref().ok())
+    }
+
+    /// The valid agents whose id is on one line only: an id on two lines
+    /// is left out (which line Wazuh uses is not for keygate to guess).
+    pub fn unique_records(&self) -> Vec<AgentRecord> {
+        let mut seen = std::collections::HashMap::new();
+        for record in self.records() {
+            *seen.entry(record.id.as_str()).or_insert(0u32) += 1;
+        }
+        self.records()
+            .filter(|r| seen.get(r.id.as_str()) == Some(&1))
+            .cloned()
+            .collect()
     }
 }
 

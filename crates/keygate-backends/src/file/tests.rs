@@ -404,3 +404,32 @@ fn loads_a_large_file_in_chunks_with_exact_line_numbers() {
         .collect();
     assert_eq!(bad, [15_001]);
 }
+
+/// `ClientKeysFile::unique_records` (what `keygate sync` compares keys
+/// against) keeps the
+/// valid lines of a manager's client.keys: removed agents, invalid lines
+/// and an id on two lines are left out.
+#[test]
+fn read_client_keys_keeps_only_valid_unique_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("client.keys");
+    let k = |n: u32| format!("{n:064}");
+    std::fs::write(
+        &path,
+        format!(
+            "001 web any {}\n002 !gone any {}\n003 bad name any {}\n004 db 10.0.0.4 {}\n005 x any {}\n005 y any {}\n",
+            k(1), k(2), k(3), k(4), k(5), k(6)
+        ),
+    )
+    .unwrap();
+    let records = super::client_keys::ClientKeysFile::read(&path)
+        .unwrap()
+        .unique_records();
+    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["001", "004"]);
+    assert_eq!(records[1].key.expose(), k(4));
+    let e = super::client_keys::ClientKeysFile::read(&dir.path().join("missing"))
+        .err()
+        .unwrap();
+    assert!(e.contains("cannot read"), "{e}");
+}
