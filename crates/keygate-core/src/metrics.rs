@@ -192,6 +192,10 @@ pub fn describe() {
     for reason in REFUSED_REASONS {
         counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(0);
     }
+    counter!(WAZUH_REFUSED, "reason" => "ipv6").increment(0);
+    for result in ["confirmed", "not_inserted"] {
+        counter!(WAZUH_INSERTS, "result" => result).increment(0);
+    }
     for series in [
         REQUEST_PANICS,
         AUDIT_WRITE_FAILURES,
