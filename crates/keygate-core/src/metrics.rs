@@ -47,6 +47,9 @@ pub const CONNECTIONS_OPEN: &str = "keygate_connections_open";
 pub const CONNECTIONS_REFUSED: &str = "keygate_connections_refused_total";
 /// Config reloads, by `result` (ok, failed).
 pub const CONFIG_RELOADS: &str = "keygate_config_reloads_total";
+/// Audit events that could not be written (with `audit_failure =
+/// "refuse"`, each one an answer refused).
+pub const AUDIT_WRITE_FAILURES: &str = "keygate_audit_write_failures_total";
 /// Always 1, with the running `version` as a label.
 pub const BUILD_INFO: &str = "keygate_build_info";
 
@@ -124,6 +127,10 @@ pub fn describe() {
         "Connections closed at once because max_connections were open."
     );
     describe_counter!(CONFIG_RELOADS, "Config reloads, by result.");
+    describe_counter!(
+        AUDIT_WRITE_FAILURES,
+        "Audit events that could not be written (refused answers with audit_failure = refuse)."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
@@ -137,6 +144,11 @@ pub fn request_answered(kind: &'static str, frontend: Frontend, code: u8, latenc
     counter!(REQUESTS, "type" => kind, "frontend" => frontend.as_str(), "code" => code)
         .increment(1);
     histogram!(REQUEST_DURATION, "type" => kind).record(latency.as_secs_f64());
+}
+
+/// Counts `events` audit events that could not be written.
+pub fn audit_write_failed(events: u64) {
+    counter!(AUDIT_WRITE_FAILURES).increment(events);
 }
 
 /// The `outcome` label of a backend's answer.
