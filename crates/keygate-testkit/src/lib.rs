@@ -12,6 +12,7 @@
 //!   dir, spoken to the way Wazuh does (socket and exec mode).
 //! - [`repo_root`], [`fixture`], [`free_port`]: where fixtures are, and a
 //!   loopback port for a private server.
+//! - [`tmpfs::Tmpfs`]: a small file system of a test's own, to fill.
 //!
 //! A missing server or binary fails the test loudly, naming what to install
 //! (`bash tests/setup.sh`); nothing is ever skipped.
@@ -23,6 +24,7 @@ pub mod daemon;
 pub mod redis;
 pub mod slapd;
 pub mod sql;
+pub mod tmpfs;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
