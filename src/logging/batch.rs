@@ -444,4 +444,4 @@ impl Write for Line<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -2,48 +2,15 @@
 //! `audit_failure = "refuse"`, an answer refused when its event was not
 //! written.
 
+use super::batch::tests::{wait_until, Sink};
 use super::*;
 use keygate_core::{AgentRecord, ErrorCode, Reply};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-/// A sink that keeps what it is given, blocks while `hold` is locked and
-/// fails (ENOSPC) while `full`.
-#[derive(Clone, Default)]
-struct Sink {
-    data: Arc<Mutex<Vec<u8>>>,
-    hold: Arc<Mutex<()>>,
-    full: Arc<AtomicBool>,
-}
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _held = self.hold.lock().unwrap();
-        if self.full.load(Ordering::SeqCst) {
-            return Err(std::io::Error::from_raw_os_error(28));
-        }
-        self.data.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use std::sync::atomic::Ordering;
 
 /// A dispatcher writing JSON lines through [`Routed`] under `policy`.
 fn dispatch(writer: Batched, policy: AuditFailure) -> tracing::Dispatch {
     let layer = fmt_layer(LogFormat::Json, Routed::new(writer, policy), false, false);
     tracing::Dispatch::new(tracing_subscriber::registry().with(layer))
-}
-
-/// Waits (at most 20 s, else fails saying `what`) until `done` holds.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within 20 s");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// With `audit_failure = "serve"`, the log's sink stuck and its buffer
@@ -76,7 +43,7 @@ fn audit_events_wait_for_room_where_diagnostic_lines_are_dropped() {
     wait_until("the logger done", || logger.is_finished());
     logger.join().unwrap();
     drop(flusher);
-    let data = String::from_utf8(sink.data.lock().unwrap().clone()).unwrap();
+    let data = sink.text();
     assert_eq!(data.matches("\"message\":\"audit\"").count(), 4, "{data}");
     assert!(data.contains("log line(s) dropped"), "{data}");
 }
@@ -98,7 +65,7 @@ fn an_answer_is_refused_when_the_writer_fails_its_event() {
             keygate_core::audit::Asked::exec().refused(Reply::Found(record.clone()))
         });
         keygate_core::audit::require_reports(false);
-        let written = String::from_utf8(sink.data.lock().unwrap().clone()).unwrap();
+        let written = sink.text();
         (reply, written)
     };
     let (reply, written) = answer(AuditFailure::Refuse, false);

@@ -9,11 +9,11 @@ use std::time::Instant;
 /// A sink keeping what it was given and how many writes it took; it
 /// blocks while `hold` is locked, and fails (ENOSPC) while `full`.
 #[derive(Clone, Default)]
-struct Sink {
+pub(crate) struct Sink {
     data: Arc<Mutex<Vec<u8>>>,
     writes: Arc<AtomicUsize>,
-    hold: Arc<Mutex<()>>,
-    full: Arc<AtomicBool>,
+    pub(crate) hold: Arc<Mutex<()>>,
+    pub(crate) full: Arc<AtomicBool>,
 }
 
 impl Write for Sink {
@@ -32,7 +32,7 @@ impl Write for Sink {
 }
 
 impl Sink {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8(self.data.lock().unwrap().clone()).unwrap()
     }
 }
@@ -52,7 +52,7 @@ fn line(thread: usize, i: usize) -> String {
 }
 
 /// Waits (at most 20 s, else fails saying `what`) until `done` holds.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
         assert!(Instant::now() < deadline, "{what}: not within 20 s");
