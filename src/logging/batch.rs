@@ -233,28 +233,31 @@ impl Shared {
             self.room.notify_all();
         }
         drop(st);
-        let mut written = if buf.is_empty() {
+        // The batch's own outcome: what its committed lines are told.
+        let written = if buf.is_empty() {
             Ok(())
         } else {
             sink.write_all(&buf)
-        };
-        if dropped > 0 {
+        }
+        .and_then(|()| sink.flush());
+        if written.is_err() && lossless > 0 {
+            (self.settings.lost_audit)(lossless);
+        }
+        let noted = if dropped > 0 {
             let note = format!(
                 "{}keygate: {dropped} log line(s) dropped: the log could not be written fast enough\n",
                 if self.settings.journal { "<4>" } else { "" }
             );
-            written = written.and_then(|()| sink.write_all(note.as_bytes()));
-        }
-        written = written.and_then(|()| sink.flush());
-        if written.is_err() && lossless > 0 {
-            (self.settings.lost_audit)(lossless);
-        }
+            sink.write_all(note.as_bytes())
+        } else {
+            Ok(())
+        };
         buf.clear();
         if buf.capacity() > 2 * HIGH_WATER {
             buf.shrink_to(HIGH_WATER);
         }
         let mut st = self.lock();
-        self.note_outcome(&mut st, written.as_ref().err());
+        self.note_outcome(&mut st, written.as_ref().err().or(noted.as_ref().err()));
         st.sink = Some(sink);
         st.spare = buf;
         if let Some(batch) = batch {
