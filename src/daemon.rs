@@ -250,14 +250,14 @@ pub fn main(config_path: &Path) -> ExitCode {
     let config = match keygate_config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("keygate: {e}");
+            crate::logging::journal::eprint_error(&e.to_string());
             return ExitCode::from(EX_CONFIG);
         }
     };
     let _guard = match crate::logging::init(&config.log, crate::logging::Fallback::Stderr) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("keygate: {e:#}");
+            crate::logging::journal::eprint_error(&format!("{e:#}"));
             return ExitCode::from(EX_CONFIG);
         }
     };

@@ -7,6 +7,8 @@
 #      KEYGATE_TEST_MYSQL_URL, KEYGATE_TEST_POSTGRES_URL (as for the tests),
 #      BENCH_DB (default keygate_bench), DB_SOCKET=1 (mysql/postgres rows over
 #      the Unix sockets MYSQL_SOCKET, PG_SOCKET_DIR instead of TCP).
+#      AUDIT_FAILURE (refuse | serve: the daemon's [log] audit_failure; default
+#      its own), AUDIT_FILE=1 (audit events in their own file, not the log).
 #      ROUNDS (socket rows: floor and keygate measured side by side this many
 #      times, then the median ratio; default 3 for cache and file, else 1).
 # The file, mysql and postgres rows also split the CPU per request between
@@ -53,6 +55,8 @@ request_timeout = "10s"
 [log]
 level = "${LOG_LEVEL:-warn}"
 file = "$WORK/keygate.log"
+${AUDIT_FAILURE:+audit_failure = '$AUDIT_FAILURE'}
+${AUDIT_FILE:+audit_file = '$WORK/audit.log'}
 [cache]
 enabled = ${2:-false}
 capacity = 200000

@@ -45,6 +45,7 @@ use keygate_core::{Breaker, CacheLayer, CacheSettings, Chain, Kept, KeyBackend, 
 pub use load::{
     control_socket_of, daemon_access, load, load_str, sockets_of, ConfigError, DaemonAccess,
 };
+pub use log::AuditFailure;
 pub use observe::{LogFormat, MetricsConfig};
 pub use server::{control_socket_for, WAZUH_SOCKET};
 pub use wazuh::{VersionSetting, WazuhApi, WazuhConfig, DEFAULT_BACKUP_DIR, DEFAULT_CLIENT_KEYS};
@@ -119,6 +120,8 @@ pub struct LogConfig {
     pub audit: bool,
     /// Audit events go to this file as JSON lines; without it, into the log.
     pub audit_file: Option<PathBuf>,
+    /// What an answer does when its audit event cannot be written.
+    pub audit_failure: AuditFailure,
 }
 
 /// The assembled backend stack:

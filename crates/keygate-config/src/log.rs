@@ -3,8 +3,26 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+
 use crate::section::Section;
 use crate::{LogConfig, LogFormat};
+
+/// `[log] audit_failure`: what an answer does when its audit event cannot
+/// be written (a full disk, a file that cannot be opened), as auditd's
+/// `disk_full_action` lets its operator choose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFailure {
+    /// The answer is error 2, "audit trail unavailable", with no key: no
+    /// key is handed out unless its audit event was written first (the
+    /// default).
+    #[default]
+    Refuse,
+    /// The answer is sent anyway; the lost event is counted
+    /// (`keygate_audit_write_failures_total`).
+    Serve,
+}
 
 /// The accepted `level` values.
 const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
@@ -17,6 +35,7 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             audit: true,
             audit_file: None,
+            audit_failure: AuditFailure::Refuse,
         }
     }
 }
@@ -29,6 +48,7 @@ pub(crate) fn read(mut s: Section<'_>, base: &Path) -> Option<LogConfig> {
     let format = s.field("format", d.format);
     let audit = s.field("audit", d.audit);
     let audit_file: Option<PathBuf> = s.optional("audit_file");
+    let audit_failure = s.field("audit_failure", d.audit_failure);
     if !LEVELS.contains(&level.as_str()) {
         s.problem("level", format!("must be one of {}", LEVELS.join(", ")));
     }
@@ -53,5 +73,6 @@ pub(crate) fn read(mut s: Section<'_>, base: &Path) -> Option<LogConfig> {
         format,
         audit,
         audit_file,
+        audit_failure,
     })
 }

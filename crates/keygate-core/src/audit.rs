@@ -13,14 +13,28 @@
 //! backend, the cache says `cache` or `stale`). Outside [`attributed`],
 //! [`answered_by`] does nothing.
 //!
+//! An answer is on record before it is sent. With `[log] audit_failure =
+//! "refuse"` the binary's audit writer writes each event before the answer
+//! goes out and tells [`report_write`] whether it did
+//! ([`require_reports`] says it will); an answer whose event could not be
+//! written is replaced by error 2, "audit trail unavailable", counted
+//! (`keygate_audit_write_failures_total`) and logged, at most every
+//! [`UNAVAILABLE_LOG_EVERY`], until events are written again.
+//!
 //! [`KeyBackend`]: crate::KeyBackend
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::ffi::OsStr;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::{Query, Reply, Request};
+use crate::{ErrorCode, Query, Reply, Request};
 
 /// The `tracing` target of audit events.
 pub const AUDIT_TARGET: &str = "keygate::audit";
@@ -147,11 +161,40 @@ pub struct Answered<'a> {
     pub conflict: Option<&'a str>,
 }
 
-/// Writes the audit event for `answer` and counts it in the metrics.
-pub fn record(answer: &Answered<'_>) {
-    let kind = answer.query.map_or("none", Query::kind);
-    let code = answer.reply.code().as_u8();
-    crate::metrics::request_answered(kind, answer.frontend, code, answer.latency);
+/// The message of an answer refused because its audit event could not
+/// be written.
+pub const UNAVAILABLE: &str = "audit trail unavailable";
+
+/// How often, at most, a failing audit trail is logged.
+pub const UNAVAILABLE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether the audit writer reports every event ([`require_reports`]).
+static REPORTS_REQUIRED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// What the audit writer said of the event being written on this
+    /// thread ([`report_write`]).
+    static WRITTEN: Cell<Option<io::Result<()>>> = const { Cell::new(None) };
+}
+
+/// Says whether every audit event's writer reports its outcome through
+/// [`report_write`] (`audit_failure = "refuse"`, and the events have
+/// somewhere to go). While it does, an event it did not report as written
+/// (an error, or no writer at all: a file that could not be opened) makes
+/// its answer error 2, [`UNAVAILABLE`].
+pub fn require_reports(required: bool) {
+    REPORTS_REQUIRED.store(required, Ordering::Relaxed);
+}
+
+/// Called by the audit writer, on the thread that logs the event and before
+/// the event's `tracing` call returns: whether its line was written, whole.
+pub fn report_write(result: io::Result<()>) {
+    WRITTEN.set(Some(result));
+}
+
+/// Writes the audit event for `answer`; an error when reports are required
+/// and the event was not reported written.
+fn write_event(answer: &Answered<'_>) -> io::Result<()> {
     let (agent_id, agent_name) = match answer.reply {
         Reply::Found(record) => (Some(record.id.as_str()), Some(record.name.as_str())),
         Reply::Error { .. } => (None, None),
@@ -159,6 +202,7 @@ pub fn record(answer: &Answered<'_>) {
     let r = &answer.requester;
     // Whole microseconds: a latency written as 0.18387199999999998 helps nobody.
     let latency_ms = (answer.latency.as_secs_f64() * 1e6).round() / 1e3;
+    WRITTEN.set(None);
     tracing::info!(
         target: AUDIT_TARGET,
         frontend = answer.frontend.as_str(),
@@ -167,7 +211,7 @@ pub fn record(answer: &Answered<'_>) {
         peer_pid = r.pid,
         parent_pid = r.parent_pid,
         query = answer.query.map(tracing::field::display),
-        code,
+        code = answer.reply.code().as_u8(),
         answered_by = answer.source.map_or("none", Source::as_str),
         agent_id,
         agent_name,
@@ -175,6 +219,87 @@ pub fn record(answer: &Answered<'_>) {
         conflict = answer.conflict,
         "Key request answered."
     );
+    if !REPORTS_REQUIRED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    WRITTEN
+        .take()
+        .unwrap_or_else(|| Err(io::Error::other("the audit event reached no writer")))
+}
+
+/// Writes the audit event for `answer` and counts it in the metrics;
+/// returns the reply to send: the answer's, or error 2 ([`UNAVAILABLE`],
+/// no key) when its event had to be written and could not be.
+pub fn record(answer: &Answered<'_>) -> Option<Reply> {
+    let refused = match write_event(answer) {
+        Ok(()) => {
+            unavailable::written();
+            None
+        }
+        Err(error) => {
+            unavailable::lost(&error);
+            Some(Reply::error(ErrorCode::Unavailable, UNAVAILABLE))
+        }
+    };
+    let kind = answer.query.map_or("none", Query::kind);
+    let code = refused.as_ref().unwrap_or(answer.reply).code().as_u8();
+    crate::metrics::request_answered(kind, answer.frontend, code, answer.latency);
+    refused
+}
+
+/// The failing audit trail's count and rate-limited log.
+mod unavailable {
+    use super::*;
+
+    /// Events lost since the trail started failing, and since last logged.
+    struct Failures {
+        streak: u64,
+        unlogged: u64,
+        logged_at: Option<Instant>,
+    }
+
+    static FAILING: AtomicBool = AtomicBool::new(false);
+    static FAILURES: Mutex<Failures> = Mutex::new(Failures {
+        streak: 0,
+        unlogged: 0,
+        logged_at: None,
+    });
+
+    /// Counts an event that could not be written; logs the first at once,
+    /// then at most every [`UNAVAILABLE_LOG_EVERY`] with how many since.
+    pub(super) fn lost(error: &io::Error) {
+        crate::metrics::audit_write_failed(1);
+        FAILING.store(true, Ordering::Relaxed);
+        let mut f = FAILURES.lock().unwrap_or_else(PoisonError::into_inner);
+        f.streak += 1;
+        f.unlogged += 1;
+        let now = Instant::now();
+        if f.logged_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= UNAVAILABLE_LOG_EVERY)
+        {
+            let refused = std::mem::take(&mut f.unlogged);
+            f.logged_at = Some(now);
+            drop(f);
+            tracing::error!(
+                %error,
+                refused,
+                "Audit trail unavailable: answers are refused until their audit events can be written."
+            );
+        }
+    }
+
+    /// An event was written: if the trail was failing, says it is back.
+    pub(super) fn written() {
+        if !FAILING.load(Ordering::Relaxed) || !FAILING.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let mut f = FAILURES.lock().unwrap_or_else(PoisonError::into_inner);
+        let refused = std::mem::take(&mut f.streak);
+        f.unlogged = 0;
+        f.logged_at = None;
+        drop(f);
+        tracing::warn!(refused, "Audit trail written again; answering.");
+    }
 }
 
 /// One request being answered: which front end, who asked, since when.
@@ -189,10 +314,11 @@ pub struct Asked {
 impl Asked {
     /// A request on the Wazuh socket from the peer with these credentials
     /// (SO_PEERCRED). A peer that is a `keygate id|ip` one-shot forwarding
-    /// its request (same process name as ours) is counted as the exec front
+    /// its request (running our executable) is counted as the exec front
     /// end, with its parent (the Wazuh daemon that ran it) as `parent_pid`.
     pub fn socket(uid: Option<u32>, gid: Option<u32>, pid: Option<i32>) -> Self {
-        let parent_pid = pid.and_then(forwarding_exec_parent);
+        let started = Instant::now();
+        let parent_pid = pid.and_then(|pid| forwarding_exec_parent(pid, started));
         Self {
             frontend: if parent_pid.is_some() {
                 Frontend::Exec
@@ -205,7 +331,7 @@ impl Asked {
                 pid,
                 parent_pid,
             },
-            started: Instant::now(),
+            started,
         }
     }
 
@@ -223,67 +349,64 @@ impl Asked {
 
     /// Awaits `answering`, the reply to the request `raw`, noting what
     /// answered it; then writes the audit event (with the query, if `raw`
-    /// parses) and returns the reply. The front end's whole answering path,
-    /// refusals included, goes inside.
+    /// parses) and returns the reply to send: the answer, or error 2 if its
+    /// event had to be written first and could not be. The front end's
+    /// whole answering path, refusals included, goes inside.
     pub async fn answered(&self, raw: &[u8], answering: impl Future<Output = Reply>) -> Reply {
         let (reply, noted) = noted(answering).await;
         let query = Request::parse(raw).ok();
         self.record(
             query.as_ref(),
-            &reply,
+            reply,
             noted.source.as_ref(),
             noted.conflict.as_deref(),
-        );
-        reply
+        )
     }
 
     /// Writes the audit event of a reply made before a request was read
-    /// (a read timeout), and returns it.
+    /// (a read timeout), and returns the reply to send.
     pub fn refused(&self, reply: Reply) -> Reply {
-        self.record(None, &reply, None, None);
-        reply
+        self.record(None, reply, None, None)
     }
 
     fn record(
         &self,
         query: Option<&Query>,
-        reply: &Reply,
+        reply: Reply,
         source: Option<&Source>,
         conflict: Option<&str>,
-    ) {
+    ) -> Reply {
         record(&Answered {
             frontend: self.frontend,
             requester: self.requester,
             query,
-            reply,
+            reply: &reply,
             source,
             latency: self.started.elapsed(),
             conflict,
-        });
+        })
+        .unwrap_or(reply)
     }
 }
 
 /// How long what `/proc` said about a peer process is reused for the next
 /// requests from the same pid on the same thread. Wazuh's authd asks from
-/// one long-lived process, so reading `/proc/<pid>/stat` (three system
-/// calls, more than the rest of a cached answer) once per connection is
-/// waste; a pid reused by another process within this time is not a case
-/// worth a system call per request for a label.
+/// one long-lived process, so looking at `/proc/<pid>` (two system calls
+/// for a process that is not ours, as many as the rest of a cached answer)
+/// once per connection is waste; a pid reused by another process within
+/// this time is not a case worth a system call per request for a label.
 const PEER_MEMO: Duration = Duration::from_secs(1);
 
 thread_local! {
     /// The last peer looked up on this thread: its pid, when, and the answer.
-    static LAST_PEER: std::cell::Cell<Option<(i32, Instant, Option<i32>)>> =
-        const { std::cell::Cell::new(None) };
+    static LAST_PEER: Cell<Option<(i32, Instant, Option<i32>)>> = const { Cell::new(None) };
 }
 
-/// The parent of process `pid` if `pid` runs under our own process name
-/// (a keygate one-shot), read from `/proc/<pid>/stat`, which any user may
-/// read, or remembered from a lookup of the same pid less than
-/// [`PEER_MEMO`] ago. Only a label for the metrics and the audit trail,
-/// never used to decide anything.
-fn forwarding_exec_parent(pid: i32) -> Option<i32> {
-    let now = Instant::now();
+/// The parent of process `pid` if `pid` runs this same executable (a
+/// keygate one-shot): see [`read_exec_parent`]; remembered from a lookup of
+/// the same pid less than [`PEER_MEMO`] before `now`. Only a label for the
+/// metrics and the audit trail, never used to decide anything.
+fn forwarding_exec_parent(pid: i32, now: Instant) -> Option<i32> {
     if let Some((last, at, parent)) = LAST_PEER.get() {
         if last == pid && now.saturating_duration_since(at) < PEER_MEMO {
             return parent;
@@ -294,99 +417,72 @@ fn forwarding_exec_parent(pid: i32) -> Option<i32> {
     parent
 }
 
-/// [`forwarding_exec_parent`], read from `/proc` every time.
+/// [`forwarding_exec_parent`], read from `/proc` every time: the parent
+/// from `/proc/<pid>/stat` if `/proc/<pid>/exe` is our executable. A
+/// process name proves nothing (any program can be run under the name
+/// `keygate`); the executable is the kernel's word. Reading another user's
+/// `exe` needs the right to trace it: a daemon that may not (its own user,
+/// or systemd's `ProtectProc=invisible`) labels every peer `socket`.
 fn read_exec_parent(pid: i32) -> Option<i32> {
-    static OURS: OnceLock<Option<String>> = OnceLock::new();
-    let ours = OURS
-        .get_or_init(|| stat("self").map(|(comm, _)| comm))
-        .as_deref()?;
-    let (comm, ppid) = stat(&pid.to_string())?;
-    (comm == ours).then_some(ppid)
+    static OURS: OnceLock<Option<Executable>> = OnceLock::new();
+    let ours = OURS.get_or_init(|| Executable::of("self")).as_ref()?;
+    let pid = pid.to_string();
+    if !ours.runs_in(&pid) {
+        return None;
+    }
+    parent_of(&pid)
 }
 
-/// The command name and parent pid in `/proc/<pid>/stat`
-/// (`pid (comm) state ppid ...`; the name may hold spaces and parentheses).
-fn stat(pid: &str) -> Option<(String, i32)> {
+/// A process's executable: the file (device and inode), and its path.
+struct Executable {
+    dev: u64,
+    ino: u64,
+    path: PathBuf,
+}
+
+impl Executable {
+    /// The executable of `/proc/<pid>`.
+    fn of(pid: &str) -> Option<Self> {
+        let link = format!("/proc/{pid}/exe");
+        let meta = std::fs::metadata(&link).ok()?;
+        Some(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            path: std::fs::read_link(&link).ok()?,
+        })
+    }
+
+    /// Whether process `pid` runs this executable: the same file, or the
+    /// file installed at the same path (a package upgrade replaced ours;
+    /// the kernel then shows our path with " (deleted)").
+    fn runs_in(&self, pid: &str) -> bool {
+        let link = format!("/proc/{pid}/exe");
+        let Ok(meta) = std::fs::metadata(&link) else {
+            return false;
+        };
+        if (meta.dev(), meta.ino()) == (self.dev, self.ino) {
+            return true;
+        }
+        std::fs::read_link(&link).is_ok_and(|theirs| installed(&theirs) == installed(&self.path))
+    }
+}
+
+/// An executable's path as installed: without the " (deleted)" the kernel
+/// adds once the file was removed or replaced.
+fn installed(path: &std::path::Path) -> &OsStr {
+    let bytes = path.as_os_str().as_bytes();
+    OsStr::from_bytes(bytes.strip_suffix(b" (deleted)").unwrap_or(bytes))
+}
+
+/// The parent pid in `/proc/<pid>/stat` (`pid (comm) state ppid ...`; the
+/// name may hold spaces and parentheses).
+fn parent_of(pid: &str) -> Option<i32> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let open = text.find('(')?;
     let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_owned();
     let mut rest = text.get(close + 1..)?.split_whitespace();
     let _state = rest.next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    Some((comm, ppid))
+    rest.next()?.parse().ok()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The innermost layer names the backend; an outer layer overrides it;
-    /// outside a scope nothing is recorded and nothing panics.
-    #[tokio::test]
-    async fn the_last_layer_to_speak_is_what_answered() {
-        answered_by(Source::Cache);
-        let ((), source) = attributed(async {
-            answered_by(Source::Backend("db".into()));
-        })
-        .await;
-        assert_eq!(source, Some(Source::Backend("db".into())));
-        let ((), source) = attributed(async {
-            answered_by(Source::Backend("db".into()));
-            answered_by(Source::Stale);
-        })
-        .await;
-        assert_eq!(source.as_ref().map(Source::as_str), Some("stale"));
-        let ((), source) = attributed(async {}).await;
-        assert_eq!(source, None);
-    }
-
-    /// A conflict noted while answering travels with the answer; outside
-    /// a request nothing is noted and nothing panics.
-    #[tokio::test]
-    async fn a_conflict_travels_with_the_answer() {
-        conflict("ignored outside a request");
-        let ((), found) = noted(async {
-            answered_by(Source::Cache);
-            conflict("Duplicate name: agent 012 holds 'web-01'");
-        })
-        .await;
-        assert_eq!(
-            found.conflict.as_deref(),
-            Some("Duplicate name: agent 012 holds 'web-01'")
-        );
-        assert_eq!(found.source, Some(Source::Cache));
-        let ((), nothing) = noted(async {}).await;
-        assert_eq!(nothing.conflict, None);
-    }
-
-    /// Our own process is recognised by name, with its real parent; an
-    /// unrelated process (pid 1) is not; a pid that does not exist is not.
-    #[test]
-    fn a_forwarding_one_shot_is_recognised_by_its_process_name() {
-        let me = i32::try_from(std::process::id()).unwrap();
-        let parent = i32::try_from(std::os::unix::process::parent_id()).unwrap();
-        assert_eq!(forwarding_exec_parent(me), Some(parent));
-        assert_eq!(forwarding_exec_parent(1), None);
-        assert_eq!(forwarding_exec_parent(i32::MAX), None);
-        let asked = Asked::socket(Some(0), Some(0), Some(me));
-        assert_eq!(asked.frontend, Frontend::Exec);
-        assert_eq!(asked.requester.parent_pid, Some(parent));
-    }
-
-    /// What `/proc` said about the last peer is reused for its next
-    /// requests, within `PEER_MEMO` only and for that pid only (a planted
-    /// answer shows which was used: pid 1 is never a keygate one-shot).
-    #[test]
-    fn the_last_peer_is_remembered_for_a_moment() {
-        let now = Instant::now();
-        LAST_PEER.set(Some((1, now, Some(42))));
-        assert_eq!(forwarding_exec_parent(1), Some(42));
-        LAST_PEER.set(Some((2, now, Some(42))));
-        assert_eq!(forwarding_exec_parent(1), None);
-        if let Some(old) = now.checked_sub(PEER_MEMO * 2) {
-            LAST_PEER.set(Some((1, old, Some(42))));
-            assert_eq!(forwarding_exec_parent(1), None);
-        }
-    }
-}
+mod tests;

@@ -223,6 +223,11 @@ pub fn request_answered(kind: &'static str, frontend: Frontend, code: u8, latenc
     histogram!(REQUEST_DURATION, "type" => kind).record(latency.as_secs_f64());
 }
 
+/// Counts `events` audit events that could not be written.
+pub fn audit_write_failed(events: u64) {
+    counter!(AUDIT_WRITE_FAILURES).increment(events);
+}
+
 /// The `outcome` label of a backend's answer.
 pub fn outcome(result: &Result<Option<AgentRecord>, BackendError>) -> &'static str {
     match result {

@@ -13,6 +13,7 @@
 //! - [`scrape`]: a daemon's `/metrics`, read as a scraper does.
 //! - [`repo_root`], [`fixture`], [`free_port`]: where fixtures are, and a
 //!   loopback port for a private server.
+//! - [`tmpfs::Tmpfs`]: a small file system of a test's own, to fill.
 //!
 //! A missing server or binary fails the test loudly, naming what to install
 //! (`bash tests/setup.sh`); nothing is ever skipped.
@@ -25,6 +26,7 @@ pub mod redis;
 pub mod scrape;
 pub mod slapd;
 pub mod sql;
+pub mod tmpfs;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
