@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use crate::exit::Code;
 use crate::out::outln;
-use crate::EX_CONFIG;
 
 /// Runs the check; returns its exit code.
 pub fn main(config_path: &Path) -> ExitCode {
@@ -16,7 +16,7 @@ pub fn main(config_path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             outln!("{e}");
-            return ExitCode::from(EX_CONFIG);
+            return Code::Config.into();
         }
     };
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -24,7 +24,7 @@ pub fn main(config_path: &Path) -> ExitCode {
         .build()
     else {
         outln!("cannot start the runtime");
-        return ExitCode::FAILURE;
+        return Code::Failure.into();
     };
     runtime.block_on(async {
         // Building reads password and CA files: a config is valid only
@@ -38,7 +38,7 @@ pub fn main(config_path: &Path) -> ExitCode {
                     problems,
                 };
                 outln!("{e}");
-                return ExitCode::from(EX_CONFIG);
+                return Code::Config.into();
             }
         };
         outln!(
@@ -82,9 +82,9 @@ pub fn main(config_path: &Path) -> ExitCode {
         std::mem::forget(stack);
         if failed > 0 {
             outln!("{failed} backend(s) failed");
-            ExitCode::FAILURE
+            Code::Failure.into()
         } else {
-            ExitCode::SUCCESS
+            Code::Success.into()
         }
     })
 }

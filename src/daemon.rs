@@ -32,7 +32,7 @@ use keygate_server::{
 };
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::EX_CONFIG;
+use crate::exit::Code;
 
 /// Connections the control socket accepts at once.
 const CONTROL_CONNECTIONS: usize = 16;
@@ -228,14 +228,14 @@ pub fn main(config_path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("keygate: {e}");
-            return ExitCode::from(EX_CONFIG);
+            return Code::Config.into();
         }
     };
     let _guard = match crate::logging::init(&config.log, crate::logging::Fallback::Stderr) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("keygate: {e:#}");
-            return ExitCode::from(EX_CONFIG);
+            return Code::Config.into();
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -287,7 +287,7 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
                 tracing::error!(problem = %p, "Backend cannot be built.");
                 eprintln!("keygate: {p}");
             }
-            return ExitCode::from(EX_CONFIG);
+            return Code::Config.into();
         }
     };
     let shutdown = shutdown_signal();

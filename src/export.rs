@@ -23,9 +23,11 @@
 //! and the report says the output is incomplete.
 //!
 //! The report goes to stdout with `-o`, to stderr when the data does.
-//! Exit codes: 0 written, nothing to report; 1 written, with problems
-//! reported, or the listing incomplete; 2 nothing written (config, store
-//! or file could not be used). Name warnings do not change it.
+//! Exit codes (docs/codes.md): 0 written, nothing to report; 1 written,
+//! with problems reported, or the listing incomplete, or FILE could not be
+//! written; 77 FILE or its directory may not be written; 78 the config is
+//! invalid or a backend cannot be built; 64 `--backend` names no backend.
+//! Name warnings do not change it.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -39,6 +41,7 @@ use keygate_backends::file::cell;
 use keygate_core::Listed;
 use serde::Serialize;
 
+use crate::exit::Code;
 use crate::out::{errln, outln};
 use crate::progress::Bar;
 use crate::store::{NameWarning, Store};
@@ -147,13 +150,7 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
     });
     let mut report = match result {
         Ok(r) => r,
-        Err(e) => {
-            if crate::store::is_broken_pipe(&e) {
-                std::process::exit(crate::out::EXIT_BROKEN_PIPE);
-            }
-            errln!("keygate export: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return crate::exit::fail("export", &e),
     };
     report.file.clone_from(&args.output);
     let text = render(&report, args.json);
@@ -166,16 +163,17 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
         if args.output.is_some() {
             errln!("keygate export: {why}");
         }
-        return ExitCode::from(crate::store::EXIT_INCOMPLETE);
+        return Code::Failure.into();
     }
     let clean = report.invalid.is_empty()
         && report.duplicate_names.is_empty()
         && report.duplicate_ips.is_empty();
     if clean {
-        ExitCode::SUCCESS
+        Code::Success
     } else {
-        ExitCode::from(1)
+        Code::Failure
     }
+    .into()
 }
 
 fn render(report: &Report, json: bool) -> String {

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
+
+use crate::exit::Code;
 use clap_complete::Shell;
 
 /// What `keygate generate` writes.
@@ -21,10 +23,10 @@ pub enum Generated {
 /// Writes `what` into `dir` (created if missing); prints each file written.
 pub fn main(what: Generated, dir: &Path) -> ExitCode {
     match write(what, dir) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Code::Success.into(),
         Err(e) => {
             eprintln!("keygate: cannot write into {}: {e}", dir.display());
-            ExitCode::FAILURE
+            crate::exit::code_of(&e.into()).into()
         }
     }
 }

@@ -14,6 +14,7 @@ mod check;
 mod control;
 mod daemon;
 mod exec;
+mod exit;
 mod export;
 mod generate;
 mod list;
@@ -31,10 +32,8 @@ use std::sync::LazyLock;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use control::Output;
+use exit::Code;
 use keygate_server::control::ControlRequest;
-
-/// Exit code for configuration errors (sysexits' EX_CONFIG).
-pub const EX_CONFIG: u8 = 78;
 
 /// `keygate --version`: the version, then the backend types compiled in
 /// (the cargo features, as keygate-config lists them).
@@ -157,7 +156,13 @@ fn main() -> ExitCode {
                 return exec::bad_arguments(kind, &e.kind().to_string());
             }
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            // clap's own errors are usage errors; --help and --version are not.
+            return if e.use_stderr() {
+                Code::Usage
+            } else {
+                Code::Success
+            }
+            .into();
         }
     };
     match cli.command {
@@ -169,7 +174,7 @@ fn main() -> ExitCode {
             }
             exec::AfterServe::Unexpected(word) => {
                 eprintln!("error: unexpected argument '{word}' after 'serve' (only 'id <agent id>' or 'ip <address>' may follow)");
-                ExitCode::from(2)
+                Code::Usage.into()
             }
         },
         Some(Command::Check) => check::main(&cli.config),
@@ -188,7 +193,15 @@ fn main() -> ExitCode {
         Some(Command::List(args)) => list::main(&cli.config, &args),
         Some(Command::Export(args)) => export::main(&cli.config, &args),
         Some(Command::Verify(args)) => verify::main(&cli.config, &args),
-        Some(Command::Sync(args)) => sync::main(&cli.config, &args),
+        Some(Command::Sync(args)) => {
+            // An invalid config is a configuration error (78) here as for
+            // every command; sync's own error path says 1 for everything.
+            // Once it returns `exit::fail("sync", &e)`, this check can go.
+            if let Err(e) = keygate_config::load(&cli.config) {
+                return exit::fail("sync", &e.into());
+            }
+            sync::main(&cli.config, &args)
+        }
         Some(Command::Id { value, extra }) => exec::main(&cli.config, "id", value, extra),
         Some(Command::Ip { value, extra }) => exec::main(&cli.config, "ip", value, extra),
         Some(Command::Generate { what, dir }) => generate::main(what, &dir),

@@ -6,13 +6,7 @@
 
 use std::io::{ErrorKind, Write};
 
-/// Exit status after the reader closed the pipe: 128 + SIGPIPE, what a
-/// shell reports for a program that SIGPIPE ended.
-pub const EXIT_BROKEN_PIPE: i32 = 141;
-
-/// Exit status when the output cannot be written for another reason
-/// (sysexits' EX_IOERR).
-const EXIT_IO_ERROR: i32 = 74;
+use crate::exit::Code;
 
 /// Writes one line to stdout (or stderr); exits quietly if it cannot.
 pub fn line(to_stderr: bool, args: std::fmt::Arguments<'_>) {
@@ -23,11 +17,12 @@ pub fn line(to_stderr: bool, args: std::fmt::Arguments<'_>) {
         writeln!(out, "{args}").and_then(|()| out.flush())
     };
     if let Err(e) = written {
-        std::process::exit(if e.kind() == ErrorKind::BrokenPipe {
-            EXIT_BROKEN_PIPE
+        let code = if e.kind() == ErrorKind::BrokenPipe {
+            Code::BrokenPipe
         } else {
-            EXIT_IO_ERROR
-        });
+            Code::Output
+        };
+        std::process::exit(i32::from(code.number()));
     }
 }
 
@@ -42,3 +37,67 @@ macro_rules! errln {
 }
 
 pub(crate) use {errln, outln};
+
+/// An error and its causes as one message, each cause said once: a cause
+/// whose text the message already holds (a context that repeats its
+/// source, an error that prints its source and also chains it) is left
+/// out. anyhow's `{:#}` would print it again (`No such file or directory:
+/// No such file or directory (os error 2)`).
+pub fn chain(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        // An I/O error printed by its context without Rust's suffix.
+        let bare = text
+            .find(" (os error ")
+            .map_or(text.as_str(), |at| &text[..at]);
+        if bare.is_empty() || message.contains(bare) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the API said no: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    /// Each cause once: a context repeating its source, an error printing
+    /// its source and chaining it, and a cause printed without its
+    /// `(os error N)` suffix are not repeated; distinct causes all stay.
+    #[test]
+    fn a_message_says_each_cause_once() {
+        let io = || std::io::Error::from_raw_os_error(2);
+        let e = anyhow::Error::new(Repeats(io()));
+        assert_eq!(
+            chain(&e),
+            "the API said no: No such file or directory (os error 2)"
+        );
+        let e = Err::<(), _>(io())
+            .context("password_file: cannot read /p: No such file or directory")
+            .context("backend 'db'")
+            .unwrap_err();
+        assert_eq!(
+            chain(&e),
+            "backend 'db': password_file: cannot read /p: No such file or directory"
+        );
+        let e = anyhow::anyhow!("no daemon")
+            .context("keygate sync: no daemon")
+            .context("cannot sync");
+        assert_eq!(chain(&e), "cannot sync: keygate sync: no daemon");
+        let e = Err::<(), _>(io()).context("cannot read /p").unwrap_err();
+        assert_eq!(
+            chain(&e),
+            "cannot read /p: No such file or directory (os error 2)"
+        );
+    }
+}

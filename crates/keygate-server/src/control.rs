@@ -63,6 +63,12 @@ pub enum ControlResponse {
         /// The problems, one sentence each.
         errors: Vec<String>,
     },
+    /// The asker may not administer the daemon (not root nor its user):
+    /// `keygate` exits 77, as for a socket whose mode refuses it.
+    Denied {
+        /// Why, for the operator.
+        error: String,
+    },
 }
 
 /// One backend in `keygate backends`.
@@ -126,10 +132,22 @@ impl<C: Control> Handler for ControlHandler<C> {
                 return;
             }
         };
-        let response = if may_administer(peer.as_ref()) {
-            let mut buf = Vec::new();
-            let mut limited = (&mut stream).take(MAX_MESSAGE);
-            let read = tokio::time::timeout(self.read_timeout, limited.read_to_end(&mut buf)).await;
+        // The request is read even from a peer that is refused: closing
+        // with it unread would reset the connection, and the asker would
+        // see "connection reset" instead of why.
+        let mut buf = Vec::new();
+        let mut limited = (&mut stream).take(MAX_MESSAGE);
+        let read = tokio::time::timeout(self.read_timeout, limited.read_to_end(&mut buf)).await;
+        let response = if !may_administer(peer.as_ref()) {
+            tracing::warn!(
+                uid = peer.map(|p| i64::from(p.uid)),
+                pid = peer.and_then(|p| p.pid),
+                "Admin command refused: not root nor the daemon's user."
+            );
+            ControlResponse::Denied {
+                error: "access denied: only root or the daemon's user may administer it".into(),
+            }
+        } else {
             match read {
                 Ok(Ok(0)) => return,
                 Ok(Ok(_)) => match serde_json::from_slice::<ControlRequest>(&buf) {
@@ -151,13 +169,6 @@ impl<C: Control> Handler for ControlHandler<C> {
                 }
                 Err(_) => failed("no command received in time".into()),
             }
-        } else {
-            tracing::warn!(
-                uid = peer.map(|p| i64::from(p.uid)),
-                pid = peer.and_then(|p| p.pid),
-                "Admin command refused: not root nor the daemon's user."
-            );
-            failed("access denied: only root or the daemon's user may administer it".into())
         };
         let Ok(bytes) = serde_json::to_vec(&response) else {
             return;
