@@ -234,7 +234,7 @@ pub fn main(config_path: &Path) -> ExitCode {
     let _guard = match crate::logging::init(&config.log, crate::logging::Fallback::Stderr) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("keygate: {e:#}");
+            eprintln!("keygate: {}", crate::out::chain(&e));
             return Code::Config.into();
         }
     };

@@ -42,7 +42,7 @@ use keygate_core::Listed;
 use serde::Serialize;
 
 use crate::exit::Code;
-use crate::out::{errln, outln};
+use crate::out::{capped, errln, outln};
 use crate::progress::Bar;
 use crate::store::{NameWarning, Store};
 
@@ -192,26 +192,16 @@ fn render(report: &Report, json: bool) -> String {
         (None, Some(f)) => format!("{} agent(s) written to {}\n", report.written, f.display()),
         (None, None) => format!("{} agent(s) written\n", report.written),
     };
-    for p in &report.invalid {
-        s.push_str(&format!("not written: {}: {}\n", p.at, p.reason));
-    }
-    for d in &report.duplicate_names {
-        s.push_str(&format!(
-            "duplicate name {}: ids {}\n",
-            d.value,
-            d.ids.join(", ")
-        ));
-    }
-    for d in &report.duplicate_ips {
-        s.push_str(&format!(
-            "duplicate ip {}: ids {}\n",
-            d.value,
-            d.ids.join(", ")
-        ));
-    }
-    for w in &report.warnings {
-        s.push_str(&format!("warning: {w}\n"));
-    }
+    s.push_str(&capped(&report.invalid, "", |p| {
+        format!("not written: {}: {}", p.at, p.reason)
+    }));
+    s.push_str(&capped(&report.duplicate_names, "", |d| {
+        format!("duplicate name {}: ids {}", d.value, d.ids.join(", "))
+    }));
+    s.push_str(&capped(&report.duplicate_ips, "", |d| {
+        format!("duplicate ip {}: ids {}", d.value, d.ids.join(", "))
+    }));
+    s.push_str(&capped(&report.warnings, "", |w| format!("warning: {w}")));
     s
 }
 

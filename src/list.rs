@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use keygate_core::Listed;
 
 use crate::exit::Code;
-use crate::out::errln;
+use crate::out::{capped, errln};
 use crate::progress::Bar;
 use crate::store::{NameWarning, Store};
 
@@ -126,12 +126,9 @@ async fn list(store: &Store, args: &Args, out: &mut impl Write) -> anyhow::Resul
             Some(_) => writeln!(out, ": INCOMPLETE, the listing failed")?,
             None => writeln!(out)?,
         }
-        for (at, reason) in &invalid {
-            writeln!(out, "  invalid: {at}: {reason}")?;
-        }
-        for w in &warnings {
-            writeln!(out, "  warning: {w}")?;
-        }
+        let invalid = capped(&invalid, "  ", |(at, reason)| format!("invalid: {at}: {reason}"));
+        write!(out, "{invalid}")?;
+        write!(out, "{}", capped(&warnings, "  ", |w| format!("warning: {w}")))?;
     }
     out.flush()?;
     if let Some(why) = failure {

@@ -22,6 +22,7 @@ mod logging;
 mod metrics;
 mod out;
 mod progress;
+mod retries;
 mod store;
 mod sync;
 mod verify;
@@ -200,6 +201,7 @@ fn main() -> ExitCode {
             if let Err(e) = keygate_config::load(&cli.config) {
                 return exit::fail("sync", &e.into());
             }
+            retries::show_on_terminal();
             sync::main(&cli.config, &args)
         }
         Some(Command::Id { value, extra }) => exec::main(&cli.config, "id", value, extra),

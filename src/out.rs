@@ -38,6 +38,29 @@ macro_rules! errln {
 
 pub(crate) use {errln, outln};
 
+/// Most lines of one kind a text report prints (invalid records,
+/// duplicates, warnings); `--json` has them all.
+pub const SHOWN: usize = 10;
+
+/// `items` as report lines (`indent` + `line(item)`), at most [`SHOWN`],
+/// then `... and N more (--json lists all)`: 200,000 agents can have
+/// hundreds of duplicates, and a report of them all hides its summary.
+pub fn capped<T>(items: &[T], indent: &str, line: impl Fn(&T) -> String) -> String {
+    let mut out = String::new();
+    for item in items.iter().take(SHOWN) {
+        out.push_str(indent);
+        out.push_str(&line(item));
+        out.push('\n');
+    }
+    if items.len() > SHOWN {
+        out.push_str(&format!(
+            "{indent}... and {} more (--json lists all)\n",
+            items.len() - SHOWN
+        ));
+    }
+    out
+}
+
 /// An error and its causes as one message, each cause said once: a cause
 /// whose text the message already holds (a context that repeats its
 /// source, an error that prints its source and also chains it) is left
@@ -66,6 +89,20 @@ pub fn chain(error: &anyhow::Error) -> String {
 mod tests {
     use super::*;
     use anyhow::Context;
+
+    /// At most SHOWN lines, then how many more; all of them when they fit.
+    #[test]
+    fn a_report_caps_repeated_lines() {
+        let items: Vec<u32> = (1..=781).collect();
+        let text = capped(&items, "  ", |n| format!("duplicate {n}"));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), SHOWN + 1, "{text}");
+        assert_eq!(lines[0], "  duplicate 1");
+        assert_eq!(lines[SHOWN], "  ... and 771 more (--json lists all)");
+        let few = capped(&items[..SHOWN], "", |n| n.to_string());
+        assert_eq!(few.lines().count(), SHOWN);
+        assert!(!few.contains("more"));
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("the API said no: {0}")]

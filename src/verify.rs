@@ -33,7 +33,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::exit::Code;
-use crate::out::{errln, outln};
+use crate::out::{capped, errln, outln};
 use crate::progress::Bar;
 use crate::store::{NameWarning, Store};
 
@@ -117,11 +117,10 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
         v["complete"] = true.into();
         outln!("{v}");
     } else {
-        for w in &report.warnings {
-            outln!("warning: {w}");
-        }
-        for line in &report.unreadable {
-            outln!("unreadable: {line}");
+        let warnings = capped(&report.warnings, "", |w| format!("warning: {w}"));
+        let unreadable = capped(&report.unreadable, "", |l| format!("unreadable: {l}"));
+        for line in warnings.lines().chain(unreadable.lines()) {
+            outln!("{line}");
         }
         for d in &report.drift {
             outln!("{}: {} {}", d.kind, d.id, d.detail);
