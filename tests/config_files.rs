@@ -71,3 +71,40 @@ fn production_config_is_absolute_and_where_wazuh_looks() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].path, "server.socket");
 }
+
+/// No test runs keygate on `config/keygate.toml` itself: its socket is
+/// `config/keygate.sock`, where the quick start's daemon may be running
+/// (exec mode would ask it, admin commands would act on it). Tests copy it
+/// (`keygate_testkit::daemon::DemoConfig`, socket in a temp dir); only
+/// that helper, this file (which parses it) and the packaging test (which
+/// checks what the package ships) name it.
+#[test]
+fn no_test_runs_the_quick_start_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["tests", "crates"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let named = concat!("config/", "keygate.toml");
+    let offenders: Vec<_> = files
+        .iter()
+        .filter(|f| {
+            !f.ends_with("tests/config_files.rs")
+                && !f.ends_with("tests/packaging.rs")
+                && !f.ends_with("keygate-testkit/src/daemon.rs")
+        })
+        .filter(|f| std::fs::read_to_string(f).unwrap().contains(named))
+        .collect();
+    assert!(offenders.is_empty(), "{offenders:?} use {named}");
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
