@@ -19,6 +19,7 @@ mod export;
 mod generate;
 mod list;
 mod logging;
+mod manpage;
 mod metrics;
 mod out;
 mod progress;
