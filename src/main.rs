@@ -13,6 +13,8 @@
 mod check;
 mod control;
 mod daemon;
+#[cfg(test)]
+mod docs_tests;
 mod exec;
 mod exit;
 mod export;
