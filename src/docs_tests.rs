@@ -42,7 +42,10 @@ fn shell_lines(markdown: &str) -> Vec<String> {
     for event in Parser::new(markdown) {
         match event {
             Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) => {
-                inside = matches!(info.split_whitespace().next(), Some("sh" | "bash" | "shell"));
+                inside = matches!(
+                    info.split_whitespace().next(),
+                    Some("sh" | "bash" | "shell")
+                );
                 text.clear();
             }
             Event::Text(t) if inside => text.push_str(&t),
@@ -135,7 +138,10 @@ fn keygate_is_found_where_the_docs_run_it() {
         ("systemctl enable --now keygate", None),
         ("apt install ./target/debian/keygate_*.deb", None),
         ("docker compose -p keygate up --build -d", None),
-        ("docker compose -p keygate --profile client run --rm wazuh-client", None),
+        (
+            "docker compose -p keygate --profile client run --rm wazuh-client",
+            None,
+        ),
         ("cargo install cargo-deb --locked", None),
     ];
     for (line, want) in cases {

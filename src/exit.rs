@@ -148,8 +148,7 @@ pub struct Usage(pub String);
 /// refused (77); anything else is a failure (1).
 pub fn code_of(error: &anyhow::Error) -> Code {
     for cause in error.chain() {
-        if cause.is::<keygate_config::ConfigError>() || cause.is::<keygate_backends::BuildError>()
-        {
+        if cause.is::<keygate_config::ConfigError>() || cause.is::<keygate_backends::BuildError>() {
             return Code::Config;
         }
         if cause.is::<Usage>() {

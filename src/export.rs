@@ -168,12 +168,7 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
     let clean = report.invalid.is_empty()
         && report.duplicate_names.is_empty()
         && report.duplicate_ips.is_empty();
-    if clean {
-        Code::Success
-    } else {
-        Code::Failure
-    }
-    .into()
+    if clean { Code::Success } else { Code::Failure }.into()
 }
 
 fn render(report: &Report, json: bool) -> String {

@@ -94,7 +94,11 @@ mod tests {
         let page = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
         let main = page("keygate.1");
         for section in ["EXIT STATUS", "FILES", "ENVIRONMENT", "SEE ALSO", "VERSION"] {
-            assert!(main.contains(&format!(".SH \"{section}\"")) || main.contains(&format!(".SH {section}\n")), "{section}");
+            assert!(
+                main.contains(&format!(".SH \"{section}\""))
+                    || main.contains(&format!(".SH {section}\n")),
+                "{section}"
+            );
         }
         assert!(page("keygate-check.1").contains(".TH keygate-check 1"));
         assert!(page("keygate.toml.5").contains(".TH KEYGATE.TOML 5"));

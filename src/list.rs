@@ -126,9 +126,15 @@ async fn list(store: &Store, args: &Args, out: &mut impl Write) -> anyhow::Resul
             Some(_) => writeln!(out, ": INCOMPLETE, the listing failed")?,
             None => writeln!(out)?,
         }
-        let invalid = capped(&invalid, "  ", |(at, reason)| format!("invalid: {at}: {reason}"));
+        let invalid = capped(&invalid, "  ", |(at, reason)| {
+            format!("invalid: {at}: {reason}")
+        });
         write!(out, "{invalid}")?;
-        write!(out, "{}", capped(&warnings, "  ", |w| format!("warning: {w}")))?;
+        write!(
+            out,
+            "{}",
+            capped(&warnings, "  ", |w| format!("warning: {w}"))
+        )?;
     }
     out.flush()?;
     if let Some(why) = failure {

@@ -24,9 +24,15 @@ pub const REFERENCE: &[(&str, &str)] = &[
     ("backends/file.md", include_str!("../docs/backends/file.md")),
     ("backends/http.md", include_str!("../docs/backends/http.md")),
     ("backends/ldap.md", include_str!("../docs/backends/ldap.md")),
-    ("backends/redis.md", include_str!("../docs/backends/redis.md")),
+    (
+        "backends/redis.md",
+        include_str!("../docs/backends/redis.md"),
+    ),
     ("backends/sql.md", include_str!("../docs/backends/sql.md")),
-    ("backends/sqlite.md", include_str!("../docs/backends/sqlite.md")),
+    (
+        "backends/sqlite.md",
+        include_str!("../docs/backends/sqlite.md"),
+    ),
 ];
 
 /// keygate(1)'s FILES: (path, what it is).
@@ -72,7 +78,10 @@ pub fn keygate_sections() -> Roff {
     ));
     for code in Code::ALL {
         roff.control("TP", []);
-        roff.text([bold(code.number().to_string()), roman(format!(" ({})", code.name()))]);
+        roff.text([
+            bold(code.number().to_string()),
+            roman(format!(" ({})", code.name())),
+        ]);
         roff.text(spans(code.meaning()));
     }
     for (heading, items) in [("FILES", FILES), ("ENVIRONMENT", ENVIRONMENT)] {
@@ -92,7 +101,10 @@ pub fn keygate_sections() -> Roff {
 /// SEE ALSO.
 pub fn config_page(version: &str) -> String {
     let mut roff = Roff::default();
-    roff.control("TH", ["KEYGATE.TOML", "5", "", &format!("keygate {version}")]);
+    roff.control(
+        "TH",
+        ["KEYGATE.TOML", "5", "", &format!("keygate {version}")],
+    );
     roff.control("SH", ["NAME"]);
     roff.text([roman("keygate.toml - the configuration of keygate(1)")]);
     roff.control("SH", ["DESCRIPTION"]);
@@ -160,12 +172,7 @@ impl Render {
             Event::Start(Tag::Heading { .. }) => self.line.clear(),
             Event::End(TagEnd::Heading(level)) => self.heading(level),
             Event::Start(Tag::Paragraph) if self.items == 0 => self.line.clear(),
-            Event::End(TagEnd::Paragraph) if self.items == 0 => {
-                if !self.line.is_empty() {
-                    self.roff.control("PP", []);
-                    self.roff.text(std::mem::take(&mut self.line));
-                }
-            }
+            Event::End(TagEnd::Paragraph) if self.items == 0 => self.paragraph(),
             // A paragraph inside an item is the item's text.
             Event::End(TagEnd::Paragraph) => self.line.push(roman(" ")),
             Event::Start(Tag::Item) => {
@@ -215,9 +222,21 @@ impl Render {
         }
     }
 
+    /// The paragraph read so far.
+    fn paragraph(&mut self) {
+        if !self.line.is_empty() {
+            self.roff.control("PP", []);
+            self.roff.text(std::mem::take(&mut self.line));
+        }
+    }
+
     /// The item text read so far, as an indented bullet.
     fn item(&mut self) {
-        if self.line.iter().all(|i| matches!(i, Inline::Roman(t) if t.trim().is_empty())) {
+        if self
+            .line
+            .iter()
+            .all(|i| matches!(i, Inline::Roman(t) if t.trim().is_empty()))
+        {
             self.line.clear();
             return;
         }
@@ -334,7 +353,10 @@ mod tests {
             for event in Parser::new_ext(markdown, Options::ENABLE_TABLES) {
                 match event {
                     // configuration.md's title is the page's NAME.
-                    Event::Start(Tag::Heading { level: HeadingLevel::H1, .. }) => {
+                    Event::Start(Tag::Heading {
+                        level: HeadingLevel::H1,
+                        ..
+                    }) => {
                         title = *name == "configuration.md";
                     }
                     Event::End(TagEnd::Heading(_)) => title = false,
@@ -413,7 +435,11 @@ mod tests {
             assert!(text.contains(name), "{name}");
         }
         for section in ["EXIT STATUS", "FILES", "ENVIRONMENT", "SEE ALSO"] {
-            assert!(roff.contains(&format!(".SH \"{section}\"")) || roff.contains(&format!(".SH {section}\n")), "{section}");
+            assert!(
+                roff.contains(&format!(".SH \"{section}\""))
+                    || roff.contains(&format!(".SH {section}\n")),
+                "{section}"
+            );
         }
     }
 }

@@ -171,7 +171,9 @@ mod tests {
             .and_then(|r| r.split(')').next())
             .unwrap_or_default()
             .to_owned();
-        let digits = rate.strip_suffix("/s").unwrap_or_else(|| panic!("{drawn:?}"));
+        let digits = rate
+            .strip_suffix("/s")
+            .unwrap_or_else(|| panic!("{drawn:?}"));
         assert!(
             !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit() || c == ','),
             "{drawn:?}"

@@ -26,9 +26,8 @@ pub fn show_on_terminal() {
     if !std::io::stderr().is_terminal() {
         return;
     }
-    let subscriber = tracing_subscriber::registry().with(Retries::new(|line: &str| {
-        crate::progress::print_line(line)
-    }));
+    let subscriber = tracing_subscriber::registry()
+        .with(Retries::new(|line: &str| crate::progress::print_line(line)));
     // A command sets no other subscriber; if one were set, it stays.
     let _ = tracing::subscriber::set_global_default(subscriber);
 }

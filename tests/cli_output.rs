@@ -195,11 +195,15 @@ fn reports_cap_repeated_lines_and_json_keeps_all() {
         ),
     )
     .unwrap();
-    let starting = |text: &str, prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+    let starting =
+        |text: &str, prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
 
     let (_, list) = run(&config, &["list"]);
     assert_eq!(starting(&list, "  invalid: "), 10, "{list}");
-    assert!(list.contains("  ... and 20 more (--json lists all)"), "{list}");
+    assert!(
+        list.contains("  ... and 20 more (--json lists all)"),
+        "{list}"
+    );
 
     let export = keygate(&config, &["export", "-o"])
         .arg(dir.path().join("out.keys"))
@@ -207,7 +211,10 @@ fn reports_cap_repeated_lines_and_json_keeps_all() {
         .unwrap();
     let report = String::from_utf8_lossy(&export.stdout);
     assert_eq!(starting(&report, "not written: "), 10, "{report}");
-    assert!(report.contains("... and 20 more (--json lists all)"), "{report}");
+    assert!(
+        report.contains("... and 20 more (--json lists all)"),
+        "{report}"
+    );
     // Two names, two addresses: each shared by 100 agents, listed in full.
     assert_eq!(starting(&report, "duplicate name "), 2, "{report}");
     let json = keygate(&config, &["export", "--json", "-o"])
@@ -225,10 +232,18 @@ fn reports_cap_repeated_lines_and_json_keeps_all() {
     );
     assert_eq!(starting(&verify, "unreadable: client.keys"), 10, "{verify}");
     assert_eq!(starting(&verify, "unreadable: store"), 0, "{verify}");
-    assert!(verify.contains("... and 45 more (--json lists all)"), "{verify}");
+    assert!(
+        verify.contains("... and 45 more (--json lists all)"),
+        "{verify}"
+    );
     let (_, json) = run(
         &config,
-        &["verify", "--json", "--client-keys", manager.to_str().unwrap()],
+        &[
+            "verify",
+            "--json",
+            "--client-keys",
+            manager.to_str().unwrap(),
+        ],
     );
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["unreadable"].as_array().unwrap().len(), 55);

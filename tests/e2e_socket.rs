@@ -320,7 +320,7 @@ fn environment_overrides_config_keys() {
     let cfg = demo.path();
     let out = Command::new(bin())
         .arg("--config")
-        .arg(&cfg)
+        .arg(cfg)
         .arg("check")
         .env("KEYGATE_LOG__LEVEL", "loud")
         .output()
@@ -332,7 +332,7 @@ fn environment_overrides_config_keys() {
     );
     let out = Command::new(bin())
         .arg("check")
-        .env("KEYGATE_CONFIG", &cfg)
+        .env("KEYGATE_CONFIG", cfg)
         .env("KEYGATE_SERVER__REQUEST_TIMEOUT", "90s")
         .output()
         .unwrap();
@@ -360,7 +360,7 @@ fn worker_threads_sets_the_runtime_and_defaults_to_half_the_cores() {
     assert!(d.log().contains(&want), "want {want}: {}", d.log());
 }
 
-/// The quick start (`keygate --config config/keygate.toml`, run here on a
+/// The quick start (keygate on the demo config of config/, run here on a
 /// copy in a temp dir, file names unchanged) leaves nothing in `config/`
 /// that git would show: the sockets while it runs and their lock files
 /// after it stops are all ignored (.gitignore).

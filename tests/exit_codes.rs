@@ -30,7 +30,10 @@ const ROWS: &[(&str, &[u8])] = &[
     ),
     ("`keygate [--config F] check`", &[0, 1, 64, 78]),
     ("`keygate [--config F] reload`", &[0, 64, 69, 77, 78]),
-    ("`keygate [--config F] cache stats [--json]`", &[0, 1, 64, 69, 77]),
+    (
+        "`keygate [--config F] cache stats [--json]`",
+        &[0, 1, 64, 69, 77],
+    ),
     (
         "`keygate [--config F] cache flush [id:001\\|ip:10.0.0.1]`",
         &[0, 1, 64, 69, 77],
@@ -238,7 +241,11 @@ fn the_one_shot_always_exits_0() {
     }
     check_row("`keygate [--config F] id 001`", &cases);
     let cases = vec![
-        case(0, "serve id 001", keygate(Some(&config), &["serve", "id", "001"])),
+        case(
+            0,
+            "serve id 001",
+            keygate(Some(&config), &["serve", "id", "001"]),
+        ),
         case(
             0,
             "serve ip, invalid config",
@@ -266,7 +273,11 @@ fn check_exits_with_each_code_of_its_row() {
     let cases = vec![
         case(0, "a good config", keygate(Some(&good), &["check"])),
         case(1, "a backend that fails", keygate(Some(&gone), &["check"])),
-        case(64, "check --bogus", keygate(Some(&good), &["check", "--bogus"])),
+        case(
+            64,
+            "check --bogus",
+            keygate(Some(&good), &["check", "--bogus"]),
+        ),
         case(
             78,
             "an invalid config",
@@ -381,7 +392,11 @@ fn admin_commands_exit_with_each_code_of_their_rows() {
         keygate(Some(d.config()), &["reload"]),
     ));
     check_row("`keygate [--config F] reload`", &cases);
-    assert_eq!(d.request("id:001")["error"], 0, "the old config still serves");
+    assert_eq!(
+        d.request("id:001")["error"],
+        0,
+        "the old config still serves"
+    );
 }
 
 #[test]
@@ -401,7 +416,11 @@ fn list_exits_with_each_code_of_its_row() {
             "--backend naming no backend",
             keygate(Some(&good), &["list", "--backend", "nope"]),
         ),
-        case(64, "list --bogus", keygate(Some(&good), &["list", "--bogus"])),
+        case(
+            64,
+            "list --bogus",
+            keygate(Some(&good), &["list", "--bogus"]),
+        ),
         case(
             78,
             "an invalid config",
@@ -436,7 +455,11 @@ fn export_exits_with_each_code_of_its_row() {
             "a directory that does not exist",
             keygate(
                 Some(&good),
-                &["export", "-o", dir.path().join("no/such/dir/x").to_str().unwrap()],
+                &[
+                    "export",
+                    "-o",
+                    dir.path().join("no/such/dir/x").to_str().unwrap(),
+                ],
             ),
         ),
         case(
@@ -480,11 +503,7 @@ fn verify_exits_with_each_code_of_its_row() {
         case(2, "drift", verify(&file("drift.keys"))),
         case(1, "an unreadable line", verify(&file("broken.keys"))),
         case(1, "a missing file", verify(&file("missing.keys"))),
-        case(
-            64,
-            "no --client-keys",
-            keygate(Some(&good), &["verify"]),
-        ),
+        case(64, "no --client-keys", keygate(Some(&good), &["verify"])),
         case(
             77,
             "as nobody, a file only root may read",
@@ -538,10 +557,18 @@ fn sync_exits_with_each_code_of_its_row() {
     let one = format!("001 agent-1 10.1.0.1 {}\n", api_key(1));
     let config = sync_config(dir.path(), &standin, &one);
     let mut cases = vec![
-        case(2, "a dry run with changes pending", keygate(Some(&config), &["sync"])),
+        case(
+            2,
+            "a dry run with changes pending",
+            keygate(Some(&config), &["sync"]),
+        ),
         case(0, "applied", keygate(Some(&config), &["sync", "--apply"])),
         case(0, "nothing to do", keygate(Some(&config), &["sync"])),
-        case(64, "sync --aply", keygate(Some(&config), &["sync", "--aply"])),
+        case(
+            64,
+            "sync --aply",
+            keygate(Some(&config), &["sync", "--aply"]),
+        ),
         case(
             78,
             "an invalid config",

@@ -302,7 +302,11 @@ impl DemoConfig {
         std::fs::create_dir(dir.path().join("demo")).unwrap();
         for entry in std::fs::read_dir(root.join("demo")).unwrap() {
             let from = entry.unwrap().path();
-            std::fs::copy(&from, dir.path().join("demo").join(from.file_name().unwrap())).unwrap();
+            std::fs::copy(
+                &from,
+                dir.path().join("demo").join(from.file_name().unwrap()),
+            )
+            .unwrap();
         }
         DemoConfig { dir, config }
     }
