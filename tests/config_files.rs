@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Every file below `dir` whose extension is `ext`.
+fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            toml_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "toml") {
+            files(&path, ext, out);
+        } else if path.extension().is_some_and(|e| e == ext) {
             out.push(path);
         }
     }
@@ -17,20 +18,15 @@ fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn every_shipped_config_is_valid() {
-    let mut files = Vec::new();
-    toml_files(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
-        &mut files,
-    );
-    toml_files(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("docker"),
-        &mut files,
-    );
+    let mut found = Vec::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    files(&root.join("config"), "toml", &mut found);
+    files(&root.join("docker"), "toml", &mut found);
     assert!(
-        files.len() >= 6,
-        "expected the default config and the examples, found {files:?}"
+        found.len() >= 6,
+        "expected the default config and the examples, found {found:?}"
     );
-    for file in files {
+    for file in found {
         if let Err(e) = keygate_config::load(&file) {
             panic!("{e}");
         }
@@ -81,12 +77,12 @@ fn production_config_is_absolute_and_where_wazuh_looks() {
 #[test]
 fn no_test_runs_the_quick_start_config() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
+    let mut sources = Vec::new();
     for dir in ["tests", "crates"] {
-        rust_files(&root.join(dir), &mut files);
+        files(&root.join(dir), "rs", &mut sources);
     }
     let named = concat!("config/", "keygate.toml");
-    let offenders: Vec<_> = files
+    let offenders: Vec<_> = sources
         .iter()
         .filter(|f| {
             !f.ends_with("tests/config_files.rs")
@@ -98,13 +94,3 @@ fn no_test_runs_the_quick_start_config() {
     assert!(offenders.is_empty(), "{offenders:?} use {named}");
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
