@@ -93,4 +93,3 @@ fn no_test_runs_the_quick_start_config() {
         .collect();
     assert!(offenders.is_empty(), "{offenders:?} use {named}");
 }
-
