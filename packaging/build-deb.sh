@@ -42,7 +42,7 @@ rm -rf "$release/packaging"
 "$release/keygate" generate man "$release/packaging/man" >/dev/null
 # Debian policy: man pages compressed (cargo-deb compresses only the assets
 # it did not see built under target/release).
-gzip -9n "$release/packaging/man/"*.1
+gzip -9n "$release/packaging/man/"*.1 "$release/packaging/man/"*.5
 "$release/keygate" generate completions "$release/packaging/completions" >/dev/null
 # --strip: whatever the profile left (a test run packages its debug build),
 # the packaged binary has no symbols or debug info.

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use crate::exit::Code;
 use crate::out::outln;
-use crate::EX_CONFIG;
 
 /// Runs the check; returns its exit code.
 pub fn main(config_path: &Path, json: bool) -> ExitCode {
@@ -24,7 +24,7 @@ pub fn main(config_path: &Path, json: bool) -> ExitCode {
         } else {
             outln!("{e}");
         }
-        ExitCode::from(EX_CONFIG)
+        Code::Config.into()
     };
     let config = match keygate_config::load(config_path) {
         Ok(c) => c,
@@ -35,7 +35,7 @@ pub fn main(config_path: &Path, json: bool) -> ExitCode {
         .build()
     else {
         outln!("cannot start the runtime");
-        return ExitCode::FAILURE;
+        return Code::Failure.into();
     };
     runtime.block_on(async {
         // Building reads password and CA files: a config is valid only
@@ -124,14 +124,14 @@ pub fn main(config_path: &Path, json: bool) -> ExitCode {
             if !json {
                 outln!("{failed} backend(s) failed");
             }
-            ExitCode::FAILURE
+            Code::Failure.into()
         } else if wazuh.failed() {
             if !json {
                 outln!("Wazuh does not reach this keygate as configured (see ERROR above)");
             }
-            ExitCode::FAILURE
+            Code::Failure.into()
         } else {
-            ExitCode::SUCCESS
+            Code::Success.into()
         }
     })
 }

@@ -4,20 +4,21 @@
 //! `--json`, for a script. The daemon side is in `src/daemon.rs`; the
 //! protocol in `keygate_server::control`.
 //!
-//! Exit codes: 0 done; 1 the daemon refused or failed (problems on
-//! stderr); 69 (EX_UNAVAILABLE) no daemon answers on the control socket.
+//! Exit codes (docs/codes.md): 0 done; 1 the daemon failed (the cache is
+//! disabled, an answer that is not one); 78 `reload` refused, the new
+//! config is invalid (problems on stderr); 64 a `cache flush` entry that is
+//! not `id:...` or `ip:...`; 69 no daemon answers on the control socket;
+//! 77 the socket or the daemon refuses us.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use keygate_core::CacheStats;
-use keygate_server::control::{self, BackendView, ControlRequest, ControlResponse};
+use keygate_core::{CacheStats, Request};
+use keygate_server::control::{self, BackendView, ControlError, ControlRequest, ControlResponse};
 
+use crate::exit::Code;
 use crate::out::{errln, outln};
-
-/// sysexits' EX_UNAVAILABLE: the daemon cannot be reached.
-const EX_UNAVAILABLE: u8 = 69;
 
 /// How the answer is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,24 +32,29 @@ pub enum Output {
 /// Sends `request` to the daemon named by the config at `config_path` and
 /// prints the answer; returns the exit code.
 pub fn client(config_path: &Path, request: ControlRequest, output: Output) -> ExitCode {
+    if let ControlRequest::CacheFlush { query: Some(query) } = &request {
+        // The daemon would refuse it too; a mistake on the command line is
+        // said as one, before asking.
+        if let Err(e) = Request::parse(query.as_bytes()) {
+            errln!("keygate cache flush: {query}: {e} (expected id:001 or ip:10.0.0.1)");
+            return Code::Usage.into();
+        }
+    }
     let socket = keygate_config::control_socket_of(config_path);
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     else {
         errln!("keygate: cannot start the runtime");
-        return ExitCode::FAILURE;
+        return Code::Failure.into();
     };
+    let reload = request == ControlRequest::Reload;
     let answer = runtime.block_on(control::ask(&socket, &request, Duration::from_secs(60)));
     let answer = match answer {
         Ok(answer) => answer,
-        Err(e @ control::ControlError::Unreachable { .. }) => {
-            errln!("keygate: {e}");
-            return ExitCode::from(EX_UNAVAILABLE);
-        }
         Err(e) => {
             errln!("keygate: {e}");
-            return ExitCode::FAILURE;
+            return unanswered(&e).into();
         }
     };
     let printed = match (answer, output) {
@@ -56,7 +62,13 @@ pub fn client(config_path: &Path, request: ControlRequest, output: Output) -> Ex
             for e in errors {
                 errln!("{e}");
             }
-            return ExitCode::FAILURE;
+            // A refused reload is a config the daemon found invalid (it
+            // keeps the old one).
+            return if reload { Code::Config } else { Code::Failure }.into();
+        }
+        (ControlResponse::Denied { error }, _) => {
+            errln!("keygate: {error}");
+            return Code::Permission.into();
         }
         (ControlResponse::Done { message }, Output::Text) => format!("{message}\n"),
         (ControlResponse::Done { message }, Output::Json) => {
@@ -68,7 +80,22 @@ pub fn client(config_path: &Path, request: ControlRequest, output: Output) -> Ex
         (ControlResponse::Backends { backends }, Output::Json) => json(&backends),
     };
     outln!("{}", printed.trim_end_matches('\n'));
-    ExitCode::SUCCESS
+    Code::Success.into()
+}
+
+/// The exit code when the daemon gave no answer: 77 when the socket's
+/// mode refuses us, 69 when nobody answers (no file, refused, no answer in
+/// time), 1 for an answer that is not one.
+fn unanswered(error: &ControlError) -> Code {
+    match error {
+        ControlError::Unreachable { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Code::Permission
+        }
+        ControlError::Unreachable { .. } | ControlError::Timeout(_) => Code::Unavailable,
+        ControlError::BadAnswer(_) => Code::Failure,
+    }
 }
 
 fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {

@@ -34,7 +34,7 @@ use keygate_server::{
 };
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::EX_CONFIG;
+use crate::exit::Code;
 
 /// Connections the control socket accepts at once.
 const CONTROL_CONNECTIONS: usize = 16;
@@ -251,14 +251,14 @@ pub fn main(config_path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             crate::logging::journal::eprint_error(&e.to_string());
-            return ExitCode::from(EX_CONFIG);
+            return Code::Config.into();
         }
     };
     let _guard = match crate::logging::init(&config.log, crate::logging::Fallback::Stderr) {
         Ok(g) => g,
         Err(e) => {
             crate::logging::journal::eprint_error(&format!("{e:#}"));
-            return ExitCode::from(EX_CONFIG);
+            return Code::Config.into();
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -310,7 +310,7 @@ async fn serve(config: Config, config_path: &Path) -> ExitCode {
                 tracing::error!(problem = %p, "Backend cannot be built.");
                 eprintln!("keygate: {p}");
             }
-            return ExitCode::from(EX_CONFIG);
+            return Code::Config.into();
         }
     };
     let shutdown = shutdown_signal();

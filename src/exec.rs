@@ -80,7 +80,8 @@ fn emit(reply: &Reply) -> ExitCode {
     line.push(b'\n');
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(&line).and_then(|()| out.flush());
-    ExitCode::SUCCESS
+    // Wazuh's contract: exit 0 whatever the reply says.
+    crate::exit::Code::Success.into()
 }
 
 /// Answers unusable arguments with code 1, as JSON.
@@ -173,7 +174,7 @@ pub fn main(
             .write_all(&line)
             .and_then(|()| out.write_all(b"\n"))
             .and_then(|()| out.flush());
-        std::process::exit(0);
+        std::process::exit(crate::exit::Code::Success.number().into());
     }));
     let Some(value) = value else {
         return emit(&Reply::error(

@@ -23,9 +23,11 @@
 //! and the report says the output is incomplete.
 //!
 //! The report goes to stdout with `-o`, to stderr when the data does.
-//! Exit codes: 0 written, nothing to report; 1 written, with problems
-//! reported, or the listing incomplete; 2 nothing written (config, store
-//! or file could not be used). Name warnings do not change it.
+//! Exit codes (docs/codes.md): 0 written, nothing to report; 1 written,
+//! with problems reported, or the listing incomplete, or FILE could not be
+//! written; 77 FILE or its directory may not be written; 78 the config is
+//! invalid or a backend cannot be built; 64 `--backend` names no backend.
+//! Name warnings do not change it.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -39,7 +41,8 @@ use keygate_backends::file::cell;
 use keygate_core::Listed;
 use serde::Serialize;
 
-use crate::out::{errln, outln};
+use crate::exit::Code;
+use crate::out::{capped, errln, outln};
 use crate::progress::Bar;
 use crate::store::{NameWarning, Store};
 
@@ -147,13 +150,7 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
     });
     let mut report = match result {
         Ok(r) => r,
-        Err(e) => {
-            if crate::store::is_broken_pipe(&e) {
-                std::process::exit(crate::out::EXIT_BROKEN_PIPE);
-            }
-            errln!("keygate export: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return crate::exit::fail("export", &e),
     };
     report.file.clone_from(&args.output);
     let text = render(&report, args.json);
@@ -166,16 +163,12 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
         if args.output.is_some() {
             errln!("keygate export: {why}");
         }
-        return ExitCode::from(crate::store::EXIT_INCOMPLETE);
+        return Code::Failure.into();
     }
     let clean = report.invalid.is_empty()
         && report.duplicate_names.is_empty()
         && report.duplicate_ips.is_empty();
-    if clean {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    if clean { Code::Success } else { Code::Failure }.into()
 }
 
 fn render(report: &Report, json: bool) -> String {
@@ -194,26 +187,16 @@ fn render(report: &Report, json: bool) -> String {
         (None, Some(f)) => format!("{} agent(s) written to {}\n", report.written, f.display()),
         (None, None) => format!("{} agent(s) written\n", report.written),
     };
-    for p in &report.invalid {
-        s.push_str(&format!("not written: {}: {}\n", p.at, p.reason));
-    }
-    for d in &report.duplicate_names {
-        s.push_str(&format!(
-            "duplicate name {}: ids {}\n",
-            d.value,
-            d.ids.join(", ")
-        ));
-    }
-    for d in &report.duplicate_ips {
-        s.push_str(&format!(
-            "duplicate ip {}: ids {}\n",
-            d.value,
-            d.ids.join(", ")
-        ));
-    }
-    for w in &report.warnings {
-        s.push_str(&format!("warning: {w}\n"));
-    }
+    s.push_str(&capped(&report.invalid, "", |p| {
+        format!("not written: {}: {}", p.at, p.reason)
+    }));
+    s.push_str(&capped(&report.duplicate_names, "", |d| {
+        format!("duplicate name {}: ids {}", d.value, d.ids.join(", "))
+    }));
+    s.push_str(&capped(&report.duplicate_ips, "", |d| {
+        format!("duplicate ip {}: ids {}", d.value, d.ids.join(", "))
+    }));
+    s.push_str(&capped(&report.warnings, "", |w| format!("warning: {w}")));
     s
 }
 

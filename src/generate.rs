@@ -1,5 +1,7 @@
 //! `keygate generate man|completions DIR` (hidden): writes the man pages
-//! (clap_mangen) or the bash, zsh and fish completions (clap_complete) for
+//! (clap_mangen for keygate(1) and a page per subcommand, with
+//! [`crate::manpage`]'s sections; keygate.toml(5) from the configuration
+//! reference) or the bash, zsh and fish completions (clap_complete) for
 //! this very CLI, so they cannot drift from it. packaging/build-deb.sh runs
 //! it before `cargo deb`.
 
@@ -7,12 +9,15 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
+
+use crate::exit::Code;
 use clap_complete::Shell;
 
 /// What `keygate generate` writes.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Generated {
-    /// keygate.1 and one page per subcommand (keygate-check.1, ...).
+    /// keygate.1, one page per subcommand (keygate-check.1, ...) and
+    /// keygate.toml.5.
     Man,
     /// keygate.bash, _keygate (zsh) and keygate.fish.
     Completions,
@@ -21,46 +26,17 @@ pub enum Generated {
 /// Writes `what` into `dir` (created if missing); prints each file written.
 pub fn main(what: Generated, dir: &Path) -> ExitCode {
     match write(what, dir) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Code::Success.into(),
         Err(e) => {
             eprintln!("keygate: cannot write into {}: {e}", dir.display());
-            ExitCode::FAILURE
+            crate::exit::code_of(&e.into()).into()
         }
     }
 }
 
-/// keygate.1's sections beyond what clap knows: (heading, [(term, text)]).
-const MAN_SECTIONS: &[(&str, &[(&str, &str)])] = &[
-    (
-        "FILES",
-        &[
-            ("/etc/keygate/keygate.toml", "The config file (--config, $KEYGATE_CONFIG)."),
-            ("/run/keygate/keygate.sock", "The socket Wazuh connects to ([server] socket)."),
-            ("/run/keygate/keygate.sock.ctl", "The control socket of reload, cache and backends (mode 0600)."),
-            ("/usr/lib/systemd/system/keygate.service", "The systemd unit; SIGHUP or systemctl reload keygate re-reads the config."),
-            ("/usr/share/doc/keygate/", "README.md, docs/ (a page per task), example configs, and the Wazuh ossec.conf blocks."),
-        ],
-    ),
-    (
-        "EXIT STATUS",
-        &[
-            ("0", "Success. The exec mode (id, ip) always exits 0 and reports errors in its JSON reply, as Wazuh requires."),
-            ("1", "A backend failed (check), the socket is in use (serve), or the daemon refused a reload."),
-            ("2", "Bad command-line arguments."),
-            ("69", "No daemon answers on the control socket (reload, cache, backends)."),
-            ("78", "The config is invalid; every problem is printed with its key path."),
-        ],
-    ),
-];
-
-/// keygate.1's SEE ALSO paragraph.
-const SEE_ALSO: &str = "systemctl(1), journalctl(1), and Wazuh's documentation of \
-                        <auth><key_request> (ossec.conf).";
-
-/// keygate.1: clap_mangen's sections, then [`MAN_SECTIONS`] and
-/// [`SEE_ALSO`], then VERSION.
+/// keygate.1: clap_mangen's sections, then EXIT STATUS, FILES,
+/// ENVIRONMENT and SEE ALSO ([`crate::manpage`]), then VERSION.
 fn main_page(cmd: clap::Command, dir: &Path) -> std::io::Result<()> {
-    use clap_mangen::roff::{bold, roman, Roff};
     let man = clap_mangen::Man::new(cmd);
     let mut out = Vec::new();
     man.render_title(&mut out)?;
@@ -69,18 +45,7 @@ fn main_page(cmd: clap::Command, dir: &Path) -> std::io::Result<()> {
     man.render_description_section(&mut out)?;
     man.render_options_section(&mut out)?;
     man.render_subcommands_section(&mut out)?;
-    let mut roff = Roff::default();
-    for (heading, items) in MAN_SECTIONS {
-        roff.control("SH", [*heading]);
-        for (term, text) in *items {
-            roff.control("TP", []);
-            roff.text([bold(*term)]);
-            roff.text([roman(*text)]);
-        }
-    }
-    roff.control("SH", ["SEE ALSO"]);
-    roff.text([roman(SEE_ALSO)]);
-    roff.to_writer(&mut out)?;
+    crate::manpage::keygate_sections().to_writer(&mut out)?;
     man.render_version_section(&mut out)?;
     std::fs::write(dir.join("keygate.1"), out)
 }
@@ -90,10 +55,14 @@ fn write(what: Generated, dir: &Path) -> std::io::Result<()> {
     let mut cmd = crate::command();
     match what {
         Generated::Man => {
-            // One page per subcommand, then keygate.1 again with FILES,
-            // EXIT STATUS and SEE ALSO.
+            // One page per subcommand, then keygate.1 again with EXIT
+            // STATUS, FILES, ENVIRONMENT and SEE ALSO, and keygate.toml.5.
             clap_mangen::generate_to(cmd.clone(), dir)?;
             main_page(cmd.disable_help_subcommand(true), dir)?;
+            std::fs::write(
+                dir.join("keygate.toml.5"),
+                crate::manpage::config_page(env!("CARGO_PKG_VERSION")),
+            )?;
         }
         Generated::Completions => {
             for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
@@ -105,9 +74,33 @@ fn write(what: Generated, dir: &Path) -> std::io::Result<()> {
     }
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "1") {
+        if path.extension().is_some_and(|e| e == "1" || e == "5") {
             println!("{}", path.display());
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `generate man` writes keygate.1 with its added sections, a page per
+    /// subcommand, and keygate.toml.5.
+    #[test]
+    fn man_writes_keygate_1_and_keygate_toml_5() {
+        let dir = tempfile::tempdir().unwrap();
+        write(Generated::Man, dir.path()).unwrap();
+        let page = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        let main = page("keygate.1");
+        for section in ["EXIT STATUS", "FILES", "ENVIRONMENT", "SEE ALSO", "VERSION"] {
+            assert!(
+                main.contains(&format!(".SH \"{section}\""))
+                    || main.contains(&format!(".SH {section}\n")),
+                "{section}"
+            );
+        }
+        assert!(page("keygate-check.1").contains(".TH keygate-check 1"));
+        assert!(page("keygate.toml.5").contains(".TH KEYGATE.TOML 5"));
+    }
 }

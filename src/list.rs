@@ -3,10 +3,11 @@
 //! names Wazuh would refuse (warnings). Records are printed as they are
 //! read, so a million agents never sit in memory.
 //!
-//! Exit codes: 0 all listed, 1 some records are invalid or the listing is
-//! incomplete (the store failed midway: what was printed is not the whole
-//! store, and the summary and stderr say so), 2 the config could not be
-//! read or the store could not be opened. Name warnings do not change it.
+//! Exit codes (docs/codes.md): 0 all listed, 1 some records are invalid or
+//! the listing is incomplete (the store failed midway: what was printed is
+//! not the whole store, and the summary and stderr say so), 78 the config
+//! is invalid or a backend cannot be built, 64 `--backend` names no
+//! backend. Name warnings do not change it.
 
 use std::io::Write;
 use std::path::Path;
@@ -15,7 +16,8 @@ use std::process::ExitCode;
 use futures_util::StreamExt;
 use keygate_core::Listed;
 
-use crate::out::errln;
+use crate::exit::Code;
+use crate::out::{capped, errln};
 use crate::progress::Bar;
 use crate::store::{NameWarning, Store};
 
@@ -45,13 +47,7 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
         list(&store, args, &mut out).await
     }) {
         Ok(code) => code,
-        Err(e) => {
-            if crate::store::is_broken_pipe(&e) {
-                std::process::exit(crate::out::EXIT_BROKEN_PIPE);
-            }
-            errln!("keygate list: {e:#}");
-            ExitCode::from(2)
-        }
+        Err(e) => crate::exit::fail("list", &e),
     }
 }
 
@@ -130,21 +126,25 @@ async fn list(store: &Store, args: &Args, out: &mut impl Write) -> anyhow::Resul
             Some(_) => writeln!(out, ": INCOMPLETE, the listing failed")?,
             None => writeln!(out)?,
         }
-        for (at, reason) in &invalid {
-            writeln!(out, "  invalid: {at}: {reason}")?;
-        }
-        for w in &warnings {
-            writeln!(out, "  warning: {w}")?;
-        }
+        let invalid = capped(&invalid, "  ", |(at, reason)| {
+            format!("invalid: {at}: {reason}")
+        });
+        write!(out, "{invalid}")?;
+        write!(
+            out,
+            "{}",
+            capped(&warnings, "  ", |w| format!("warning: {w}"))
+        )?;
     }
     out.flush()?;
     if let Some(why) = failure {
         errln!("keygate list: {why}");
-        return Ok(ExitCode::from(crate::store::EXIT_INCOMPLETE));
+        return Ok(Code::Failure.into());
     }
     Ok(if invalid.is_empty() {
-        ExitCode::SUCCESS
+        Code::Success
     } else {
-        ExitCode::from(1)
-    })
+        Code::Failure
+    }
+    .into())
 }

@@ -14,15 +14,20 @@ mod check;
 mod check_wazuh;
 mod control;
 mod daemon;
+#[cfg(test)]
+mod docs_tests;
 mod exec;
+mod exit;
 mod export;
 mod generate;
 mod inserts;
 mod list;
 mod logging;
+mod manpage;
 mod metrics;
 mod out;
 mod progress;
+mod retries;
 mod store;
 mod sync;
 mod verify;
@@ -33,10 +38,8 @@ use std::sync::LazyLock;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use control::Output;
+use exit::Code;
 use keygate_server::control::ControlRequest;
-
-/// Exit code for configuration errors (sysexits' EX_CONFIG).
-pub const EX_CONFIG: u8 = 78;
 
 /// `keygate --version`: the version, then the backend types compiled in
 /// (the cargo features, as keygate-config lists them).
@@ -164,7 +167,13 @@ fn main() -> ExitCode {
                 return exec::bad_arguments(kind, &e.kind().to_string());
             }
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            // clap's own errors are usage errors; --help and --version are not.
+            return if e.use_stderr() {
+                Code::Usage
+            } else {
+                Code::Success
+            }
+            .into();
         }
     };
     match cli.command {
@@ -176,7 +185,7 @@ fn main() -> ExitCode {
             }
             exec::AfterServe::Unexpected(word) => {
                 eprintln!("error: unexpected argument '{word}' after 'serve' (only 'id <agent id>' or 'ip <address>' may follow)");
-                ExitCode::from(2)
+                Code::Usage.into()
             }
         },
         Some(Command::Check { json }) => check::main(&cli.config, json),
@@ -195,7 +204,10 @@ fn main() -> ExitCode {
         Some(Command::List(args)) => list::main(&cli.config, &args),
         Some(Command::Export(args)) => export::main(&cli.config, &args),
         Some(Command::Verify(args)) => verify::main(&cli.config, &args),
-        Some(Command::Sync(args)) => sync::main(&cli.config, &args),
+        Some(Command::Sync(args)) => {
+            retries::show_on_terminal();
+            sync::main(&cli.config, &args)
+        }
         Some(Command::Id { value, extra }) => exec::main(&cli.config, "id", value, extra),
         Some(Command::Ip { value, extra }) => exec::main(&cli.config, "ip", value, extra),
         Some(Command::Generate { what, dir }) => generate::main(what, &dir),

@@ -70,8 +70,9 @@ pub fn bind(config: Option<MetricsConfig>) -> Result<Option<Endpoint>, ExitCode>
         return Ok(None);
     };
     try_bind(config.listen).map(Some).map_err(|e| {
-        tracing::error!(error = %format!("{e:#}"), "Cannot serve metrics.");
-        eprintln!("keygate: {e:#}");
+        let error = crate::out::chain(&e);
+        tracing::error!(%error, "Cannot serve metrics.");
+        eprintln!("keygate: {error}");
         ExitCode::FAILURE
     })
 }

@@ -8,7 +8,8 @@
 //! item: a backend that fails midway (an outage, a paging anomaly, a file
 //! rewritten while it is read) yields one `Err` naming it, and the stream
 //! ends there. `list`, `export` and `verify` then say "incomplete" and
-//! exit [`EXIT_INCOMPLETE`]; `sync` plans nothing from it.
+//! exit 1 ([`Code::Failure`](crate::exit::Code)); `sync` plans nothing
+//! from it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,10 +19,6 @@ use futures_util::stream::{self, Stream, StreamExt};
 use keygate_config::Config;
 use keygate_core::{AgentRecord, BackendError, KeyBackend, Listed};
 use serde::Serialize;
-
-/// The exit code of `list`, `export` and `verify` when the store's listing
-/// is incomplete: a failure (1), whatever was printed before it.
-pub const EXIT_INCOMPLETE: u8 = 1;
 
 /// What `list`, `export` and `verify` say when the listing failed after
 /// `read` agents.
@@ -77,10 +74,10 @@ impl Store {
                 let Some(entry) = config.backends.iter().find(|b| b.name == name) else {
                     let names: Vec<&str> =
                         config.backends.iter().map(|b| b.name.as_str()).collect();
-                    bail!(
-                        "no backend named '{name}' (configured: {})",
+                    bail!(crate::exit::Usage(format!(
+                        "--backend {name}: no backend of that name (configured: {})",
                         names.join(", ")
-                    );
+                    )));
                 };
                 vec![entry]
             }
@@ -156,7 +153,8 @@ fn prefixed(several: bool, backend: &str, at: &str) -> String {
 }
 
 /// Loads the config and runs `work` on a current-thread runtime; a config
-/// problem is an error with every problem listed.
+/// problem is an error with every problem listed (a
+/// [`keygate_config::ConfigError`], exit code 78).
 pub fn run<F, Fut, T>(config_path: &std::path::Path, work: F) -> anyhow::Result<T>
 where
     F: FnOnce(Config) -> Fut,

@@ -17,6 +17,7 @@ use keygate_config::{Config, WazuhConfig};
 use keygate_wazuh::sync::{self, Backups, ManagerKeys, Options, Report};
 use keygate_wazuh::{Retry, Settings, Wazuh};
 
+use crate::exit::Code;
 use crate::out::{errln, outln};
 use crate::progress::Bar;
 use crate::store::Store;
@@ -63,18 +64,20 @@ The [wazuh] keys of a run (docs/configuration.md, docs/sync.md):
   max_requests_per_minute  pace of every API call but authentication (default 100)
 Exit codes: 0 done or nothing to do; 1 a change failed or conflicts, the plan was refused,
 prune or deletes were skipped, or the store or the API failed; 2 dry run with changes
-pending; 64 usage; 78 configuration.";
+pending; 64 usage; 69 the API cannot be reached; 77 the API refuses the user; 78
+configuration.";
 
 /// Ids per delete call, and store records compared at a time.
 const BATCH: usize = 500;
-/// sysexits' EX_USAGE.
-const EX_USAGE: u8 = 64;
-
 /// Why the command stopped before a report.
 enum Stop {
+    /// A usage error (64).
     Usage(String),
+    /// A configuration error (78).
     Config(String),
-    Failed(String),
+    /// The run failed; its exit code is the error's ([`crate::exit::code_of`]:
+    /// 69 the API cannot be reached, 77 it refuses the user, else 1).
+    Failed(anyhow::Error),
 }
 
 /// Runs the command.
@@ -83,12 +86,12 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
         Ok(done) => done,
         Err(stop) => {
             let (text, code) = match stop {
-                Stop::Usage(t) => (t, EX_USAGE),
-                Stop::Config(t) => (t, crate::EX_CONFIG),
-                Stop::Failed(t) => (t, 1),
+                Stop::Usage(t) => (t, Code::Usage),
+                Stop::Config(t) => (t, Code::Config),
+                Stop::Failed(e) => return crate::exit::fail("sync", &e),
             };
             errln!("keygate sync: {text}");
-            return ExitCode::from(code);
+            return code.into();
         }
     };
     for warning in warnings {
@@ -100,11 +103,11 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
         outln!("{}", render(&report, args.prune).trim_end());
     }
     if report.is_failure() {
-        ExitCode::FAILURE
+        Code::Failure.into()
     } else if !report.applied && report.has_changes() {
-        ExitCode::from(2)
+        Code::Differences.into()
     } else {
-        ExitCode::SUCCESS
+        Code::Success.into()
     }
 }
 
@@ -139,7 +142,7 @@ fn run(config_path: &Path, args: &Args) -> Result<(Report, Vec<String>), Stop> {
     let password = match api.password.read() {
         Ok(Some(p)) => p,
         Ok(None) => return Err(Stop::Config("[wazuh] has no password source".into())),
-        Err(e) => return Err(Stop::Failed(format!("[wazuh]: {e}"))),
+        Err(e) => return Err(Stop::Failed(anyhow::anyhow!("[wazuh]: {e}"))),
     };
     let settings = Settings {
         url: api.url.clone(),
@@ -171,7 +174,7 @@ fn run(config_path: &Path, args: &Args) -> Result<(Report, Vec<String>), Stop> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Stop::Failed(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| Stop::Failed(anyhow::anyhow!("cannot start the runtime: {e}")))?;
     let report = runtime.block_on(sync_with(&config, settings, &options, args))?;
     Ok((report, warnings))
 }
@@ -189,7 +192,7 @@ async fn sync_with(
     let bar = Bar::new();
     let report = sync::run(&client, store.list(), options, &bar).await;
     bar.finish();
-    report.map_err(|e| Stop::Failed(e.to_string()))
+    report.map_err(|e| Stop::Failed(e.into()))
 }
 
 /// The manager's client.keys: `[wazuh] client_keys`, else the first

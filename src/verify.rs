@@ -15,9 +15,12 @@
 //! compared: an agent the listing did not reach would look
 //! `only_in_manager`. It says "incomplete" and exits 1.
 //!
-//! Exit codes: 0 in sync, 1 drift or an incomplete listing, 2 something
-//! could not be read (the config, the file, the store, a line of the file
-//! or a store record).
+//! Exit codes (docs/codes.md): 0 in sync; 2 drift (differences found, as
+//! Terraform's `-detailed-exitcode`); 1 the comparison failed or is
+//! incomplete: the file cannot be read, a line of it or a store record is
+//! unreadable (then drift is still listed, but the exit code says the
+//! comparison is not whole), or the listing is incomplete; 77 the file may
+//! not be read; 78 the config is invalid or a backend cannot be built.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -29,7 +32,8 @@ use keygate_core::Listed;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::out::{errln, outln};
+use crate::exit::Code;
+use crate::out::{capped, errln, outln};
 use crate::progress::Bar;
 use crate::store::{NameWarning, Store};
 
@@ -94,10 +98,7 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
     });
     let report = match result {
         Ok(r) => r,
-        Err(e) => {
-            errln!("keygate verify: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return crate::exit::fail("verify", &e),
     };
     if let Some(why) = &report.incomplete {
         if args.json {
@@ -107,7 +108,7 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
             outln!("INCOMPLETE: the store could not be listed completely; nothing compared");
         }
         errln!("keygate verify: {why}");
-        return ExitCode::from(crate::store::EXIT_INCOMPLETE);
+        return Code::Failure.into();
     }
     if args.json {
         let in_sync = report.drift.is_empty() && report.unreadable.is_empty();
@@ -116,11 +117,10 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
         v["complete"] = true.into();
         outln!("{v}");
     } else {
-        for w in &report.warnings {
-            outln!("warning: {w}");
-        }
-        for line in &report.unreadable {
-            outln!("unreadable: {line}");
+        let warnings = capped(&report.warnings, "", |w| format!("warning: {w}"));
+        let unreadable = capped(&report.unreadable, "", |l| format!("unreadable: {l}"));
+        for line in warnings.lines().chain(unreadable.lines()) {
+            outln!("{line}");
         }
         for d in &report.drift {
             outln!("{}: {} {}", d.kind, d.id, d.detail);
@@ -137,12 +137,13 @@ pub fn main(config_path: &Path, args: &Args) -> ExitCode {
         );
     }
     if !report.unreadable.is_empty() {
-        ExitCode::from(2)
+        Code::Failure
     } else if !report.drift.is_empty() {
-        ExitCode::from(1)
+        Code::Differences
     } else {
-        ExitCode::SUCCESS
+        Code::Success
     }
+    .into()
 }
 
 /// Compares the store with the text of a manager's client.keys.

@@ -132,17 +132,18 @@ fn with_closed_output(config: &Path, args: &[&str]) -> std::process::ExitStatus 
 #[test]
 fn every_command_exits_quietly_when_its_output_is_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let good = file_config(dir.path(), Path::new("/run/keygate/keygate.sock"));
+    // The socket is the test's own: an installed daemon's control socket
+    // (/run/keygate/keygate.sock.ctl) is never asked.
+    let good = file_config(dir.path(), &dir.path().join("k.sock"));
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[server]\nread_timeout = \"x\"\n").unwrap();
-    let absent = dir.path().join("absent.toml");
     for (config, args) in [
         (&good, &["check"][..]),
         (&bad, &["check"][..]),
         // No daemon runs: the message goes to the closed stderr.
         (&good, &["backends"][..]),
         (&good, &["cache", "stats"][..]),
-        (&absent, &["reload"][..]),
+        (&good, &["reload"][..]),
     ] {
         let status = with_closed_output(config, args);
         assert_eq!(status.code(), Some(141), "keygate {args:?}: {status}");
@@ -168,5 +169,109 @@ fn admin_commands_exit_69_without_a_daemon() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(69), "{args:?}: {err}");
         assert!(err.contains("k.sock.ctl"), "{args:?}: {err}");
+    }
+}
+
+/// A store of 200 agents sharing one name and one address, plus 30
+/// invalid lines: the text reports of `list`, `export` and `verify` show 10
+/// lines of a kind and say how many more; `--json` keeps every one.
+#[test]
+fn reports_cap_repeated_lines_and_json_keeps_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut keys = String::new();
+    for i in 1..=200 {
+        keys.push_str(&format!("{i:03} twin-{} 10.0.0.{} k{i}\n", i % 2, i % 2));
+    }
+    for i in 201..=230 {
+        keys.push_str(&format!("{i:03} bad! any k{i}\n"));
+    }
+    std::fs::write(dir.path().join("keys.txt"), &keys).unwrap();
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nsocket = \"{}\"\n[[backend]]\nname = \"keys\"\ntype = \"file\"\npath = \"keys.txt\"\n",
+            dir.path().join("k.sock").display()
+        ),
+    )
+    .unwrap();
+    let starting =
+        |text: &str, prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+
+    let (_, list) = run(&config, &["list"]);
+    assert_eq!(starting(&list, "  invalid: "), 10, "{list}");
+    assert!(
+        list.contains("  ... and 20 more (--json lists all)"),
+        "{list}"
+    );
+
+    let export = keygate(&config, &["export", "-o"])
+        .arg(dir.path().join("out.keys"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&export.stdout);
+    assert_eq!(starting(&report, "not written: "), 10, "{report}");
+    assert!(
+        report.contains("... and 20 more (--json lists all)"),
+        "{report}"
+    );
+    // Two names, two addresses: each shared by 100 agents, listed in full.
+    assert_eq!(starting(&report, "duplicate name "), 2, "{report}");
+    let json = keygate(&config, &["export", "--json", "-o"])
+        .arg(dir.path().join("out.keys"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["invalid"].as_array().unwrap().len(), 30);
+
+    let manager = dir.path().join("manager.keys");
+    std::fs::write(&manager, "broken line\n".repeat(25)).unwrap();
+    let (_, verify) = run(
+        &config,
+        &["verify", "--client-keys", manager.to_str().unwrap()],
+    );
+    assert_eq!(starting(&verify, "unreadable: client.keys"), 10, "{verify}");
+    assert_eq!(starting(&verify, "unreadable: store"), 0, "{verify}");
+    assert!(
+        verify.contains("... and 45 more (--json lists all)"),
+        "{verify}"
+    );
+    let (_, json) = run(
+        &config,
+        &[
+            "verify",
+            "--json",
+            "--client-keys",
+            manager.to_str().unwrap(),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["unreadable"].as_array().unwrap().len(), 55);
+}
+
+/// An error says each cause once: a password file that cannot be read
+/// (its reason was printed twice: "No such file or directory: No such file
+/// or directory (os error 2)").
+#[test]
+fn an_error_says_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nsocket = \"{}\"\n[[backend]]\nname = \"db\"\ntype = \"mysql\"\n\
+             url = \"mysql://keygate@127.0.0.1:1/wazuh\"\npassword_file = \"/nonexistent/keygate.pass\"\n\
+             query_by_id = \"SELECT id, name, ip, agent_key FROM agent WHERE id = ?\"\n\
+             query_by_ip = \"SELECT id, name, ip, agent_key FROM agent WHERE ip = ?\"\n",
+            dir.path().join("k.sock").display()
+        ),
+    )
+    .unwrap();
+    for args in [&["list"][..], &["export"][..]] {
+        let out = keygate(&config, args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {err}");
+        assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+        assert!(err.contains("password_file"), "{err}");
     }
 }

@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Every file below `dir` whose extension is `ext`.
+fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            toml_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "toml") {
+            files(&path, ext, out);
+        } else if path.extension().is_some_and(|e| e == ext) {
             out.push(path);
         }
     }
@@ -17,20 +18,15 @@ fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn every_shipped_config_is_valid() {
-    let mut files = Vec::new();
-    toml_files(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
-        &mut files,
-    );
-    toml_files(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("docker"),
-        &mut files,
-    );
+    let mut found = Vec::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    files(&root.join("config"), "toml", &mut found);
+    files(&root.join("docker"), "toml", &mut found);
     assert!(
-        files.len() >= 6,
-        "expected the default config and the examples, found {files:?}"
+        found.len() >= 6,
+        "expected the default config and the examples, found {found:?}"
     );
-    for file in files {
+    for file in found {
         if let Err(e) = keygate_config::load(&file) {
             panic!("{e}");
         }
@@ -70,4 +66,30 @@ fn production_config_is_absolute_and_where_wazuh_looks() {
     let warnings = demo.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].path, "server.socket");
+}
+
+/// No test runs keygate on `config/keygate.toml` itself: its socket is
+/// `config/keygate.sock`, where the quick start's daemon may be running
+/// (exec mode would ask it, admin commands would act on it). Tests copy it
+/// (`keygate_testkit::daemon::DemoConfig`, socket in a temp dir); only
+/// that helper, this file (which parses it) and the packaging test (which
+/// checks what the package ships) name it.
+#[test]
+fn no_test_runs_the_quick_start_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = Vec::new();
+    for dir in ["tests", "crates"] {
+        files(&root.join(dir), "rs", &mut sources);
+    }
+    let named = concat!("config/", "keygate.toml");
+    let offenders: Vec<_> = sources
+        .iter()
+        .filter(|f| {
+            !f.ends_with("tests/config_files.rs")
+                && !f.ends_with("tests/packaging.rs")
+                && !f.ends_with("keygate-testkit/src/daemon.rs")
+        })
+        .filter(|f| std::fs::read_to_string(f).unwrap().contains(named))
+        .collect();
+    assert!(offenders.is_empty(), "{offenders:?} use {named}");
 }

@@ -4,23 +4,22 @@
 
 use std::process::Command;
 
-use keygate_testkit::daemon::{self, exec, exec_cmd, Daemon};
+use keygate_testkit::daemon::{self, exec, exec_cmd, Daemon, DemoConfig};
 use keygate_testkit::repo_root as repo;
 
-fn default_config() -> std::path::PathBuf {
-    repo().join("config/keygate.toml")
-}
-
-/// `keygate --config config/keygate.toml id 001` answers from the demo data.
+/// The quick start's config answers `id 001` from the demo data (a copy,
+/// whose socket no quick-start daemon listens on).
 #[test]
 fn default_config_answers_id_001() {
-    let out = exec(&default_config(), &["id", "001"]);
+    let demo = DemoConfig::new();
+    let default_config = || demo.path();
+    let out = exec(default_config(), &["id", "001"]);
     assert!(out.status.success());
     let v = out.json();
     assert_eq!(v["error"], 0);
     assert_eq!(v["data"]["name"], "web-01");
     assert_eq!(
-        exec(&default_config(), &["ip", "172.16.0.2"]).json()["data"]["id"],
+        exec(default_config(), &["ip", "172.16.0.2"]).json()["data"]["id"],
         "102"
     );
 }
@@ -28,6 +27,8 @@ fn default_config_answers_id_001() {
 /// Every outcome is one JSON line on the shared pipe, and exit code 0.
 #[test]
 fn every_outcome_is_one_json_line_and_exit_0() {
+    let demo = DemoConfig::new();
+    let default_config = || demo.path().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let bad_cfg = dir.path().join("bad.toml");
     std::fs::write(&bad_cfg, "[[backend]]\nname = \"x\"\ntype = \"nope\"\n").unwrap();
@@ -358,6 +359,8 @@ fn daemon_attempt_and_direct_lookup_share_request_timeout() {
 /// answers as the one-shot, by id and by address.
 #[test]
 fn serve_followed_by_id_or_ip_is_the_one_shot() {
+    let demo = DemoConfig::new();
+    let default_config = || demo.path();
     let mut cmd = Command::new(daemon::bin());
     cmd.arg("--config")
         .arg(default_config())

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use keygate_testkit::daemon::{self, bin, Daemon};
+use keygate_testkit::daemon::{self, bin, Daemon, DemoConfig};
 use keygate_testkit::repo_root as repo;
 
 fn demo_backends() -> String {
@@ -220,9 +220,10 @@ fn invalid_config_exits_78_listing_every_problem() {
 /// `check` probes each backend and fails when one cannot answer.
 #[test]
 fn check_prints_a_table_and_fails_on_a_broken_backend() {
+    let demo = DemoConfig::new();
     let out = Command::new(bin())
         .arg("--config")
-        .arg(repo().join("config/keygate.toml"))
+        .arg(demo.path())
         .arg("check")
         .output()
         .unwrap();
@@ -315,10 +316,11 @@ fn wait_until(mut f: impl FnMut() -> bool) {
 /// levels), and their problems are reported with the key path too.
 #[test]
 fn environment_overrides_config_keys() {
-    let cfg = repo().join("config/keygate.toml");
+    let demo = DemoConfig::new();
+    let cfg = demo.path();
     let out = Command::new(bin())
         .arg("--config")
-        .arg(&cfg)
+        .arg(cfg)
         .arg("check")
         .env("KEYGATE_LOG__LEVEL", "loud")
         .output()
@@ -330,7 +332,7 @@ fn environment_overrides_config_keys() {
     );
     let out = Command::new(bin())
         .arg("check")
-        .env("KEYGATE_CONFIG", &cfg)
+        .env("KEYGATE_CONFIG", cfg)
         .env("KEYGATE_SERVER__REQUEST_TIMEOUT", "90s")
         .output()
         .unwrap();
@@ -356,4 +358,58 @@ fn worker_threads_sets_the_runtime_and_defaults_to_half_the_cores() {
     let d = Daemon::start(&demo_backends());
     let want = format!("worker_threads={}", (cores / 2).max(1));
     assert!(d.log().contains(&want), "want {want}: {}", d.log());
+}
+
+/// The quick start (keygate on the demo config of config/, run here on a
+/// copy in a temp dir, file names unchanged) leaves nothing in `config/`
+/// that git would show: the sockets while it runs and their lock files
+/// after it stops are all ignored (.gitignore).
+#[test]
+fn the_quick_start_leaves_nothing_untracked_in_config() {
+    let demo = DemoConfig::new();
+    let before: Vec<_> = names(demo.dir());
+    let mut child = Command::new(bin())
+        .arg("--config")
+        .arg(demo.path())
+        .env_remove("KEYGATE_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = demo.dir().join("keygate.sock");
+    wait_until(|| UnixStream::connect(&socket).is_ok());
+    let mut created = names(demo.dir());
+    let term = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success());
+    created.extend(names(demo.dir()));
+    created.retain(|n| !before.contains(n));
+    created.sort();
+    created.dedup();
+    assert!(created.len() >= 2, "{created:?}");
+    let root = repo();
+    for name in &created {
+        let status = Command::new("git")
+            .current_dir(&root)
+            .args(["check-ignore", "-q", "--no-index"])
+            .arg(format!("config/{name}"))
+            .status()
+            .expect("git is needed to read .gitignore");
+        assert!(
+            status.success(),
+            "the quick start leaves config/{name}, which git would show (.gitignore)"
+        );
+    }
+}
+
+fn names(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
 }

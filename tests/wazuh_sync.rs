@@ -175,14 +175,14 @@ fn replace_and_prune_only_what_is_absent_never_000() {
     assert!(page, "{log:?}");
 }
 
-/// A wrong password: exit 1 and a message naming the user and what to
-/// check, never the password.
+/// A wrong password: exit 77 (permission denied) and a message naming the
+/// user and what to check, never the password.
 #[test]
-fn bad_password_exits_1_with_a_clear_message() {
+fn bad_password_exits_77_with_a_clear_message() {
     let standin = StandIn::start("keygate", PASSWORD);
     let setup = Setup::new(&standin, &store(2), "not-the-password");
     let out = setup.run(&["sync", "--apply"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out));
     let all = text(&out);
     assert!(
         all.contains("refused the credentials of user 'keygate'"),
@@ -298,8 +298,9 @@ fn export_then_verify_reports_no_drift() {
     );
 }
 
-/// verify finds each kind of drift in a crafted manager file (exit 1), and
-/// exits 2 when the file cannot be read.
+/// verify finds each kind of drift in a crafted manager file (exit 2,
+/// differences found), and exits 1 when the file or a line of it cannot be
+/// read.
 #[test]
 fn verify_finds_every_kind_of_drift() {
     let standin = StandIn::start("keygate", PASSWORD);
@@ -317,7 +318,7 @@ fn verify_finds_every_kind_of_drift() {
     let file = setup.path("manager.keys");
     std::fs::write(&file, manager).unwrap();
     let out = setup.run(&["verify", "--client-keys", file.to_str().unwrap(), "--json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let v = json(&out);
     let found: Vec<(String, String)> = v["drift"]
         .as_array()
@@ -351,10 +352,10 @@ fn verify_finds_every_kind_of_drift() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&key(99)));
 
     let missing = setup.run(&["verify", "--client-keys", "/nonexistent/client.keys"]);
-    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
     std::fs::write(&file, "001 agent-1\n").unwrap();
     let broken = setup.run(&["verify", "--client-keys", file.to_str().unwrap()]);
-    assert_eq!(broken.status.code(), Some(2), "{}", text(&broken));
+    assert_eq!(broken.status.code(), Some(1), "{}", text(&broken));
 }
 
 /// list shows id, name and ip, never a key unless --with-keys, then the
@@ -511,9 +512,9 @@ fn password_from_env_or_systemd_credential() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     std::fs::write(creds.join("wazuh-api"), "wrong\n").unwrap();
     let out = run(&[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())]);
-    // The credential is read, and the API refuses it: exit 1 with that
+    // The credential is read, and the API refuses it: exit 77 with that
     // reason (a crash, or any other failure, is not this).
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out));
     assert!(
         text(&out).contains("the Wazuh API refused the credentials of user 'keygate'"),
         "{}",

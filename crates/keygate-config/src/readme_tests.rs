@@ -217,33 +217,89 @@ fn every_key_of_every_backend_type_is_documented() {
 /// A backend for a TOML block that shows other tables only.
 const ONE_BACKEND: &str = "\n[[backend]]\nname = \"k\"\ntype = \"file\"\npath = \"/k\"\n";
 
-/// Every TOML block of README.md and docs/ that starts with a table is a
-/// config the loader accepts, as written (a block without a `[[backend]]`
-/// is given one), so every value the docs show, durations included, is
-/// one the loader reads. Blocks that continue an earlier one (keys before
-/// any table) are not configs on their own.
+/// `continuation` (keys of a `[[backend]]` table, then maybe its nested
+/// tables, as a page shows a variant of the block above it) applied to
+/// `previous`: the previous block's backend keys the continuation does not
+/// set, then the continuation. The previous block's nested tables
+/// (`[backend.attributes]`) are dropped: the continuation gives its own or
+/// takes the defaults.
+fn continued(previous: &str, continuation: &str) -> String {
+    let key = |line: &str| {
+        let line = line.trim_start();
+        let end = line.find(|c: char| !(c.is_alphanumeric() || c == '_'))?;
+        line[end..]
+            .trim_start()
+            .starts_with('=')
+            .then(|| line[..end].to_owned())
+    };
+    let set: Vec<String> = continuation
+        .lines()
+        .take_while(|l| !l.starts_with('['))
+        .filter_map(key)
+        .collect();
+    let mut out: String = previous
+        .lines()
+        .take_while(|l| !l.starts_with("[backend."))
+        .filter(|l| key(l).is_none_or(|k| !set.contains(&k)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(continuation);
+    out
+}
+
+/// What [`continued`] makes of a block and its variant.
+#[test]
+fn a_continuation_replaces_the_keys_it_sets() {
+    let previous = "[[backend]]\nname = \"d\"\nbase_dn = \"a\"\n[backend.attributes]\nid = \"x\"\n";
+    let continuation = "base_dn = \"b\"\n[backend.attributes]\nname = \"uid\"\n";
+    assert_eq!(
+        continued(previous, continuation),
+        "[[backend]]\nname = \"d\"\nbase_dn = \"b\"\n[backend.attributes]\nname = \"uid\"\n"
+    );
+}
+
+/// Every TOML block of README.md and docs/ is a config the loader accepts,
+/// as written, so every value the docs show, durations included, is one
+/// the loader reads. A block without a `[[backend]]` is given one; a block
+/// of keys before any table continues the `[[backend]]` block above it on
+/// the same page (a variant of it: [`continued`]).
 #[test]
 fn every_config_snippet_in_the_docs_loads() {
-    let docs: String = pages().into_iter().map(|(_, text)| text).collect();
-    let (mut backends, mut others) = (0, 0);
-    for block in docs.split("```toml\n").skip(1) {
-        let block = &block[..block.find("```").unwrap()];
-        let first = block
-            .lines()
-            .find(|l| !l.trim().is_empty() && !l.starts_with('#'));
-        if !first.is_some_and(|l| l.starts_with('[')) {
-            continue;
-        }
-        let config = if block.contains("[[backend]]") {
-            backends += 1;
-            block.to_owned()
-        } else {
-            others += 1;
-            format!("{block}{ONE_BACKEND}")
-        };
-        if let Err(e) = load_str(&config, Path::new("/etc/keygate")) {
-            panic!("docs block does not load:\n{block}\n{e}");
+    let (mut backends, mut others, mut continuations) = (0, 0, 0);
+    for (page, text) in pages() {
+        let mut previous: Option<String> = None;
+        for block in text.split("```toml\n").skip(1) {
+            let block = &block[..block.find("```").unwrap()];
+            let first = block
+                .lines()
+                .find(|l| !l.trim().is_empty() && !l.starts_with('#'));
+            let config = if !first.is_some_and(|l| l.starts_with('[')) {
+                let Some(previous) = &previous else {
+                    panic!(
+                        "{}: a block of keys with no [[backend]] block above it:\n{block}",
+                        page.display()
+                    );
+                };
+                continuations += 1;
+                continued(previous, block)
+            } else if block.contains("[[backend]]") {
+                backends += 1;
+                previous = Some(block.to_owned());
+                block.to_owned()
+            } else {
+                others += 1;
+                format!("{block}{ONE_BACKEND}")
+            };
+            if let Err(e) = load_str(&config, Path::new("/etc/keygate")) {
+                panic!(
+                    "{}: docs block does not load:\n{block}\n(as {config})\n{e}",
+                    page.display()
+                );
+            }
         }
     }
-    assert!(backends >= 5 && others >= 1, "{backends} {others}");
+    assert!(
+        backends >= 5 && others >= 1 && continuations >= 1,
+        "{backends} {others} {continuations}"
+    );
 }

@@ -63,6 +63,12 @@ pub enum ControlResponse {
         /// The problems, one sentence each.
         errors: Vec<String>,
     },
+    /// The asker may not administer the daemon (not root nor its user):
+    /// `keygate` exits 77, as for a socket whose mode refuses it.
+    Denied {
+        /// Why, for the operator.
+        error: String,
+    },
 }
 
 /// One backend in `keygate backends`.
@@ -143,7 +149,9 @@ impl<C: Control> Handler for ControlHandler<C> {
                     pid = peer.and_then(|p| p.pid),
                     "Admin command refused: not root nor the daemon's user."
                 );
-                failed("access denied: only root or the daemon's user may administer it".into())
+                ControlResponse::Denied {
+                    error: "access denied: only root or the daemon's user may administer it".into(),
+                }
             }
             Ok(Ok(_)) => match serde_json::from_slice::<ControlRequest>(&buf) {
                 Ok(request) => {
@@ -370,7 +378,7 @@ mod tests {
                 .await;
         let answer: ControlResponse = serde_json::from_str(&answer).unwrap();
         assert!(
-            matches!(&answer, ControlResponse::Failed { errors } if errors[0].contains("access denied")),
+            matches!(&answer, ControlResponse::Denied { error } if error.contains("access denied")),
             "{answer:?}"
         );
         assert_eq!(executed.0.load(std::sync::atomic::Ordering::SeqCst), 0);

@@ -266,3 +266,64 @@ pub fn exec_cmd(mut cmd: Command) -> ExecOutput {
     let status = child.wait().unwrap();
     ExecOutput { status, output }
 }
+
+/// The quick start's config (`config/keygate.toml` and its demo data in
+/// `config/demo/`) copied into a temp dir, its socket moved there: a test
+/// runs the default config without ever asking (or being answered by) a
+/// daemon the quick start left running on `config/keygate.sock`.
+pub struct DemoConfig {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl DemoConfig {
+    /// Copies the config and the demo data; the socket becomes
+    /// `<temp dir>/keygate.sock`.
+    pub fn new() -> DemoConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::repo_root().join("config");
+        let text = std::fs::read_to_string(root.join("keygate.toml")).unwrap();
+        let socket = dir.path().join("keygate.sock");
+        let mut moved = 0;
+        let text: String = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("socket = ") {
+                    moved += 1;
+                    format!("socket = \"{}\"\n", socket.display())
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        assert_eq!(moved, 1, "config/keygate.toml has no one `socket = ` line");
+        let config = dir.path().join("keygate.toml");
+        std::fs::write(&config, text).unwrap();
+        std::fs::create_dir(dir.path().join("demo")).unwrap();
+        for entry in std::fs::read_dir(root.join("demo")).unwrap() {
+            let from = entry.unwrap().path();
+            std::fs::copy(
+                &from,
+                dir.path().join("demo").join(from.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+        DemoConfig { dir, config }
+    }
+
+    /// The copied config file.
+    pub fn path(&self) -> &Path {
+        &self.config
+    }
+
+    /// The temp dir holding it.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
