@@ -1,21 +1,58 @@
-//! `keygate check`: validate the config and build the backends (every
-//! problem once, with its key path; "valid" only when both worked), warn
-//! about what will not work with the shipped Wazuh snippets, probe each
-//! backend; print a table; exit non-zero on any problem.
+//! `keygate check`: everything the daemon would refuse or warn about, found
+//! without starting it, then each backend probed.
+//!
+//! It takes the daemon's own path ([`crate::preflight`]): the config and
+//! the environment loaded and validated (every problem once, with its key
+//! path), what the config asks of this machine inspected (the socket
+//! directories, `socket_group`, the open-file limit...), the backends built
+//! (password and CA files read) and probed, and what they log meanwhile
+//! collected ([`collect`]: an agent file's invalid lines, the first host of
+//! `urls` down). "valid" is printed only once the config loaded and every
+//! backend was built.
+//!
+//! Streams: the summary and the table go to stdout; every error and
+//! warning goes to stderr (`error: PATH: ...`, `warning: PATH: ...`), as
+//! the other commands print theirs. Exit code: 78 when the config is
+//! invalid, 1 when anything else is wrong (an error, a backend that cannot
+//! answer), 0 otherwise, warnings included.
+
+mod collect;
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::out::outln;
+use keygate_config::{Config, Problem, Stack};
+
+use crate::out::{errln, outln};
 use crate::EX_CONFIG;
+
+/// What the checks found that is not in the table.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// What stops keygate from working (exit code 1).
+    pub errors: Vec<Problem>,
+    /// What will probably not work as meant (exit code 0).
+    pub warnings: Vec<Problem>,
+}
+
+impl Report {
+    /// A setting that will probably not work as meant, under `path`.
+    pub fn warning(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
 
 /// Runs the check; returns its exit code.
 pub fn main(config_path: &Path) -> ExitCode {
+    let collected = collect::Collected::install();
     let config = match keygate_config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
-            outln!("{e}");
+            errln!("keygate check: {e}");
             return ExitCode::from(EX_CONFIG);
         }
     };
@@ -23,70 +60,116 @@ pub fn main(config_path: &Path) -> ExitCode {
         .enable_all()
         .build()
     else {
-        outln!("cannot start the runtime");
+        errln!("keygate check: cannot start the runtime");
         return ExitCode::FAILURE;
     };
-    runtime.block_on(async {
-        // Building reads password and CA files: a config is valid only
-        // once that worked, so "valid" is printed after it, never before
-        // a problem.
-        let stack = match config.build_stack(None).await {
-            Ok(s) => s,
-            Err(problems) => {
-                let e = keygate_config::ConfigError {
-                    source_path: Some(config_path.to_owned()),
-                    problems,
-                };
-                outln!("{e}");
-                return ExitCode::from(EX_CONFIG);
-            }
-        };
-        outln!(
-            "config {}: valid, {} backend(s)",
-            config_path.display(),
-            config.backends.len()
-        );
-        outln!("metrics: {}", crate::metrics::destination(config.metrics));
-        outln!(
-            "audit:   {}",
-            crate::logging::audit_destination(&config.log)
-        );
-        for warning in config.warnings() {
-            outln!("warning: {warning}");
-        }
-        let mut rows = vec![[
-            "BACKEND".to_owned(),
-            "TYPE".into(),
-            "STATUS".into(),
-            "LATENCY".into(),
-            "DETAIL".into(),
-        ]];
-        let mut failed = 0;
-        for (name, kind, backend) in &stack.backends {
-            let started = Instant::now();
-            let result = backend.health().await;
-            let latency = format!("{:.1}ms", started.elapsed().as_secs_f64() * 1000.0);
-            let (status, detail) = match result {
-                Ok(()) => ("ok".to_owned(), String::new()),
-                Err(e) => {
-                    failed += 1;
-                    ("FAILED".to_owned(), e.to_string())
-                }
+    runtime.block_on(run(&config, config_path, &collected))
+}
+
+async fn run(config: &Config, config_path: &Path, collected: &collect::Collected) -> ExitCode {
+    let found = crate::preflight::inspect(config);
+    let mut report = Report {
+        errors: found.errors,
+        warnings: found.warnings,
+    };
+    // Building reads password and CA files: a config is valid only once
+    // that worked, so "valid" is printed after it, never before a problem.
+    let stack = match config.build_stack(None).await {
+        Ok(s) => s,
+        Err(problems) => {
+            let e = keygate_config::ConfigError {
+                source_path: Some(config_path.to_owned()),
+                problems,
             };
-            rows.push([name.clone(), (*kind).to_owned(), status, latency, detail]);
+            print_findings(&report, collected);
+            errln!("keygate check: {e}");
+            return ExitCode::from(EX_CONFIG);
         }
-        print_table(&rows);
-        // The loaded data is not freed one record at a time just before the
-        // process ends: the kernel takes the pages back at exit anyway
-        // (a 1,000,000-line client.keys took 40-50 ms of serial freeing).
-        std::mem::forget(stack);
-        if failed > 0 {
-            outln!("{failed} backend(s) failed");
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        }
-    })
+    };
+    outln!(
+        "config {}: valid, {} backend(s)",
+        config_path.display(),
+        config.backends.len()
+    );
+    outln!("metrics: {}", crate::metrics::destination(config.metrics));
+    outln!(
+        "audit:   {}",
+        crate::logging::audit_destination(&config.log)
+    );
+    // More checks plug in here: each takes the config (and the report to
+    // add its errors and warnings to), e.g. the Wazuh manager's.
+    let failed = probe(&stack, &mut report).await;
+    // The loaded data is not freed one record at a time just before the
+    // process ends: the kernel takes the pages back at exit anyway
+    // (a 1,000,000-line client.keys took 40-50 ms of serial freeing).
+    std::mem::forget(stack);
+    print_findings(&report, collected);
+    if failed > 0 {
+        errln!("keygate check: {failed} backend(s) cannot answer");
+    }
+    if failed > 0 || !report.errors.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Probes each backend as `health()` does for the daemon's breakers, and
+/// prints the table; returns how many cannot answer. A backend that
+/// answers from another host than its first is "degraded", with a
+/// warning.
+async fn probe(stack: &Stack, report: &mut Report) -> usize {
+    let mut rows = vec![[
+        "BACKEND".to_owned(),
+        "TYPE".into(),
+        "STATUS".into(),
+        "LATENCY".into(),
+        "DETAIL".into(),
+    ]];
+    let mut failed = 0;
+    for (i, (name, kind, backend)) in stack.backends.iter().enumerate() {
+        let started = Instant::now();
+        let result = backend.health().await;
+        let latency = format!("{:.1}ms", started.elapsed().as_secs_f64() * 1000.0);
+        let host = backend.current_host();
+        let (status, detail) = match (result, host) {
+            (Err(e), _) => {
+                failed += 1;
+                ("FAILED", e.to_string())
+            }
+            (Ok(()), Some(host)) if !host.starts_with("host 1 of") => {
+                report.warning(
+                    format!("backend[{i}]"),
+                    format!("'{name}': its first host does not answer; it answers from {host}"),
+                );
+                ("degraded", host)
+            }
+            (Ok(()), _) => ("ok", String::new()),
+        };
+        rows.push([
+            name.clone(),
+            (*kind).to_owned(),
+            status.to_owned(),
+            latency,
+            detail,
+        ]);
+    }
+    print_table(&rows);
+    failed
+}
+
+/// Every warning (the inspection's, then what the backends logged), then
+/// every error, to stderr.
+fn print_findings(report: &Report, collected: &collect::Collected) {
+    for warning in &report.warnings {
+        errln!("warning: {warning}");
+    }
+    for logged in collected.take() {
+        errln!("warning: {logged}");
+    }
+    for error in &report.errors {
+        errln!("error: {error}");
+    }
 }
 
 fn print_table(rows: &[[String; 5]]) {

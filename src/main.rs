@@ -20,6 +20,7 @@ mod list;
 mod logging;
 mod metrics;
 mod out;
+mod preflight;
 mod progress;
 mod store;
 mod sync;
