@@ -270,7 +270,10 @@ fn message(text: &str) -> &str {
 #[test]
 fn check_reports_everything_serve_refuses_or_warns_about() {
     // A daemon that reloads each case's config; its own config is good.
-    let reloaded = Daemon::start("[[backend]]\nname = \"keys\"\ntype = \"file\"\npath = \"k\"\n");
+    let data = tempfile::tempdir().unwrap();
+    good_keys(data.path());
+    let reloaded =
+        Daemon::start(&file_backend().replace("{dir}", &data.path().display().to_string()));
     let control = PathBuf::from(format!("{}.ctl", reloaded.socket().display()));
     for case in corpus() {
         let name = case.name;
