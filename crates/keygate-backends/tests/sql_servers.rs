@@ -515,6 +515,42 @@ async fn postgres_wrong_password_is_a_refused_login_6_and_the_message_hides_it()
     assert!(e.contains("query_by_id fails when run"), "{e}");
 }
 
+/// A PostgreSQL role of its own (made by the test) without `SELECT` on
+/// the agent table: the server answers 42501, a refused access to the
+/// agents, 6 and not an outage, for a lookup and for `health` alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_role_without_select_is_a_refused_login() {
+    /// Drops the role, also when the test fails.
+    struct Role(String, String);
+    impl Drop for Role {
+        fn drop(&mut self) {
+            let sql = format!("DROP ROLE IF EXISTS {}", self.0);
+            sql::run_sql(Kind::Postgres, &self.1, &sql);
+        }
+    }
+    let db = TestDb::postgres();
+    let role = Role(
+        format!("kg_noselect_{}", std::process::id()),
+        sql::postgres_url(),
+    );
+    sql::run_sql(
+        Kind::Postgres,
+        &role.1,
+        &format!("CREATE ROLE {} LOGIN", role.0),
+    );
+    let b = build(&pg_wazuh(&sql::with_user(db.url(), &role.0))).await;
+    let e = find(&b, "id:001").await.unwrap_err();
+    let h = b.health().await.unwrap_err();
+    for error in [&e, &h] {
+        assert_eq!(error.code(), ErrorCode::Internal, "{error}");
+        assert!(error.is_login_refused() && !error.is_outage(), "{error}");
+        assert!(error.to_string().contains("permission denied"), "{error}");
+    }
+    assert!(h.to_string().contains("query_by_id"), "{h}");
+    drop(b);
+    drop(db);
+}
+
 /// `tls = "require"` against a server without TLS, and `verify-full`
 /// against one whose certificate is not trusted, both fail with 2 and a
 /// message that names TLS.
