@@ -30,14 +30,12 @@ use keygate_server::control::{
 };
 use keygate_server::socket::{self, SocketOptions};
 use keygate_server::{
-    fdlimit, run, Acceptors, Access, Counters, Limits, Serving, Slots, Wazuh, WazuhSettings,
+    run, Acceptors, Access, Counters, Limits, Serving, Slots, Wazuh, WazuhSettings,
 };
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::exit::Code;
-
-/// Connections the control socket accepts at once.
-const CONTROL_CONNECTIONS: usize = 16;
+use crate::preflight::CONTROL_CONNECTIONS;
 
 /// What the admin commands act on; swapped together with the stack.
 pub struct Admin {
@@ -113,8 +111,7 @@ impl Daemon {
             }
             problems
         };
-        let config = keygate_config::load(&self.config_path)
-            .map_err(|e| refuse(e.problems.iter().map(ToString::to_string).collect()))?;
+        let config = crate::preflight::load_for_reload(&self.config_path).map_err(refuse)?;
         let admin = self.admin.load();
         // A backend whose settings changed loses its cached answers, and so
         // do the ones after it; `[cache]` changed: every entry goes.
@@ -298,10 +295,8 @@ fn cannot_start(what: &str, error: &dyn std::fmt::Display) -> ExitCode {
 }
 
 async fn serve(config: Config, config_path: &Path) -> ExitCode {
-    let needed = (config.server.max_connections + CONTROL_CONNECTIONS) as u64 + fdlimit::RESERVED;
-    match fdlimit::raise(needed) {
-        (limit, None) => tracing::debug!(limit, "Open-file limit raised."),
-        (_, Some(warning)) => tracing::warn!(%warning, "Open-file limit too low."),
+    if let Err(code) = crate::preflight::before_serving(&config) {
+        return code;
     }
     let stack = match config.build_stack(None).await {
         Ok(s) => s,

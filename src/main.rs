@@ -26,6 +26,7 @@ mod logging;
 mod manpage;
 mod metrics;
 mod out;
+mod preflight;
 mod progress;
 mod retries;
 mod store;

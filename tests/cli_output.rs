@@ -69,10 +69,14 @@ query_by_ip = "SELECT id, name, ip, agent_key FROM agent WHERE ip = $1"
 "#,
     )
     .unwrap();
-    let (out, text) = run(&config, &["check"]);
+    let (out, stdout) = run(&config, &["check"]);
+    let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{text}");
-    assert!(!text.contains("valid,"), "{text}");
-    assert!(text.starts_with("invalid configuration in"), "{text}");
+    assert!(!stdout.contains("valid,"), "{stdout}");
+    assert!(
+        text.starts_with("keygate check: invalid configuration in"),
+        "{text}"
+    );
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     let of = |prefix: &str| lines.iter().filter(|l| l.starts_with(prefix)).count();
     assert_eq!(of("backend[0]"), 1, "{text}");
@@ -81,26 +85,31 @@ query_by_ip = "SELECT id, name, ip, agent_key FROM agent WHERE ip = $1"
     assert!(text.contains("problem(s)"), "{text}");
 }
 
-/// A config that validates and builds says so once, before the table.
+/// A config that validates and builds says so once, before the table, on
+/// stdout; with nothing to warn about, stderr stays empty.
 #[test]
 fn check_calls_a_good_config_valid_once() {
     let dir = tempfile::tempdir().unwrap();
     let config = file_config(dir.path(), Path::new("/run/keygate/keygate.sock"));
     let (out, text) = run(&config, &["check"]);
-    assert!(out.status.success(), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}{err}");
     assert_eq!(text.matches("valid, 1 backend(s)").count(), 1, "{text}");
-    assert!(!text.contains("warning"), "{text}");
+    assert!(text.contains("BACKEND"), "{text}");
+    assert!(err.is_empty(), "{err}");
 }
 
 /// A socket away from /run/keygate/keygate.sock (where the shipped ossec.conf
-/// snippets point) is valid but gets a warning naming the key; the exit
-/// code stays 0.
+/// snippets point) is valid but gets a warning naming the key, on stderr
+/// (the table stays alone on stdout); the exit code stays 0.
 #[test]
 fn check_warns_when_the_socket_is_not_where_wazuh_looks() {
     let dir = tempfile::tempdir().unwrap();
     let config = file_config(dir.path(), Path::new("keygate.sock"));
-    let (out, text) = run(&config, &["check"]);
+    let (out, stdout) = run(&config, &["check"]);
+    let text = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
+    assert!(!stdout.contains("warning"), "{stdout}");
     let warning = text
         .lines()
         .find(|l| l.starts_with("warning: server.socket:"))

@@ -413,7 +413,9 @@ fn audit_can_be_turned_off_or_kept_in_the_log() {
     let off_log = read(&off.path("keygate.log"));
     assert!(!off_log.is_empty());
     assert!(!off_log.contains("Key request answered."), "{off_log}");
-    let events = audit_events(&in_log.path("keygate.log"));
+    let mut events = audit_events(&in_log.path("keygate.log"));
+    // Besides the warning that the test's socket is not where Wazuh looks.
+    events.retain(|e| e["target"] != "keygate::preflight");
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["message"], "Key request answered.");
     assert_eq!(events[0]["target"], "keygate::audit");

@@ -110,8 +110,9 @@ impl Run {
         let text = String::from_utf8_lossy(&check.stdout);
         assert!(
             check.status.success(),
-            "{}: keygate check:\n{text}",
-            self.name
+            "{}: keygate check:\n{text}{}",
+            self.name,
+            String::from_utf8_lossy(&check.stderr)
         );
         assert!(text.contains("valid,"), "{text}");
         for (request, id, name, ip, key) in answers {

@@ -151,10 +151,11 @@ fn burst_of_50_clients_has_no_errors() {
     }
 }
 
-/// A wrong password answers 2 and appears nowhere: not in the reply, the
+/// A wrong password is a refused login: it answers 6 (a configuration
+/// problem, not 2, an outage) and appears nowhere: not in the reply, the
 /// daemon's debug log, nor `keygate check`'s output; the log says why.
 #[test]
-fn wrong_password_is_2_and_never_shown() {
+fn wrong_password_is_6_and_never_shown() {
     let my = TestDb::mysql();
     let secret = "Wr0ng-Secret-e2e-51a7";
     let dir = tempfile::tempdir().unwrap();
@@ -168,7 +169,14 @@ fn wrong_password_is_2_and_never_shown() {
     ));
     let raw = String::from_utf8(d.request_raw(b"id:001")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
-    assert_eq!(v["error"], 2, "{raw}");
+    assert_eq!(v["error"], 6, "{raw}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("login refused: "),
+        "{raw}"
+    );
     let out = Command::new(bin())
         .arg("--config")
         .arg(d.config())
@@ -183,13 +191,77 @@ fn wrong_password_is_2_and_never_shown() {
     assert!(!out.status.success(), "{check}");
     let log = d.log();
     assert!(
-        log.contains("Access denied") || check.contains("Access denied"),
+        log.contains("Access denied") && check.contains("Access denied"),
         "log:\n{log}\ncheck:\n{check}"
+    );
+    assert!(
+        log.contains("Backend refused keygate's login"),
+        "log:\n{log}"
     );
     for text in [&raw, &log, &check, &d.stderr()] {
         assert!(!text.contains(secret), "{text}");
         assert!(!text.contains("Url-Secret-e2e-0b9"), "{text}");
     }
+}
+
+/// A login refused after a reload (the password file now wrong, for a
+/// user of its own made by the test): an agent the cache knows is answered
+/// from its stale entry (0), one it does not know gets 6; the breaker never
+/// trips (it is not an outage) and the log says the login was refused.
+#[test]
+fn refused_login_is_answered_from_the_stale_cache_and_logged() {
+    let mut my = TestDb::mysql();
+    let reader = my.mysql_reader("Right-Pass-e2e-3a1");
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("mysql.pass");
+    std::fs::write(&pw, "Right-Pass-e2e-3a1\n").unwrap();
+    let d = Daemon::start(&format!(
+        "[cache]\nttl = \"1s\"\nrefresh_ahead = 0.0\n\n{}",
+        mysql_backend(
+            "inventory",
+            &reader,
+            &format!("password_file = \"{}\"", pw.display())
+        )
+    ));
+    assert_eq!(d.request("id:001")["data"]["name"], "agent-00001");
+    std::fs::write(&pw, "Wrong-Pass-e2e-3a1\n").unwrap();
+    let keygate = |args: &[&str]| {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(d.config())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    keygate(&["reload"]);
+    // Past the entry's ttl: every request asks the backend again.
+    std::thread::sleep(Duration::from_millis(1200));
+    for _ in 0..5 {
+        let v = d.request("id:001");
+        assert_eq!(v["data"]["name"], "agent-00001", "{v}");
+    }
+    let v = d.request("id:002");
+    assert_eq!(v["error"], 6, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("login refused"),
+        "{v}"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&keygate(&["cache", "stats", "--json"])).unwrap();
+    assert_eq!(stats["stale_served"], 5, "{stats}");
+    let backends: serde_json::Value =
+        serde_json::from_str(&keygate(&["backends", "--json"])).unwrap();
+    assert_eq!(backends[0]["state"], "up", "{backends}");
+    let log = d.log();
+    for says in [
+        "Backend refused keygate's login",
+        "Serving a stale cache entry while a backend refuses keygate's login.",
+    ] {
+        assert!(log.contains(says), "{says:?} not in:\n{log}");
+    }
+    assert!(!log.contains("Pass-e2e-3a1"), "{log}");
 }
 
 /// A MariaDB server stopped and started again mid-test: the same daemon

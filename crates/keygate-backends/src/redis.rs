@@ -242,15 +242,19 @@ fn describe(e: &RedisError) -> BackendError {
             "Redis connection failed (I/O error)".into()
         }),
         K::AuthenticationFailed => {
-            BackendError::Internal("Redis refused the configured credentials".into())
+            BackendError::LoginRefused("Redis refused the configured credentials".into())
         }
         K::InvalidClientConfig => {
             BackendError::Internal("invalid Redis connection settings".into())
         }
         _ => match e.code() {
             Some("NOAUTH") | Some("WRONGPASS") => {
-                BackendError::Internal("Redis refused the configured credentials".into())
+                BackendError::LoginRefused("Redis refused the configured credentials".into())
             }
+            // An ACL user without the right to run the lookup.
+            Some("NOPERM") => BackendError::LoginRefused(
+                "Redis refused keygate's user the command or key (ACL NOPERM)".into(),
+            ),
             Some(code) => BackendError::Unavailable(format!("Redis answered with error {code}")),
             None => BackendError::Unavailable(format!("Redis error ({})", e.category())),
         },

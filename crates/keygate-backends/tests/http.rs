@@ -276,7 +276,8 @@ async fn malformed_or_mistyped_answers_are_clear_errors() {
 }
 
 /// `not_found_status` decides which statuses are not found; other 4xx
-/// and a refused login are misconfigurations (6), 429 an outage.
+/// and a refused login (401, 403) are misconfigurations (6; the refused
+/// login served stale by the cache), 429 an outage.
 #[tokio::test]
 async fn statuses_map_to_answers() {
     let s = Setup::new(Inventory::start(|seen| match seen.path() {
@@ -292,8 +293,9 @@ async fn statuses_map_to_answers() {
     let e = error(&*b, "id:002").await;
     assert_eq!(
         e.to_string(),
-        "internal error: the inventory refused keygate's credentials (HTTP 401)"
+        "login refused: the inventory refused keygate's credentials (HTTP 401)"
     );
+    assert!(e.is_login_refused() && e.serves_stale(), "{e}");
     assert_eq!(code(&*b, "id:003").await, ErrorCode::Internal);
     assert_eq!(code(&*b, "id:004").await, ErrorCode::Unavailable);
     let only_410 = s.backend(json!({"not_found_status": [410]})).await;
@@ -449,7 +451,10 @@ async fn health_is_a_head_of_the_base_url() {
     s.inventory.set_handler(|_| Answer::json(503, ""));
     assert_eq!(b.health().await.unwrap_err().code(), ErrorCode::Unavailable);
     s.inventory.set_handler(|_| Answer::json(403, ""));
-    assert_eq!(b.health().await.unwrap_err().code(), ErrorCode::Internal);
+    let e = b.health().await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Internal);
+    assert!(e.is_login_refused(), "{e}");
+    assert_eq!(code(&*b, "id:001").await, ErrorCode::Internal);
 }
 
 /// Listing pages through `url_all`: every valid agent once, a bad entry

@@ -118,8 +118,9 @@ async fn redis_custom_key_templates_and_field_names() {
     assert_eq!(found(&*b, "id:021").await.key.expose(), "k21");
 }
 
-/// A wrong or missing password is a configuration error (6) that names no
-/// secret, and it does not hang.
+/// A wrong or missing password is a refused login: a configuration error
+/// (6, not an outage, served stale by the cache) that names no secret, and
+/// it does not hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_wrong_password_is_reported_without_the_password() {
     let server = RedisServer::start();
@@ -135,6 +136,7 @@ async fn redis_wrong_password_is_reported_without_the_password() {
     let b = c.build("cache").await.unwrap();
     let e = b.lookup(&q("id:001")).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Internal, "{e}");
+    assert!(e.is_login_refused(), "{e}");
     let text = e.to_string();
     assert!(
         !text.contains("not-the-password") && !text.contains(REDIS_PASSWORD),
@@ -150,6 +152,7 @@ async fn redis_wrong_password_is_reported_without_the_password() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::Internal, "{e}");
+    assert!(e.is_login_refused(), "{e}");
 }
 
 /// Retries `req` until it answers (0) or `limit` passes; returns the codes
@@ -472,6 +475,7 @@ async fn ldap_wrong_password_is_reported_without_the_password() {
     let b = c.build("dir").await.unwrap();
     let e = b.lookup(&q("id:001")).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Internal, "{e}");
+    assert!(e.is_login_refused() && !e.is_outage(), "{e}");
     let text = format!("{e} {e:?}");
     assert!(
         !text.contains("wrong-secret") && !text.contains(LDAP_PASSWORD),

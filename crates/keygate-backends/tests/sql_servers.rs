@@ -207,10 +207,12 @@ async fn mysql_burst_of_50_concurrent_lookups_has_no_errors() {
     check_burst(&build(&mysql(db.url(), WAZUH_BY_ID, WAZUH_BY_IP)).await).await;
 }
 
-/// A wrong password (in the URL or in password_file) is an outage (2) whose
-/// message says access was denied and never shows the password.
+/// A wrong password (in the URL or in password_file) is a refused login: 6
+/// (a configuration problem, not an outage: no breaker, served stale),
+/// whose message says access was denied and never shows the password;
+/// `health` (what `keygate check` runs) says the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_wrong_password_is_2_and_the_message_hides_it() {
+async fn mysql_wrong_password_is_a_refused_login_6_and_the_message_hides_it() {
     let db = TestDb::mysql();
     let secret = "Wr0ng-Secret-9f3b";
     let in_url = mysql(
@@ -227,7 +229,10 @@ async fn mysql_wrong_password_is_2_and_the_message_hides_it() {
         let b = build(&spec).await;
         let e = find(&b, "id:001").await.unwrap_err();
         let h = b.health().await.unwrap_err();
-        assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
+        for error in [&e, &h] {
+            assert_eq!(error.code(), ErrorCode::Internal, "{error}");
+            assert!(error.is_login_refused() && error.serves_stale(), "{error}");
+        }
         for text in [
             e.to_string(),
             h.to_string(),
@@ -236,7 +241,48 @@ async fn mysql_wrong_password_is_2_and_the_message_hides_it() {
         ] {
             assert!(!text.contains(secret), "{text}");
         }
+        assert!(e.to_string().starts_with("login refused: "), "{e}");
         assert!(e.to_string().contains("Access denied"), "{e}");
+    }
+}
+
+/// A user of its own with a password (made by the test): the right
+/// password answers; a wrong one, and a query on a table the user may not
+/// read (MariaDB's 1142), are refused logins: 6, not outages, served stale
+/// by the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_reader_with_a_wrong_password_or_no_grant_is_a_refused_login() {
+    let mut db = TestDb::mysql();
+    let other = TestDb::mysql();
+    let reader = db.mysql_reader("Right-Pass-6d2e");
+    let right = build(&mysql(
+        &sql::with_password(&reader, "Right-Pass-6d2e"),
+        WAZUH_BY_ID,
+        WAZUH_BY_IP,
+    ))
+    .await;
+    assert_eq!(found(&right, "id:001").await.name.as_str(), "agent-00001");
+    let wrong = build(&mysql(
+        &sql::with_password(&reader, "Wrong-Pass-6d2e"),
+        WAZUH_BY_ID,
+        WAZUH_BY_IP,
+    ))
+    .await;
+    let not_granted = build(&mysql(
+        &sql::with_password(&reader, "Right-Pass-6d2e"),
+        &format!(
+            "SELECT id,name,ip,agent_key FROM {}.agent WHERE id = ?",
+            other.name()
+        ),
+        WAZUH_BY_IP,
+    ))
+    .await;
+    for (b, says) in [(&wrong, "Access denied"), (&not_granted, "denied")] {
+        let e = find(b, "id:001").await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Internal, "{e}");
+        assert!(e.is_login_refused() && !e.is_outage(), "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+        assert!(!e.to_string().contains("Pass-6d2e"), "{e}");
     }
 }
 
@@ -425,10 +471,11 @@ async fn postgres_burst_of_50_concurrent_lookups_has_no_errors() {
 }
 
 /// A wrong password (URL or password_file) against a server that checks
-/// passwords is 2, says "password authentication failed", never shows it;
-/// the right one in password_file overrides the URL's.
+/// passwords is a refused login (6, not an outage), says "password
+/// authentication failed", never shows it; the right one in password_file
+/// overrides the URL's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_wrong_password_is_2_and_the_message_hides_it() {
+async fn postgres_wrong_password_is_a_refused_login_6_and_the_message_hides_it() {
     let server = PrivatePostgres::start();
     let secret = "Wr0ng-Secret-7c1d";
     let dir = tempfile::tempdir().unwrap();
@@ -441,7 +488,10 @@ async fn postgres_wrong_password_is_2_and_the_message_hides_it() {
         let b = build(&spec).await;
         let e = find(&b, "id:001").await.unwrap_err();
         let h = b.health().await.unwrap_err();
-        assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
+        for error in [&e, &h] {
+            assert_eq!(error.code(), ErrorCode::Internal, "{error}");
+            assert!(error.is_login_refused() && error.serves_stale(), "{error}");
+        }
         for text in [
             e.to_string(),
             h.to_string(),
@@ -463,6 +513,42 @@ async fn postgres_wrong_password_is_2_and_the_message_hides_it() {
     // No agent table on this server: it connects, then the query fails.
     let e = b.health().await.unwrap_err().to_string();
     assert!(e.contains("query_by_id fails when run"), "{e}");
+}
+
+/// A PostgreSQL role of its own (made by the test) without `SELECT` on
+/// the agent table: the server answers 42501, a refused access to the
+/// agents, 6 and not an outage, for a lookup and for `health` alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_role_without_select_is_a_refused_login() {
+    /// Drops the role, also when the test fails.
+    struct Role(String, String);
+    impl Drop for Role {
+        fn drop(&mut self) {
+            let sql = format!("DROP ROLE IF EXISTS {}", self.0);
+            sql::run_sql(Kind::Postgres, &self.1, &sql);
+        }
+    }
+    let db = TestDb::postgres();
+    let role = Role(
+        format!("kg_noselect_{}", std::process::id()),
+        sql::postgres_url(),
+    );
+    sql::run_sql(
+        Kind::Postgres,
+        &role.1,
+        &format!("CREATE ROLE {} LOGIN", role.0),
+    );
+    let b = build(&pg_wazuh(&sql::with_user(db.url(), &role.0))).await;
+    let e = find(&b, "id:001").await.unwrap_err();
+    let h = b.health().await.unwrap_err();
+    for error in [&e, &h] {
+        assert_eq!(error.code(), ErrorCode::Internal, "{error}");
+        assert!(error.is_login_refused() && !error.is_outage(), "{error}");
+        assert!(error.to_string().contains("permission denied"), "{error}");
+    }
+    assert!(h.to_string().contains("query_by_id"), "{h}");
+    drop(b);
+    drop(db);
 }
 
 /// `tls = "require"` against a server without TLS, and `verify-full`

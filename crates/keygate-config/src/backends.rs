@@ -239,16 +239,18 @@ impl BackendEntry {
                 .iter()
                 .map(|p| top_key(&p.path, &prefix).to_owned())
                 .collect();
-            if !unreadable.is_empty() {
-                // A key that could not be read took its default; what the
-                // validation then says about it, or about a key the file
-                // does not have (`url` when `urls` was unreadable), is a
-                // consequence of the problem already reported.
-                found.retain(|p| {
-                    let key = top_key(&p.path, &prefix);
-                    written.iter().any(|w| w == key) && !unreadable.iter().any(|u| u == key)
-                });
-            }
+            // A key that could not be read (or is missing) took a default
+            // or a stand-in; what the validation then says about it is a
+            // consequence of the problem already reported, and so is what
+            // it says about a key the file does not have once a key the
+            // file has was unreadable (`url` when `urls` was). The rest is
+            // reported: a missing key hides no other problem.
+            let written_unreadable = unreadable.iter().any(|u| written.contains(u));
+            found.retain(|p| {
+                let key = top_key(&p.path, &prefix);
+                !unreadable.iter().any(|u| u == key)
+                    && (!written_unreadable || written.iter().any(|w| w == key))
+            });
             s.problems().extend(found);
         }
         let ok = s.finish();
@@ -287,26 +289,30 @@ impl BackendEntry {
     }
 }
 
-/// Warns (a log line naming the backends, never the URL) when backends hold
-/// a password inline in a URL and `config_file` is readable by users other
-/// than its owner and group: `password_file`, `password_env` or
-/// `password_credential` keep it out of the config.
-pub fn warn_inline_passwords(entries: &[BackendEntry], config_file: &Path) {
+/// A warning for each backend that holds a password inline in a URL while
+/// `config_file` is readable by users other than its owner and group:
+/// `password_file`, `password_env` or `password_credential` keep it out of
+/// the config. Names the backend, never the URL.
+pub fn inline_password_warnings(entries: &[BackendEntry], config_file: &Path) -> Vec<Problem> {
     use std::os::unix::fs::PermissionsExt;
-    let inline: Vec<&str> = entries
-        .iter()
-        .filter(|e| e.kind.has_inline_password())
-        .map(|e| e.name.as_str())
-        .collect();
     let readable_by_others = std::fs::metadata(config_file)
         .map(|m| m.permissions().mode() & 0o004 != 0)
         .unwrap_or(false);
-    if !inline.is_empty() && readable_by_others {
-        tracing::warn!(
-            config = %config_file.display(),
-            backends = %inline.join(", "),
-            "The config holds a password in a URL and is readable by every user; \
-             move it to password_file, password_env or password_credential, or chmod o-r the file."
-        );
+    if !readable_by_others {
+        return Vec::new();
     }
+    entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind.has_inline_password())
+        .map(|(i, e)| Problem {
+            path: format!("backend[{i}]"),
+            message: format!(
+                "'{}' holds a password in a URL, and {} is readable by every user: move it to \
+                 password_file, password_env or password_credential, or chmod o-r the file",
+                e.name,
+                config_file.display()
+            ),
+        })
+        .collect()
 }

@@ -63,15 +63,19 @@ pub(crate) fn merge(base: &mut Dict, over: Dict) {
 
 /// Applies the environment's overrides to the file's root table. The
 /// `backend` part selects entries by index or name; every selector that
-/// matches nothing is a problem.
-pub(crate) fn apply(root: &mut Dict, mut env: Dict, problems: &mut Vec<Problem>) {
+/// matches nothing is a problem. Returns where each override went
+/// ([`Origins`]), so that a problem with its value names its variable.
+pub(crate) fn apply(root: &mut Dict, mut env: Dict, problems: &mut Vec<Problem>) -> Origins {
     let backend = env.remove("backend");
     merge(root, env);
+    let mut selected = Vec::new();
     match backend {
         None => {}
         Some(Value::Dict(_, selectors)) => {
             for (selector, value) in selectors {
-                apply_backend(root, &selector, value, problems);
+                if let Some(i) = apply_backend(root, &selector, value, problems) {
+                    selected.push((selector, i));
+                }
             }
         }
         // A whole array (`KEYGATE_BACKEND='[{...}]'`) replaces the file's.
@@ -79,14 +83,88 @@ pub(crate) fn apply(root: &mut Dict, mut env: Dict, problems: &mut Vec<Problem>)
             root.insert("backend".into(), other);
         }
     }
+    Origins::of(&selected)
 }
 
-fn apply_backend(root: &mut Dict, selector: &str, value: Value, problems: &mut Vec<Problem>) {
+/// Where each `KEYGATE_` variable set went: the key path problems name
+/// (`server.max_connections`, `backend[0].timeout`) and the variable as
+/// it was written.
+#[derive(Debug, Default)]
+pub(crate) struct Origins(Vec<(String, String)>);
+
+impl Origins {
+    /// The variables of this environment, with the `[[backend]]`
+    /// selectors resolved as `selected` says (selector, index).
+    fn of(selected: &[(String, usize)]) -> Self {
+        let mut origins = Vec::new();
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let name = name.trim();
+            let Some(rest) = name
+                .get(..ENV_PREFIX.len())
+                .filter(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+                .and_then(|_| name.get(ENV_PREFIX.len()..))
+            else {
+                continue;
+            };
+            let key = rest.replace("__", ".").to_ascii_lowercase();
+            let parts: Vec<&str> = key.split('.').collect();
+            let path = match parts[..] {
+                ["config", ..] => continue,
+                [first, ..] if first.starts_with("test_") => continue,
+                ["backend", selector, ref keys @ ..] => {
+                    let Some((_, i)) = selected.iter().find(|(s, _)| s == selector) else {
+                        continue;
+                    };
+                    let mut path = format!("backend[{i}]");
+                    for key in keys {
+                        path.push('.');
+                        path.push_str(key);
+                    }
+                    path
+                }
+                _ => key.clone(),
+            };
+            origins.push((path, name.to_owned()));
+        }
+        // The longest path first: the most specific variable names a problem.
+        origins.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        Self(origins)
+    }
+
+    /// Names the variable in each problem about a value it set:
+    /// `KEYGATE_SERVER__MAX_CONNECTIONS (server.max_connections): ...`.
+    pub(crate) fn name(&self, problems: &mut [Problem]) {
+        for problem in problems {
+            let from = self.0.iter().find(|(path, _)| {
+                problem
+                    .path
+                    .strip_prefix(path.as_str())
+                    .is_some_and(|rest| {
+                        rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
+                    })
+            });
+            if let Some((_, variable)) = from {
+                problem.path = format!("{variable} ({})", problem.path);
+            }
+        }
+    }
+}
+
+/// Merges one `KEYGATE_BACKEND__<selector>__...` table into the entry the
+/// selector names; returns its index.
+fn apply_backend(
+    root: &mut Dict,
+    selector: &str,
+    value: Value,
+    problems: &mut Vec<Problem>,
+) -> Option<usize> {
     let mut fail = |message: String| {
         problems.push(Problem {
             path: format!("{ENV_PREFIX}BACKEND__{}", selector.to_ascii_uppercase()),
             message,
-        })
+        });
+        None
     };
     let Value::Dict(_, over) = value else {
         return fail("must name a key of the entry, e.g. __TIMEOUT".into());
@@ -130,7 +208,10 @@ fn apply_backend(root: &mut Dict, selector: &str, value: Value, problems: &mut V
         }
     };
     match &mut entries[index] {
-        Value::Dict(_, entry) => merge(entry, over),
+        Value::Dict(_, entry) => {
+            merge(entry, over);
+            Some(index)
+        }
         _ => fail(format!("backend[{index}] is not a table")),
     }
 }

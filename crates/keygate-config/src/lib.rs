@@ -157,9 +157,6 @@ impl Config {
         &self,
         keep_cache: Option<(&CacheLayer, &Kept)>,
     ) -> Result<Stack, Vec<Problem>> {
-        if let Some(path) = &self.source {
-            backends::warn_inline_passwords(&self.backends, path);
-        }
         let mut problems = Vec::new();
         let mut backends = Vec::new();
         let mut breakers = Vec::new();
@@ -206,14 +203,19 @@ impl Config {
         })
     }
 
-    /// Valid settings that will probably not work as meant (`keygate
-    /// check` prints them; they never make a config invalid).
+    /// Valid settings that will probably not work as meant, and a password
+    /// inline in a config file every user can read (`keygate check`
+    /// prints them, the daemon logs them at start and reload; they never
+    /// make a config invalid).
     pub fn warnings(&self) -> Vec<Problem> {
         let mut warnings = self.server.warnings();
         for (i, backend) in self.backends.iter().enumerate() {
             backend
                 .kind
                 .warnings(&format!("backend[{i}]"), &mut warnings);
+        }
+        if let Some(path) = &self.source {
+            warnings.extend(backends::inline_password_warnings(&self.backends, path));
         }
         warnings
     }

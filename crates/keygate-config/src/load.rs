@@ -25,10 +25,12 @@ pub struct ConfigError {
 }
 
 fn render(problems: &[Problem], path: Option<&Path>) -> String {
+    let from_env = problems.iter().any(|p| p.path.starts_with(env::ENV_PREFIX));
     let mut out = match path {
         Some(p) => format!(
-            "invalid configuration in {} ({} problem(s)):",
+            "invalid configuration in {}{} ({} problem(s)):",
             p.display(),
+            if from_env { " and the environment" } else { "" },
             problems.len()
         ),
         None => format!("invalid configuration ({} problem(s)):", problems.len()),
@@ -58,11 +60,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     })?;
     let mut problems = Vec::new();
     let mut root = parse(&text).map_err(|p| fail(vec![p]))?;
-    match env::overrides() {
+    let origins = match env::overrides() {
         Ok(over) => env::apply(&mut root, over, &mut problems),
-        Err(p) => problems.push(p),
-    }
-    from_root(root, &base_of(path), Some(path.to_owned()), problems)
+        Err(p) => {
+            problems.push(p);
+            env::Origins::default()
+        }
+    };
+    from_root(root, &base_of(path), Some(path.to_owned()), problems).map_err(|mut e| {
+        origins.name(&mut e.problems);
+        e
+    })
 }
 
 /// Loads config text (no environment); relative paths are resolved
@@ -135,7 +143,7 @@ fn lenient_server(path: &Path) -> Option<Dict> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut root = parse(&text).unwrap_or_default();
     if let Ok(over) = env::overrides() {
-        env::apply(&mut root, over, &mut Vec::new());
+        let _ = env::apply(&mut root, over, &mut Vec::new());
     }
     root.remove("server").and_then(Value::into_dict)
 }

@@ -115,7 +115,18 @@ impl<'p> Section<'p> {
             Ok(v) => Some(v),
             Err(e) => {
                 let path = self.key_path(key);
-                self.problems.extend(figment_problems(&path, e));
+                // The default, as the key was registered with it, is the
+                // example of a valid value the message gives.
+                let example = self
+                    .known
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| *k == key)
+                    .and_then(|(_, default)| default.clone());
+                self.problems.extend(
+                    e.into_iter()
+                        .map(|e| to_problem(&path, e, example.as_deref())),
+                );
                 None
             }
         }
@@ -205,8 +216,11 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(
 ) -> Option<T> {
     use figment::error::Kind;
     let mut removed: Vec<Vec<String>> = Vec::new();
-    // Every round removes a key, so this ends; the bound is a safeguard.
-    for _ in 0..=count_keys(&table) {
+    // Missing keys, each with a stand-in value of the next type to try.
+    let mut standing_in: Vec<(Vec<String>, usize)> = Vec::new();
+    // Every round removes a key or tries another stand-in, so this ends;
+    // the bound is a safeguard.
+    for _ in 0..=(count_keys(&table) + 1) * (STAND_INS.len() + 1) {
         let error = match Value::from(table.clone()).deserialize::<T>() {
             Ok(v) => return Some(v),
             Err(e) => e,
@@ -223,10 +237,29 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(
                     if removed.iter().any(|r| path.starts_with(r)) {
                         continue;
                     }
+                    // Reported once; a stand-in lets the rest be read and
+                    // validated (the caller drops what validation says
+                    // about the stand-in itself: its key has a problem).
+                    problems.push(to_problem(prefix, e, None));
+                    if insert_path(&mut table, &path, STAND_INS[0]()) {
+                        standing_in.push((path, 0));
+                        progressed = true;
+                    }
+                    continue;
                 }
                 _ => {}
             }
-            problems.push(to_problem(prefix, e));
+            // A stand-in of the wrong type: the next one.
+            if let Some((_, tried)) = standing_in.iter_mut().find(|(p, _)| *p == path) {
+                *tried += 1;
+                if let Some(next) = STAND_INS.get(*tried) {
+                    progressed = insert_path(&mut table, &path, next());
+                    continue;
+                }
+                remove_path(&mut table, &path);
+                return None;
+            }
+            problems.push(to_problem(prefix, e, None));
             if let Some(gone) = remove_path(&mut table, &path) {
                 removed.push(gone);
                 progressed = true;
@@ -237,6 +270,32 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(
         }
     }
     None
+}
+
+/// Values tried, in order, for a missing required key, so that a struct
+/// with one missing can still be built and the rest of it checked.
+const STAND_INS: &[fn() -> Value] = &[
+    || Value::from(String::new()),
+    || Value::from(0u32),
+    || Value::from(false),
+    || Value::from(Vec::<Value>::new()),
+    || Value::from(Dict::new()),
+];
+
+/// Sets `path` (whose parent tables exist) to `value`; false when a
+/// parent is missing or not a table.
+fn insert_path(table: &mut Dict, path: &[String], value: Value) -> bool {
+    match path {
+        [] => false,
+        [key] => {
+            table.insert(key.clone(), value);
+            true
+        }
+        [first, rest @ ..] => match table.get_mut(first) {
+            Some(Value::Dict(_, inner)) => insert_path(inner, rest, value),
+            _ => false,
+        },
+    }
 }
 
 fn count_keys(table: &Dict) -> usize {
@@ -266,12 +325,10 @@ fn push_once(parts: &mut Vec<String>, field: String) {
     }
 }
 
-/// Turns figment's errors into problems with full key paths.
-pub(crate) fn figment_problems(prefix: &str, error: figment::Error) -> Vec<Problem> {
-    error.into_iter().map(|e| to_problem(prefix, e)).collect()
-}
-
-fn to_problem(prefix: &str, e: figment::Error) -> Problem {
+/// One figment error as a problem: its full key path, and for a value of
+/// the wrong type what is expected with an example (`example`, the key's
+/// default as text, when the reader knows it) and what was found.
+fn to_problem(prefix: &str, e: figment::Error, example: Option<&str>) -> Problem {
     use figment::error::Kind;
     let mut parts: Vec<String> = Vec::new();
     if !prefix.is_empty() {
@@ -291,6 +348,13 @@ fn to_problem(prefix: &str, e: figment::Error) -> Problem {
             push_once(&mut parts, field.to_string());
             "key given twice".to_owned()
         }
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            format!(
+                "expected {}, found {}",
+                expectation(expected, example),
+                found(actual)
+            )
+        }
         other => other.to_string(),
     };
     // Array positions read as in the README: `urls[1]`, not `urls.1`.
@@ -309,4 +373,50 @@ fn to_problem(prefix: &str, e: figment::Error) -> Problem {
         path = "(top level)".to_owned();
     }
     Problem { path, message }
+}
+
+/// What serde's name for a type (`usize`, `a boolean`) means for an
+/// operator, with an example: `example` (a default as `Debug` prints it,
+/// or a duration as humantime writes it) when it reads as TOML, else a
+/// generic one.
+fn expectation(serde_says: &str, example: Option<&str>) -> String {
+    // An enum's default prints as its Rust name (`Continue`): not TOML.
+    let example = example.filter(|e| !e.starts_with(|c: char| c.is_ascii_uppercase()));
+    let (what, generic) = match serde_says {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" | "i8" | "i16" | "i32" | "i64" | "i128"
+        | "isize" => ("a whole number", Some("10")),
+        "f32" | "f64" => ("a number", Some("0.5")),
+        "a boolean" => return "true or false".to_owned(),
+        "a string" | "a borrowed string" | "a character" => ("a string in quotes", None),
+        "a sequence" => ("a list in brackets", None),
+        "a duration" => {
+            let example = example.map_or_else(|| "\"3s\"".to_owned(), |e| format!("{e:?}"));
+            return format!("a duration such as {example} (units: ms, s, m, h, d)");
+        }
+        s if s.starts_with("struct ") || s == "a map" => return "a table".to_owned(),
+        s if s.starts_with("enum ") || s == "variant identifier" => {
+            return "one of the names documented for this key, in quotes".to_owned()
+        }
+        other => return other.to_owned(),
+    };
+    match example.or(generic) {
+        Some(example) => format!("{what} such as {example}"),
+        None if what.starts_with("a list") => format!("{what} ([...])"),
+        None => format!("{what} (\"...\")"),
+    }
+}
+
+/// A value as the file would write it: `"lots"`, `5`, `true`, a list.
+fn found(actual: &figment::error::Actual) -> String {
+    use figment::error::Actual;
+    match actual {
+        Actual::Str(s) => format!("{s:?}"),
+        Actual::Bool(b) => b.to_string(),
+        Actual::Unsigned(n) => n.to_string(),
+        Actual::Signed(n) => n.to_string(),
+        Actual::Float(f) => f.to_string(),
+        Actual::Seq => "a list".to_owned(),
+        Actual::Map => "a table".to_owned(),
+        other => other.to_string(),
+    }
 }

@@ -477,3 +477,59 @@ fn every_duration_key_is_bounded_with_a_clear_problem() {
     .unwrap();
     assert_eq!(c.cache.unwrap().stale_ttl, Duration::from_secs(31_557_600));
 }
+
+/// A table missing a required key still has its other keys read and
+/// validated: the missing key hides no other problem (a bad URL, a query
+/// without its bind parameter, a value of the wrong type, `url` itself
+/// missing), and validation says nothing more about the missing key.
+#[test]
+fn a_missing_required_key_hides_no_other_problem_of_its_table() {
+    let got = problems(
+        "[[backend]]\nname = \"db\"\ntype = \"mysql\"\nurl = \"http://x\"\nquery_by_ip = \"SELECT 1\"\npool_size = \"many\"\n\
+         [[backend]]\nname = \"dir\"\ntype = \"ldap\"\nurl = \"http://x\"\n\
+         [[backend]]\nname = \"db2\"\ntype = \"postgres\"\nquery_by_ip = \"SELECT 1 WHERE x = $1\"\n",
+    );
+    assert_eq!(
+        got,
+        [
+            "backend[0].pool_size: expected a whole number such as 10, found \"many\"",
+            "backend[0].query_by_id: missing required key",
+            "backend[0].url: must start with one of mysql://, mariadb:// (the URL is not shown: it may hold a password)",
+            "backend[0].query_by_ip: must have exactly one bind parameter (?), found 0",
+            "backend[1].base_dn: missing required key",
+            "backend[1].url: must start with one of ldap://, ldaps://, ldapi:// (the URL is not shown: it may hold a password)",
+            "backend[2].query_by_id: missing required key",
+            "backend[2].url: is required (or urls, a list of hosts)",
+        ],
+        "{got:#?}"
+    );
+}
+
+/// A value of the wrong type says what is expected, with an example (the
+/// key's default when there is one), and what was found: never serde's
+/// "expected usize".
+#[test]
+fn type_errors_say_what_is_expected_with_an_example() {
+    let got = problems(
+        "[server]\nmax_connections = \"lots\"\nsocket_mode = 5\nallowed_uids = 3\n\
+         [cache]\nenabled = \"yes\"\nttl = 5\nrefresh_ahead = \"x\"\n\
+         [[backend]]\nname = \"k\"\ntype = \"file\"\npath = \"x\"\ntimeout = \"bogus\"\nreload_interval = \"zz\"\non_error = 1\n",
+    );
+    for want in [
+        "server.max_connections: expected a whole number such as 4096, found \"lots\"",
+        "server.socket_mode: expected a string in quotes such as \"0660\", found 5",
+        "server.allowed_uids: expected a list in brackets ([...]), found 3",
+        "cache.enabled: expected true or false, found \"yes\"",
+        "cache.ttl: expected a duration such as \"5m\" (units: ms, s, m, h, d), found 5",
+        "cache.refresh_ahead: expected a number such as 0.75, found \"x\"",
+        "backend[0].timeout: expected a duration such as \"2s\" (units: ms, s, m, h, d), found \"bogus\"",
+        "backend[0].reload_interval: expected a duration such as \"3s\" (units: ms, s, m, h, d), found \"zz\"",
+        "backend[0].on_error: expected one of the names documented for this key, in quotes, found 1",
+    ] {
+        assert!(got.iter().any(|p| p == want), "{want:?} not in {got:#?}");
+    }
+    assert!(
+        !got.iter().any(|p| p.contains("usize") || p.contains("f64")),
+        "{got:#?}"
+    );
+}

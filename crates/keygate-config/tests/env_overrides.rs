@@ -82,7 +82,9 @@ fn environment_overrides_reach_sections_and_backend_entries() {
         p.contains("KEYGATE_BACKEND__NOPE: no [[backend]] has this index or name"),
         "{p}"
     );
-    // An overridden value is checked like the file's, with its key path.
+    // An overridden value is checked like the file's: the problem names
+    // the variable (not the file) with the key path, and says what a
+    // valid value looks like.
     let p = problems(
         &file,
         &[
@@ -90,8 +92,50 @@ fn environment_overrides_reach_sections_and_backend_entries() {
             ("KEYGATE_BACKEND__0__TIMOUT", "3s"),
         ],
     );
-    assert!(p.contains("backend[1].timeout:"), "{p}");
-    assert!(p.contains("backend[0].timout: unknown key"), "{p}");
+    assert!(
+        p.contains(
+            "KEYGATE_BACKEND__1__TIMEOUT (backend[1].timeout): expected a duration such as \"2s\""
+        ),
+        "{p}"
+    );
+    assert!(
+        p.contains("KEYGATE_BACKEND__0__TIMOUT (backend[0].timout): unknown key"),
+        "{p}"
+    );
+    let e = with_env(
+        &[
+            ("KEYGATE_BACKEND__INVENTORY__TIMEOUT", "bogus"),
+            ("KEYGATE_SERVER__MAX_CONNECTIONS", "lots"),
+            ("KEYGATE_LOG__LEVEL", "loud"),
+        ],
+        || keygate_config::load(&file),
+    )
+    .unwrap_err()
+    .to_string();
+    for want in [
+        " and the environment (3 problem(s)):",
+        "\n  KEYGATE_SERVER__MAX_CONNECTIONS (server.max_connections): expected a whole number such as 4096, found \"lots\"",
+        "\n  KEYGATE_LOG__LEVEL (log.level): must be one of trace, debug, info, warn, error, off",
+        "\n  KEYGATE_BACKEND__INVENTORY__TIMEOUT (backend[1].timeout): expected a duration such as \"2s\" (units: ms, s, m, h, d), found \"bogus\"",
+    ] {
+        assert!(e.contains(want), "{want:?} not in:\n{e}");
+    }
+    // The file's own mistakes still name the file's key.
+    std::fs::write(
+        &file,
+        CONFIG.replace("[server]\n", "[server]\nmax_lookups = \"x\"\n"),
+    )
+    .unwrap();
+    let p = with_env(&[("KEYGATE_SERVER__MAX_CONNECTIONS", "lots")], || {
+        keygate_config::load(&file)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        p.contains("\n  server.max_lookups: expected a whole number such as 256, found \"x\""),
+        "{p}"
+    );
+    std::fs::write(&file, CONFIG).unwrap();
 
     // Nothing is left behind for the next load.
     assert_eq!(

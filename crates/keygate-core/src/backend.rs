@@ -135,6 +135,16 @@ pub enum BackendError {
     /// wrong number of columns. (Code 6.)
     #[error("internal error: {0}")]
     Internal(String),
+    /// The store refused keygate's login (a wrong user or password, an
+    /// expired account) or its access to the agents: a configuration
+    /// problem, answered 6 like [`Internal`](Self::Internal). Not an
+    /// outage: the breaker does not count it and the other hosts of the
+    /// backend are not tried (they take the same credentials). But the
+    /// data did not change, keygate only lost access to it, so the cache
+    /// still serves its entries stale, as during an outage, while the
+    /// operator fixes the credentials ([`serves_stale`](Self::serves_stale)).
+    #[error("login refused: {0}")]
+    LoginRefused(String),
     /// Every backend of a chain failed or found nothing, and at least one
     /// failed; each entry names the backend.
     #[error("{}", chain_message(.0))]
@@ -149,7 +159,7 @@ impl BackendError {
         match self {
             Self::Unavailable(_) | Self::Timeout(_) => ErrorCode::Unavailable,
             Self::InvalidRecord(_) | Self::Ambiguous => ErrorCode::InvalidRecord,
-            Self::Internal(_) => ErrorCode::Internal,
+            Self::Internal(_) | Self::LoginRefused(_) => ErrorCode::Internal,
             Self::Chain(errors) => {
                 let codes = || errors.iter().map(|(_, e)| e.code());
                 if codes().any(|c| c == ErrorCode::InvalidRecord) {
@@ -168,13 +178,42 @@ impl BackendError {
     pub fn is_outage(&self) -> bool {
         self.code() == ErrorCode::Unavailable
     }
+
+    /// Whether a cached answer may stand in for this error: an outage, or
+    /// a refused login (the store's data did not change; keygate lost
+    /// access to it). For a chain, only when every backend's error is one
+    /// of those: a bad record (5) or another internal error (6) is never
+    /// hidden behind a stale answer.
+    pub fn serves_stale(&self) -> bool {
+        match self {
+            Self::LoginRefused(_) => true,
+            Self::Chain(errors) => errors.iter().all(|(_, e)| e.serves_stale()),
+            other => other.is_outage(),
+        }
+    }
+
+    /// Whether this is, or a chain holds, a refused login.
+    pub fn is_login_refused(&self) -> bool {
+        match self {
+            Self::LoginRefused(_) => true,
+            Self::Chain(errors) => errors.iter().any(|(_, e)| e.is_login_refused()),
+            _ => false,
+        }
+    }
 }
 
 fn chain_message(errors: &[(String, BackendError)]) -> String {
-    let prefix = match errors.iter().map(|(_, e)| e.code()).max() {
-        Some(ErrorCode::InvalidRecord) => "refused a bad record",
-        Some(ErrorCode::Internal) => "internal error",
-        _ => "no backend could answer",
+    // The same order as `code`: a bad record, then an internal error, then
+    // a refused login (also 6), then an outage.
+    let any = |f: fn(&BackendError) -> bool| errors.iter().any(|(_, e)| f(e));
+    let prefix = if any(|e| e.code() == ErrorCode::InvalidRecord) {
+        "refused a bad record"
+    } else if any(|e| e.code() == ErrorCode::Internal && !e.serves_stale()) {
+        "internal error"
+    } else if any(BackendError::is_login_refused) {
+        "login refused"
+    } else {
+        "no backend could answer"
     };
     let parts: Vec<String> = errors
         .iter()

@@ -386,8 +386,8 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Tripped);
     }
 
-    /// Bad records (5) and internal errors (6) are answers, not outages:
-    /// any number of them never trips the breaker.
+    /// Bad records (5), internal errors and refused logins (6) are answers,
+    /// not outages: any number of them never trips the breaker.
     #[tokio::test(start_paused = true)]
     async fn bad_records_do_not_trip() {
         let fake = Fake::with("db", "001", "a");
@@ -401,8 +401,14 @@ mod tests {
         for _ in 0..10 {
             b.lookup(&q("id:001")).await.unwrap_err();
         }
+        // A refused login is a configuration problem, not an outage.
+        fake.fail_with(Some(BackendError::LoginRefused("access denied".into())));
+        for _ in 0..10 {
+            let e = b.lookup(&q("id:001")).await.unwrap_err();
+            assert_eq!(e.code(), ErrorCode::Internal);
+        }
         assert_eq!(b.state(), BreakerState::Up);
-        assert_eq!(fake.calls(), 20);
+        assert_eq!(fake.calls(), 30);
         assert_eq!(b.snapshot().consecutive_failures, 0);
     }
 

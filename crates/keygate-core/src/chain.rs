@@ -82,6 +82,8 @@ impl KeyBackend for Chain {
                 Err(error) => {
                     if error.is_outage() {
                         tracing::debug!(backend = backend.name(), %query, %error, "Backend could not answer.");
+                    } else if error.is_login_refused() {
+                        tracing::warn!(backend = backend.name(), %query, %error, "Backend refused keygate's login: a configuration problem (user, password or grants); answering 6, or a stale cache entry.");
                     } else {
                         tracing::warn!(backend = backend.name(), %query, %error, "Backend answer refused.");
                     }

@@ -124,8 +124,35 @@ pub fn lock_path(socket: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Refuses a directory anyone could replace the socket in: writable by
+/// every user and not sticky. [`bind`] checks it; so does `keygate check`
+/// (and the daemon, before it binds anything: `src/preflight.rs`).
+pub fn check_directory(dir: &Path) -> Result<(), BindError> {
+    let meta = std::fs::metadata(dir).map_err(|source| BindError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    if meta.mode() & 0o002 != 0 && meta.mode() & 0o1000 == 0 {
+        return Err(BindError::UnsafeDirectory(dir.to_owned()));
+    }
+    Ok(())
+}
+
+/// The warning for a socket mode that lets every local user connect
+/// (`0666`); `None` for a mode that does not. Not a refusal: the caller
+/// logs it (`src/preflight.rs`, for `serve`, `reload` and `check` alike).
+pub fn mode_warning(mode: u32) -> Option<String> {
+    (mode & 0o007 != 0).then(|| {
+        format!(
+            "{mode:04o} lets every local user connect to the socket; use 0660 with \
+             socket_group set to the group Wazuh runs as"
+        )
+    })
+}
+
 /// Binds `path` as `options` say. See the module doc for what is refused.
-/// The parent directory is created if missing.
+/// The parent directory is created if missing. A mode open to every user
+/// is not refused; [`mode_warning`] says so, for the caller to log.
 pub fn bind(path: &Path, options: &SocketOptions) -> Result<(UnixListener, SocketFile), BindError> {
     let io = |p: &Path| {
         let p = p.to_owned();
@@ -137,17 +164,7 @@ pub fn bind(path: &Path, options: &SocketOptions) -> Result<(UnixListener, Socke
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let dir = std::fs::metadata(parent).map_err(io(parent))?;
-    if dir.mode() & 0o002 != 0 && dir.mode() & 0o1000 == 0 {
-        return Err(BindError::UnsafeDirectory(parent.to_owned()));
-    }
-    if options.mode & 0o007 != 0 {
-        tracing::warn!(
-            socket = %path.display(),
-            mode = format!("{:04o}", options.mode),
-            "The socket's mode lets every local user connect."
-        );
-    }
+    check_directory(parent)?;
     let lock = lock(path)?;
     match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => return Err(BindError::NotASocket(path.to_owned())),
@@ -257,7 +274,7 @@ fn bind_with_mode(path: &Path, mode: u32, group_pending: bool) -> std::io::Resul
 }
 
 /// A group by name, or by number.
-fn resolve_group(spec: &str) -> Result<Gid, BindError> {
+pub fn resolve_group(spec: &str) -> Result<Gid, BindError> {
     if let Ok(n) = spec.parse::<u32>() {
         return Ok(Gid::from_raw(n));
     }

@@ -40,6 +40,19 @@ pub struct Daemon {
     dir: tempfile::TempDir,
     socket: PathBuf,
     config: PathBuf,
+    /// Variables added to the daemon's environment.
+    env: Vec<(String, String)>,
+}
+
+/// A daemon that exited before its socket answered ([`Daemon::try_start`]).
+#[derive(Debug)]
+pub struct Refused {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// What it wrote to stderr.
+    pub stderr: String,
+    /// Its log file (`keygate.log` in its directory), if it wrote one.
+    pub log: String,
 }
 
 impl Daemon {
@@ -66,40 +79,90 @@ impl Daemon {
             dir,
             socket,
             config,
+            env: Vec::new(),
         };
         d.spawn();
         d
     }
 
+    /// Starts a daemon on a config the test wrote itself (`config`, in
+    /// `dir`; its socket at `socket`, its `[log] file` at `keygate.log` in
+    /// `dir` for [`Daemon::log`]), with `env` added to its environment.
+    /// Returns the daemon once its socket answers, or what it said when it
+    /// exits before that (a refused config, an unsafe socket directory).
+    pub fn try_start(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        socket: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Result<Daemon, Refused> {
+        let mut d = Daemon {
+            child: None,
+            dir,
+            socket,
+            config,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        d.start_child();
+        match d.wait_serving() {
+            Ok(()) => Ok(d),
+            Err(status) => {
+                d.child = None;
+                Err(Refused {
+                    status,
+                    stderr: d.stderr(),
+                    log: std::fs::read_to_string(d.dir.path().join("keygate.log"))
+                        .unwrap_or_default(),
+                })
+            }
+        }
+    }
+
     /// Starts the daemon process (again, after [`Daemon::stop`]).
     pub fn spawn(&mut self) {
+        self.start_child();
+        self.wait_ready();
+    }
+
+    fn start_child(&mut self) {
         let stderr = std::fs::File::create(self.dir.path().join("stderr.log")).unwrap();
         let child = Command::new(bin())
             .arg("--config")
             .arg(&self.config)
             .arg("serve")
             .env_remove("KEYGATE_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {
+        if let Err(status) = self.wait_serving() {
+            panic!(
+                "keygate exited with {status} before serving\nstderr:\n{}\nlog:\n{}",
+                self.stderr(),
+                self.log()
+            );
+        }
+    }
+
+    /// Waits until the socket answers (`Ok`) or the process exits (its
+    /// status); panics after 20 s of neither.
+    fn wait_serving(&mut self) -> Result<(), ExitStatus> {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "keygate exited with {status} before serving\nstderr:\n{}\nlog:\n{}",
-                    self.stderr(),
-                    self.log()
-                );
+                return Err(status);
             }
             if UnixStream::connect(&self.socket).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

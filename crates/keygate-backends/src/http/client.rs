@@ -217,7 +217,7 @@ impl endpoint::Host for Host {
 }
 
 fn refused(status: StatusCode) -> BackendError {
-    BackendError::Internal(format!(
+    BackendError::LoginRefused(format!(
         "the inventory refused keygate's credentials (HTTP {})",
         status.as_u16()
     ))

@@ -152,7 +152,7 @@ fn result_error(rc: u32, what: &str) -> BackendError {
             "LDAP {what}: base_dn does not exist or is not readable by the bound identity (rc 32)"
         )),
         // inappropriateAuthentication, invalidCredentials, insufficientAccessRights
-        48..=50 => BackendError::Internal(format!(
+        48..=50 => BackendError::LoginRefused(format!(
             "LDAP {what} refused: wrong bind_dn or password, or no access (rc {rc})"
         )),
         // busy, unavailable, unwillingToPerform, timeLimitExceeded, adminLimitExceeded

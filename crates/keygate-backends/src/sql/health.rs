@@ -86,14 +86,15 @@ fn check_described(
 }
 
 /// The error for a query the server refuses (a missing table, a syntax
-/// error, a type mismatch): a configuration problem, named by its key. A
-/// lost connection stays an outage.
+/// error, a type mismatch, no privilege on the table): a configuration
+/// problem, named by its key. A lost connection stays an outage.
 fn query_error(key: &str, what: &str, e: &sqlx::Error) -> BackendError {
     match describe_error(e) {
         BackendError::Unavailable(s) if matches!(e, sqlx::Error::Database(_)) => {
             BackendError::Internal(format!("{key} {what}: {s}"))
         }
         BackendError::Internal(s) => BackendError::Internal(format!("{key} {what}: {s}")),
+        BackendError::LoginRefused(s) => BackendError::LoginRefused(format!("{key} {what}: {s}")),
         other => other,
     }
 }

@@ -9,6 +9,7 @@
 //! A lookup's row and a listed row (`query_all`) are decoded and validated
 //! by the same code ([`record_from_row`]).
 
+mod error;
 mod fetch;
 mod health;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
@@ -16,6 +17,7 @@ pub mod pool;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 pub mod server;
 
+pub use error::describe_error;
 pub use fetch::{fetch_one_record, Failed};
 pub use health::check_queries;
 
@@ -210,35 +212,6 @@ pub fn validate_query(
             _ => format!("must have exactly one bind parameter ({placeholder}), found {n}"),
         };
         problems.push(key, message);
-    }
-}
-
-/// Describes a driver error without the connection URL or any password:
-/// only the error's kind and the server's own message.
-pub fn describe_error(e: &sqlx::Error) -> BackendError {
-    use sqlx::Error as E;
-    match e {
-        E::Database(db) => BackendError::Unavailable(format!("database error: {}", db.message())),
-        // sqlx reports a rejected certificate as an I/O error.
-        E::Io(io) if io.to_string().contains("certificate") => {
-            BackendError::Unavailable(format!("TLS error: {io}"))
-        }
-        E::Io(io) => BackendError::Unavailable(format!("I/O error: {io}")),
-        E::Tls(tls) => BackendError::Unavailable(format!("TLS error: {tls}")),
-        E::PoolTimedOut => {
-            BackendError::Unavailable("timed out waiting for a database connection".into())
-        }
-        E::PoolClosed => BackendError::Unavailable("connection pool closed".into()),
-        E::Protocol(_) => BackendError::Unavailable("database protocol error".into()),
-        E::Configuration(_) => BackendError::Internal("invalid connection settings".into()),
-        E::ColumnIndexOutOfBounds { len, .. } => BackendError::Internal(format!(
-            "the query returns {len} columns; id, name, ip, key (4) are needed"
-        )),
-        E::ColumnDecode { index, .. } => {
-            BackendError::Internal(format!("cannot decode column {index}"))
-        }
-        E::WorkerCrashed => BackendError::Unavailable("database worker crashed".into()),
-        _ => BackendError::Unavailable("database driver error".into()),
     }
 }
 

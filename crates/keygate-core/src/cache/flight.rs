@@ -103,8 +103,9 @@ impl State {
                 let entry = Arc::new(Entry::new(&self.settings, found, origin));
                 self.entries.insert(query, entry);
             }
-            // Keep the entry: it may be served stale through the outage.
-            Err(e) if e.is_outage() => {}
+            // Keep the entry: it may be served stale through the outage
+            // (or while the store refuses keygate's login).
+            Err(e) if e.serves_stale() => {}
             // The backends answered, and differently: the entry is wrong now.
             Err(_) => {
                 self.entries.remove(query);

@@ -6,7 +6,10 @@
 //! and after a manager rebuild thousands of agents ask at once. The cache
 //! absorbs the repeats (not-found answers are cached too), coalesces
 //! identical concurrent misses into one backend lookup, and keeps answering
-//! known agents through an outage, like Dovecot's auth cache.
+//! known agents through an outage, like Dovecot's auth cache, and while a
+//! store refuses keygate's login (its data did not change: see
+//! [`BackendError::serves_stale`]). Other errors are never hidden behind a
+//! stale answer.
 //!
 //! Freshness is decided here, against [`tokio::time::Instant`] deadlines kept
 //! in each entry: that keeps the behaviour testable with paused time. The
@@ -199,11 +202,15 @@ impl KeyBackend for CacheLayer {
         }
         let (answer, source) = flight.await;
         match answer {
-            Err(error) if error.is_outage() => match cached {
+            Err(error) if error.serves_stale() => match cached {
                 Some(entry) if Instant::now() < entry.stale_until => {
                     bump(&state.counters.stale_served);
                     answered_by(Source::Stale);
-                    tracing::debug!(%query, %error, "Backends down; serving a stale cache entry.");
+                    if error.is_login_refused() {
+                        tracing::warn!(%query, %error, "Serving a stale cache entry while a backend refuses keygate's login.");
+                    } else {
+                        tracing::debug!(%query, %error, "Backends down; serving a stale cache entry.");
+                    }
                     Ok(entry.answer.clone())
                 }
                 _ => Err(error),

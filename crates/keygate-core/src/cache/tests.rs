@@ -189,6 +189,35 @@ async fn internal_error_is_returned_not_served_stale() {
     assert_eq!(cache.stats().stale_served, 0);
 }
 
+/// A refused login (6) is served stale like an outage (the store's data
+/// did not change, keygate lost access to it) and keeps the entry, so the
+/// next request is served stale too; with no entry it is answered 6. A bad
+/// record (5) next to it in a chain is never hidden behind a stale answer.
+#[tokio::test(start_paused = true)]
+async fn refused_login_is_served_stale_but_never_a_bad_record() {
+    let fake = Fake::with("db", "001", "a");
+    let cache = layer(&fake, exact());
+    assert!(cache.lookup(&q("id:001")).await.unwrap().is_some());
+    advance(301).await;
+    let refused = BackendError::LoginRefused("access denied for the user".into());
+    fake.fail_with(Some(refused.clone()));
+    for served in 1..=2 {
+        let answer = cache.lookup(&q("id:001")).await.unwrap();
+        assert_eq!(answer.unwrap().name.as_str(), "a");
+        assert_eq!(cache.stats().stale_served, served);
+    }
+    let e = cache.lookup(&q("id:404")).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Internal);
+    assert!(e.is_login_refused());
+    fake.fail_with(Some(BackendError::Chain(vec![
+        ("db".into(), refused),
+        ("other".into(), BackendError::Ambiguous),
+    ])));
+    let e = cache.lookup(&q("id:001")).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidRecord);
+    assert_eq!(cache.stats().stale_served, 2);
+}
+
 /// Past `refresh_ahead * ttl`, a hit is answered at once from the cache
 /// and exactly one background lookup refreshes the entry, however many
 /// hits arrive while it runs.
