@@ -10,30 +10,17 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use keygate_wazuh_standin::inventory::{Answer, Inventory, Seen};
 use serde_json::{json, Value};
 
 const KEY: &str = "0b9d9f06cc8cf44765a12c0aa01a6e2217130979f4dfeda24e22b0af7e8d237e";
 
-fn keygate(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("KEYGATE_CONFIG")
-        .output()
-        .unwrap()
-}
+use keygate_testkit::cli::describe as text;
 
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+fn keygate(config: &Path, args: &[&str]) -> Output {
+    keygate_testkit::cli::keygate(Path::new(env!("CARGO_BIN_EXE_keygate")), config, args)
 }
 
 fn stdout(out: &Output) -> String {

@@ -6,7 +6,6 @@
 //! The tools are installed by tests/setup.sh; a missing one fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::ErrorKind;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -20,25 +19,10 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs a command to completion; a missing tool fails loudly.
-fn run(cmd: &mut Command) -> Output {
-    match cmd.stdin(Stdio::null()).output() {
-        Ok(out) => out,
-        Err(e) if e.kind() == ErrorKind::NotFound => panic!(
-            "{:?} is not installed: run `bash tests/setup.sh`",
-            cmd.get_program()
-        ),
-        Err(e) => panic!("cannot run {cmd:?}: {e}"),
-    }
-}
+use keygate_testkit::cli::{read_text as read, run_tool as run};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn read(path: impl AsRef<Path>) -> String {
-    let path = path.as_ref();
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 // --- keygate --version ------------------------------------------------------

@@ -75,23 +75,10 @@ impl Setup {
     }
 }
 
-fn keygate(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("KEYGATE_CONFIG")
-        .output()
-        .unwrap()
-}
+use keygate_testkit::cli::describe as text;
 
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+fn keygate(config: &Path, args: &[&str]) -> Output {
+    keygate_testkit::cli::keygate(Path::new(env!("CARGO_BIN_EXE_keygate")), config, args)
 }
 
 fn json(out: &Output) -> serde_json::Value {

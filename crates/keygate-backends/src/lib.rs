@@ -21,13 +21,7 @@ use serde::de::DeserializeOwned;
 pub use error::{BuildError, FileError};
 
 pub mod duration;
-#[cfg(any(
-    feature = "mysql",
-    feature = "postgres",
-    feature = "redis",
-    feature = "ldap",
-    feature = "http"
-))]
+#[cfg(feature = "_endpoint")]
 pub mod endpoint;
 pub mod error;
 #[cfg(feature = "exec")]

@@ -36,24 +36,12 @@ pub fn bounded(inner: ListStream<'_>, limit: Duration) -> ListStream<'_> {
     .boxed()
 }
 
-#[cfg(any(
-    feature = "mysql",
-    feature = "postgres",
-    feature = "redis",
-    feature = "ldap",
-    feature = "http"
-))]
+#[cfg(feature = "_endpoint")]
 pub use hosts::one_host;
 
 /// [`one_host`] and what it keeps; only with a backend that has hosts
 /// (`endpoint` is compiled only then).
-#[cfg(any(
-    feature = "mysql",
-    feature = "postgres",
-    feature = "redis",
-    feature = "ldap",
-    feature = "http"
-))]
+#[cfg(feature = "_endpoint")]
 mod hosts {
     use std::collections::HashMap;
     use std::hash::{BuildHasher, RandomState};
@@ -290,13 +278,7 @@ mod tests {
     }
 
     /// The tests of [`one_host`], with hosts of its own.
-    #[cfg(any(
-        feature = "mysql",
-        feature = "postgres",
-        feature = "redis",
-        feature = "ldap",
-        feature = "http"
-    ))]
+    #[cfg(feature = "_endpoint")]
     mod hosts {
         use super::*;
         use crate::endpoint::{Host, Hosts};

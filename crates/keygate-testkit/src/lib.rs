@@ -21,6 +21,7 @@
 // instead of returning errors tests would only unwrap.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cli;
 pub mod daemon;
 pub mod redis;
 pub mod scrape;
