@@ -43,6 +43,8 @@ pub struct Fake {
     liar: bool,
     /// Panic (a backend's bug) when asked for this agent id.
     panics_on: Option<String>,
+    /// What `current_host()` says.
+    host: Option<String>,
 }
 
 impl Fake {
@@ -58,6 +60,7 @@ impl Fake {
             failure: Arc::new(Mutex::new(None)),
             liar: false,
             panics_on: None,
+            host: None,
         }
     }
 
@@ -112,6 +115,12 @@ impl Fake {
     /// e.g. a bad record or an internal error. An injected outage wins.
     pub fn fail_with(&self, error: Option<BackendError>) {
         *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = error;
+    }
+
+    /// Says it is talking to `host` (`current_host()`).
+    pub fn at_host(mut self, host: &str) -> Self {
+        self.host = Some(host.to_owned());
+        self
     }
 
     /// How many health checks were made.
@@ -191,6 +200,10 @@ impl KeyBackend for Fake {
                 .map(|r| Ok(crate::Listed::Record(r))),
         )
         .boxed()
+    }
+
+    fn current_host(&self) -> Option<String> {
+        self.host.clone()
     }
 
     async fn health(&self) -> Result<(), BackendError> {

@@ -15,7 +15,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
 pub use address::{canonical, AddressKind, AgentAddress};
 
@@ -239,7 +239,7 @@ impl AgentName {
         // bytes at once (names and keys are checked for every line of a
         // client.keys load).
         if !s.bytes().fold(true, |ok, b| {
-            ok & (b.is_ascii_alphanumeric() | matches!(b, b'-' | b'_' | b'.'))
+            ok & matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.')
         }) {
             return Err(invalid(
                 Field::Name,
@@ -269,10 +269,10 @@ impl AgentName {
 
 /// An agent key: printable ASCII without whitespace, 1 to 127 bytes.
 ///
-/// The bytes are wiped when the value is dropped, and `Debug` never shows
-/// them.
+/// The bytes are wiped when the value is dropped (zeroize's `Zeroizing`),
+/// and `Debug` never shows them.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AgentKey(Box<str>);
+pub struct AgentKey(Zeroizing<Box<str>>);
 
 impl AgentKey {
     /// Parses a key.
@@ -289,18 +289,12 @@ impl AgentKey {
                 "only printable ASCII without whitespace is allowed",
             ));
         }
-        Ok(Self(s.into()))
+        Ok(Self(Zeroizing::new(s.into())))
     }
 
     /// The key text. Never log it.
     pub fn expose(&self) -> &str {
         &self.0
-    }
-}
-
-impl Drop for AgentKey {
-    fn drop(&mut self) {
-        self.0.zeroize();
     }
 }
 

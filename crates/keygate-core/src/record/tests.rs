@@ -199,3 +199,68 @@ fn wazuh_name_rule_is_os_is_valid_name() {
         assert_eq!(rule(ok), None, "{ok}");
     }
 }
+
+/// A negative id and id 0 are refused for what they are: "-7" is not an id
+/// with a dash in it, and 0 is the manager. (Kills the mutants of the sign
+/// check in `from_integer`, whose other paths also fail.)
+#[test]
+fn integer_ids_are_refused_with_their_own_reason() {
+    let rule = |n| match AgentId::from_integer(n) {
+        Err(RecordError::Invalid { rule, .. }) => rule,
+        other => panic!("{n}: {other:?}"),
+    };
+    assert_eq!(rule(-7), "must not be negative");
+    assert_eq!(rule(-1), "must not be negative");
+    assert_eq!(rule(0), "000 is the manager itself");
+}
+
+/// Names compare, hash and print by their text, inline (up to 22 bytes) or
+/// on the heap: the cache's negative entries and the duplicate checks key on
+/// them.
+#[test]
+fn names_compare_hash_and_print_by_their_text() {
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::{Hash, Hasher};
+    let hash = |n: &AgentName| {
+        let mut h = DefaultHasher::new();
+        n.hash(&mut h);
+        h.finish()
+    };
+    let long = "a-name-longer-than-twenty-two-bytes";
+    for (a, b) in [
+        ("web-1", "web-2"),
+        (long, "a-name-longer-than-twenty-two-bytez"),
+    ] {
+        let (x, y) = (AgentName::parse(a).unwrap(), AgentName::parse(b).unwrap());
+        assert_eq!(x, AgentName::parse(a).unwrap());
+        assert_ne!(x, y, "{a} and {b} must differ");
+        assert_eq!(hash(&x), hash(&AgentName::parse(a).unwrap()));
+        assert_ne!(hash(&x), hash(&y), "{a} and {b} hash alike");
+        assert_eq!(format!("{x:?}"), format!("AgentName({a:?})"));
+    }
+}
+
+/// A record prints its id, name and address, never its key.
+#[test]
+fn a_record_prints_everything_but_its_key() {
+    let r = AgentRecord::parse("001", "web-1", "10.0.0.1", KEY).unwrap();
+    let shown = format!("{r:?}");
+    assert_eq!(
+        shown,
+        r#"AgentRecord { id: AgentId("001"), name: AgentName("web-1"), ip: AgentAddress { text: "10.0.0.1", kind: Host(10.0.0.1) }, key: AgentKey(<redacted>) }"#
+    );
+    assert!(!shown.contains(KEY));
+    assert_eq!(format!("{:?}", r.key), "AgentKey(<redacted>)");
+}
+
+/// Only `[A-Za-z0-9._-]` make a name: every other printable ASCII byte, and
+/// a non-ASCII letter, is refused.
+#[test]
+fn every_byte_outside_the_name_alphabet_is_refused() {
+    for b in 0x21u8..0x7f {
+        let name = format!("ab{}", b as char);
+        let allowed = b.is_ascii_alphanumeric() || b"-_.".contains(&b);
+        assert_eq!(AgentName::parse(&name).is_ok(), allowed, "{name:?}");
+    }
+    assert!(AgentName::parse("abé").is_err());
+}

@@ -154,4 +154,63 @@ mod tests {
         use futures_util::StreamExt;
         assert_eq!(old.list().count().await, 3);
     }
+
+    /// Each refused agent is logged once (a Wazuh that asks again every few
+    /// seconds does not flood the log) and every refusal is still answered
+    /// 5; another agent gets its own line.
+    #[tokio::test]
+    async fn each_refused_agent_is_logged_once() {
+        use std::io::Write;
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let _log = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish(),
+        );
+        let guard = VersionGuard::wrap(store(), "4.3".parse().unwrap());
+        for request in ["id:006", "id:006", "ip:2001:db8::6", "id:007", "id:007"] {
+            assert!(
+                matches!(answer(guard.as_ref(), request).await, Reply::Error { .. }),
+                "{request}"
+            );
+        }
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let logged = |id: &str| {
+            text.lines()
+                .filter(|l| l.contains("cannot take an IPv6 address"))
+                .filter(|l| {
+                    l.contains(&format!("agent_id=\"{id}\""))
+                        || l.contains(&format!("agent_id={id}"))
+                })
+                .count()
+        };
+        assert_eq!(logged("006"), 1, "{text}");
+        assert_eq!(logged("007"), 1, "{text}");
+    }
+
+    /// The guard is invisible to what asks the stack about its backends:
+    /// the name, the health and the host in use are the guarded backend's.
+    #[tokio::test]
+    async fn the_guard_shows_the_guarded_backends_name_health_and_host() {
+        let inner = Fake::down("mysql").at_host("db1.example:3306");
+        let guard = VersionGuard::wrap(Arc::new(inner.clone()), "3.13".parse().unwrap());
+        assert_eq!(guard.name(), "mysql");
+        assert_eq!(guard.current_host().as_deref(), Some("db1.example:3306"));
+        assert!(guard.health().await.is_err(), "the store is down");
+        inner.set_down(false);
+        assert!(guard.health().await.is_ok());
+    }
 }
