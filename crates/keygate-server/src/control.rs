@@ -116,10 +116,11 @@ impl<C: Control> ControlHandler<C> {
     }
 }
 
-/// Whether `peer` may use the control socket: root or the daemon's own
-/// user (the file's mode already says so; this holds if it is changed).
-fn may_administer(peer: Option<&Peer>) -> bool {
-    let me = nix::unistd::geteuid().as_raw();
+/// Whether `peer` may use the control socket of a daemon running as uid
+/// `me`: root or the daemon's own user (the file's mode already says so;
+/// this holds if it is changed). A peer whose credentials are unknown may
+/// not.
+fn may_administer(peer: Option<&Peer>, me: u32) -> bool {
     peer.is_some_and(|p| p.uid == 0 || p.uid == me)
 }
 
@@ -143,7 +144,7 @@ impl<C: Control> Handler for ControlHandler<C> {
                 tracing::debug!(%error, "Control read failed.");
                 return;
             }
-            _ if !may_administer(peer.as_ref()) => {
+            _ if !may_administer(peer.as_ref(), nix::unistd::geteuid().as_raw()) => {
                 tracing::warn!(
                     uid = peer.map(|p| i64::from(p.uid)),
                     pid = peer.and_then(|p| p.pid),
@@ -388,6 +389,58 @@ mod tests {
             .unwrap();
         assert!(matches!(mine, ControlResponse::Done { .. }), "{mine:?}");
         assert_eq!(executed.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        tx.send(()).unwrap();
+        task.await.unwrap();
+    }
+
+    /// The rule itself, for a daemon running as an unprivileged user (the
+    /// packaged one runs as `keygate`; the tests run as root): root and that
+    /// user may administer it, any other uid and an unknown peer may not.
+    #[test]
+    fn root_and_the_daemons_user_may_administer_nobody_else() {
+        const KEYGATE: u32 = 998;
+        let peer = |uid| {
+            Some(Peer {
+                uid,
+                gid: uid,
+                pid: None,
+            })
+        };
+        assert!(may_administer(peer(0).as_ref(), KEYGATE), "root");
+        assert!(
+            may_administer(peer(KEYGATE).as_ref(), KEYGATE),
+            "the daemon's user"
+        );
+        assert!(
+            !may_administer(peer(1000).as_ref(), KEYGATE),
+            "another user"
+        );
+        assert!(!may_administer(peer(65534).as_ref(), KEYGATE), "nobody");
+        assert!(!may_administer(None, KEYGATE), "unknown credentials");
+        assert!(
+            !may_administer(None, 0),
+            "unknown credentials, daemon as root"
+        );
+    }
+
+    /// A connection that closes without a command (a health probe, a port
+    /// scan) is closed without an answer: nothing is executed or written.
+    #[tokio::test]
+    async fn a_connection_without_a_command_gets_no_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.sock.ctl");
+        let executed = Arc::new(Counted::default());
+        let (tx, task) = serve(executed.clone(), &path, 0o600);
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "",
+            "no answer to an empty command"
+        );
+        assert_eq!(executed.0.load(std::sync::atomic::Ordering::SeqCst), 0);
         tx.send(()).unwrap();
         task.await.unwrap();
     }

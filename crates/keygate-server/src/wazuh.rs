@@ -342,6 +342,50 @@ mod tests {
         assert_eq!(slow.calls(), 10);
     }
 
+    /// A request longer than 128 bytes is refused before it waits for a
+    /// lookup slot: with the only slot held by a lookup that outlasts the
+    /// request timeout, it is still answered "longer than 128 bytes", not
+    /// "too busy". A request of exactly 128 bytes is not too long (it is
+    /// refused for its id).
+    #[tokio::test]
+    async fn an_oversized_request_is_refused_before_waiting_for_a_slot() {
+        let stuck = Fake::with("f", "001", "a").delayed(Duration::from_secs(60));
+        let r = start(
+            stuck,
+            8,
+            WazuhSettings {
+                max_lookups: 1,
+                ..settings()
+            },
+        )
+        .await;
+        let p = r.path.clone();
+        let _holding = tokio::spawn(async move { ask(&p, b"id:001").await });
+        while r.counters.open() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let long = format!("id:{}", "1".repeat(126));
+        assert_eq!(long.len(), 129);
+        let v = ask(&r.path, long.as_bytes()).await;
+        assert_eq!(v["error"], 3, "{v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("longer than 128 bytes"),
+            "{v}"
+        );
+        // The slot is still held: the 128-byte request is asked elsewhere.
+        let free = start(Fake::with("f", "001", "a"), 8, settings()).await;
+        let exact = &long[..128];
+        let v = ask(&free.path, exact.as_bytes()).await;
+        assert_eq!(v["error"], 3, "{v}");
+        assert!(
+            !v["message"].as_str().unwrap().contains("longer than 128"),
+            "{v}"
+        );
+    }
+
     /// Idle connections at the open limit do not turn a request away:
     /// with `max_connections` idle connections open, a request is answered
     /// at once (no waiting for the idle ones' 30 s read timeout) in the

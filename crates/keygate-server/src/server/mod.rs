@@ -45,7 +45,6 @@ use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::Duration;
@@ -196,7 +195,7 @@ pub async fn serve<L: Accept, H: Handler>(
 /// next one.
 fn accept_failed(counters: &Counters, backoff: &mut Backoff, error: &io::Error) -> Duration {
     let delay = backoff.next_delay();
-    let n = counters.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
+    let n = slots::bump(&counters.accept_errors);
     tracing::warn!(%error, errors = n, retry_in_ms = delay.as_millis() as u64, "Accept failed; backing off.");
     delay
 }
@@ -213,7 +212,7 @@ fn admit<H: Handler>(
 ) {
     let peer = connection.peer();
     if !handler.allows(peer.as_ref()) {
-        let n = counters.refused_peers.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = slots::bump(&counters.refused_peers);
         if n.is_power_of_two() {
             tracing::warn!(
                 uid = peer.map(|p| i64::from(p.uid)),

@@ -57,8 +57,14 @@ impl Counters {
     }
     /// Counts a request whose answering panicked; the count so far.
     pub fn count_panic(&self) -> u64 {
-        self.panics.fetch_add(1, Ordering::Relaxed) + 1
+        bump(&self.panics)
     }
+}
+
+/// Adds one to `counter`; the count with this one (1 the first time), for
+/// the logs that say how many so far and log the 1st, 2nd, 4th... only.
+pub(crate) fn bump(counter: &AtomicU64) -> u64 {
+    counter.fetch_add(1, Ordering::Relaxed) + 1
 }
 
 /// The connection slots of one socket, shared by every loop serving it

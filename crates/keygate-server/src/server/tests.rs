@@ -3,7 +3,7 @@
 //! panics caught, accept threads watched.
 
 use super::*;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -349,6 +349,26 @@ async fn refused_peers_are_closed_at_accept_and_take_no_slot() {
     assert_eq!(served.counters.refused_at_limit(), 0);
 }
 
+/// Refuses root without saying why: `refusal` is the trait's default.
+struct RefuseRootSilently;
+impl Handler for RefuseRootSilently {
+    async fn handle(&self, _connection: Connection, _peer: Option<Peer>) {}
+    fn allows(&self, peer: Option<&Peer>) -> bool {
+        peer.is_some_and(|p| p.uid != 0)
+    }
+}
+
+/// A handler that refuses a peer without a refusal of its own sends it
+/// nothing: the peer reads the end at once, not a stray byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_peer_is_told_nothing_by_default() {
+    assert_eq!(nix::unistd::geteuid().as_raw(), 0, "this test runs as root");
+    let served = serve_with(Arc::new(RefuseRootSilently), 1, Slots::new(1)).await;
+    let mut c = UnixStream::connect(&served.path).await.unwrap();
+    assert_eq!(read_all(&mut c).await, b"");
+    assert_eq!(served.counters.refused_peers(), 1);
+}
+
 /// Panics in its first poll, on the accepting thread.
 struct Panicking;
 impl Handler for Panicking {
@@ -436,4 +456,64 @@ fn an_accept_thread_ending_on_its_own_is_reported() {
     threads.listener.stop();
     let ended = threads.ended();
     assert!(ended.is_err(), "{ended:?}");
+}
+
+/// A counter's bump says the count with it: 1 the first time, so the first
+/// refused peer and the first failed accept are logged (1, 2, 4... are).
+#[test]
+fn a_bumped_counter_says_the_count_with_this_one() {
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    assert_eq!(slots::bump(&counter), 1);
+    assert_eq!(slots::bump(&counter), 2);
+    assert_eq!(counter.load(Ordering::Relaxed), 2);
+}
+
+/// The kernel's credentials of the peer, pid included (the audit trail and
+/// the refusal logs name it).
+#[test]
+fn a_peers_credentials_name_its_process() {
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let peer = Peer::of(&a).unwrap();
+    assert_eq!(peer.uid, nix::unistd::geteuid().as_raw());
+    assert_eq!(peer.gid, nix::unistd::getegid().as_raw());
+    assert_eq!(peer.pid, Some(std::process::id() as i32));
+}
+
+/// Reads twice: a request sent in two parts.
+struct TwoReads;
+impl Handler for TwoReads {
+    async fn handle(&self, mut connection: Connection, _peer: Option<Peer>) {
+        let (mut first, mut second) = ([0u8; 16], [0u8; 16]);
+        let Ok(n) = connection.read(&mut first).await else {
+            return;
+        };
+        let Ok(m) = connection.read(&mut second).await else {
+            return;
+        };
+        let _ = connection
+            .write_all(&[&first[..n], &second[..m]].concat())
+            .await;
+    }
+}
+
+/// A connection that has sent part of its request is not idle: while it
+/// waits for the rest it keeps its slot, so a new connection at
+/// `max_connections` is refused instead of evicting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sent_something_is_never_evicted_as_idle() {
+    let served = serve_with(Arc::new(TwoReads), 1, Slots::new(1)).await;
+    let mut asking = UnixStream::connect(&served.path).await.unwrap();
+    asking.write_all(b"pi").await.unwrap();
+    until("the first part read", || served.counters.open() == 1).await;
+    // The handler waits for the rest now; give it time to park if it would.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut newcomer = UnixStream::connect(&served.path).await.unwrap();
+    assert_eq!(read_all(&mut newcomer).await, b"", "the newcomer is closed");
+    until("the newcomer refused", || {
+        served.counters.refused_at_limit() == 1
+    })
+    .await;
+    assert_eq!(served.counters.evicted_idle(), 0);
+    asking.write_all(b"ng").await.unwrap();
+    assert_eq!(read_all(&mut asking).await, b"ping");
 }
