@@ -426,3 +426,85 @@ async fn a_change_the_answer_does_not_name_is_a_failure() {
     let backup = std::fs::read_to_string(report.backup.unwrap()).unwrap();
     assert_eq!(backup, format!("050 old any {}\n", key(50)));
 }
+
+/// Records the names of the stages.
+#[derive(Default)]
+struct Stages(std::sync::Mutex<Vec<String>>);
+
+impl Progress for Stages {
+    fn stage(&self, name: &str, _: Option<u64>) {
+        self.0.lock().unwrap().push(name.to_owned());
+    }
+    fn advance(&self, _: u64) {}
+}
+
+/// The plan says how many API calls applying it takes (the budget shown
+/// before a run and while it applies), and that is what applying makes:
+/// backup key reads, a look and a delete per batch of deletes, a call per
+/// replace and insert; with the manager's client.keys, no key is read
+/// through the API at all. The report names the client.keys compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_planned_api_calls_are_the_calls_applying_makes() {
+    for with_client_keys in [false, true] {
+        let standin = StandIn::start("keygate", PASSWORD);
+        standin.put("001", "web-01", "10.0.0.1", &key(1)); // unchanged
+        standin.put("002", "web-02", "any", &key(99)); // key differs
+        standin.put("003", "db-old", "10.0.0.3", &key(3)); // name differs
+        for id in ["009", "010", "011", "012"] {
+            standin.put(id, &format!("gone-{id}"), "any", &key(9)); // deleted: 2 batches of 3
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let keys_file = dir.path().join("client.keys");
+        let options = |apply| Options {
+            max_delete: Some(10),
+            manager_keys: with_client_keys.then(|| sync::ManagerKeys {
+                path: keys_file.clone(),
+                lines: standin
+                    .agents()
+                    .into_iter()
+                    .map(|(id, (name, ip, key))| {
+                        let r = record(&id, &name, &ip, &key);
+                        (id, r)
+                    })
+                    .collect(),
+            }),
+            ..options(apply, true, &dir)
+        };
+        let (planner, _ca) = client(&standin, PASSWORD);
+        let dry = sync::run(&planner, fake_store().list(), &options(false), &Quiet)
+            .await
+            .unwrap();
+        assert_eq!(dry.deleted.len(), 4, "{dry:?}");
+        // 2 batches of deletes (a look and a delete each), 3 replaces and
+        // inserts, and without client.keys the backup key reads.
+        let expected = dry.apply_calls;
+        if with_client_keys {
+            assert_eq!(expected, 2 * 2 + 3);
+        } else {
+            assert!(expected > 2 * 2 + 3, "{expected}");
+        }
+        assert_eq!(
+            dry.client_keys.as_deref(),
+            with_client_keys.then_some(keys_file.as_path())
+        );
+
+        let (applier, _ca) = client(&standin, PASSWORD);
+        let stages = Stages::default();
+        let applied = sync::run(&applier, fake_store().list(), &options(true), &stages)
+            .await
+            .unwrap();
+        assert!(applied.applied && applied.failed.len() == 1, "{applied:?}");
+        assert_eq!(
+            applied.api_calls - dry.api_calls,
+            dry.apply_calls,
+            "client.keys: {with_client_keys}"
+        );
+        let stages = stages.0.into_inner().unwrap();
+        assert!(
+            stages.iter().any(|s| s.starts_with("deleting (applying: ")
+                && s.contains(&format!("{expected} API calls"))
+                && s.ends_with("at 100000/min)")),
+            "{stages:?}"
+        );
+    }
+}

@@ -107,15 +107,13 @@ impl Progress for Quiet {
 
 /// Why the API (or Wazuh's own name rule) would refuse this record, if it
 /// would: `POST /agents/insert` wants a key of exactly 64 alphanumeric
-/// characters and an id of at least 3 digits, and Wazuh's `OS_IsValidName`
-/// refuses some names keygate's own rules let through.
+/// characters, and Wazuh's `OS_IsValidName` refuses some names keygate's
+/// own rules let through. (It also wants an id of at least 3 digits, which
+/// every [`AgentId`](keygate_core::AgentId) has.)
 pub fn api_refusal(record: &AgentRecord) -> Option<String> {
     let key = record.key.expose();
     if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Some("the Wazuh API takes only keys of exactly 64 letters and digits".into());
-    }
-    if record.id.as_str().len() < 3 {
-        return Some("the Wazuh API takes only ids of at least 3 digits".into());
     }
     record
         .name
@@ -145,7 +143,7 @@ where
         (wazuh.pace() * u32::try_from(report.apply_calls).unwrap_or(u32::MAX)).as_secs();
     if options.apply && report.refused.is_none() {
         report.applied = true;
-        let per_minute = 60_000 / wazuh.pace().as_millis().max(1);
+        let per_minute = 60_000_000 / wazuh.pace().as_micros().max(1);
         let budget = format!(
             "{} API calls, about {} at {per_minute}/min",
             report.apply_calls,
@@ -171,4 +169,53 @@ where
     report.throttled = stats.throttled;
     report.sort();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, name: &str, key: &str) -> AgentRecord {
+        AgentRecord::parse(id, name, "any", key).unwrap()
+    }
+
+    /// What sync refuses before calling the API: a key that is not 64
+    /// letters and digits, a name Wazuh's rule refuses; ids of 3 to 8
+    /// digits and valid names pass.
+    #[test]
+    fn the_api_refusals_are_the_apis_own_rules() {
+        let key = "a".repeat(64);
+        for id in ["001", "1234", "12345678"] {
+            assert_eq!(api_refusal(&record(id, "web-1", &key)), None, "{id}");
+        }
+        for bad in [
+            "a".repeat(63),
+            "a".repeat(65),
+            format!("{}-", "a".repeat(63)),
+        ] {
+            assert_eq!(
+                api_refusal(&record("001", "web-1", &bad)).as_deref(),
+                Some("the Wazuh API takes only keys of exactly 64 letters and digits"),
+                "{bad}"
+            );
+        }
+        let refusal = api_refusal(&record("001", "w", &key)).unwrap();
+        assert!(refusal.contains("OS_IsValidName"), "{refusal}");
+    }
+
+    /// A manager's client.keys prints as its path and size, never a key.
+    #[test]
+    fn manager_keys_print_their_path_and_size_only() {
+        let key = "k".repeat(64);
+        let keys = ManagerKeys {
+            path: "/var/ossec/etc/client.keys".into(),
+            lines: HashMap::from([("001".to_owned(), record("001", "web-1", &key))]),
+        };
+        let shown = format!("{keys:?}");
+        assert_eq!(
+            shown,
+            r#"ManagerKeys { path: "/var/ossec/etc/client.keys", lines: 1 }"#
+        );
+        assert!(!shown.contains(&key));
+    }
 }
