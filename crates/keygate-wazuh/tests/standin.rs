@@ -268,12 +268,25 @@ async fn store_failures_never_lead_to_deletes() {
     assert!(standin.agents().contains_key("009"));
 }
 
-/// Changes the stand-in's registry once the first batch of deletes is
-/// done, as an operator or the dashboard would while sync applies.
+/// Changes the stand-in's registry with `change` once the first batch of
+/// deletes is done, as an operator or the dashboard would while sync
+/// applies.
 struct ChangeAfterFirstDelete<'a> {
     standin: &'a StandIn,
+    change: fn(&StandIn),
     deleting: std::sync::atomic::AtomicBool,
     done: std::sync::atomic::AtomicBool,
+}
+
+impl<'a> ChangeAfterFirstDelete<'a> {
+    fn new(standin: &'a StandIn, change: fn(&StandIn)) -> Self {
+        Self {
+            standin,
+            change,
+            deleting: false.into(),
+            done: false.into(),
+        }
+    }
 }
 
 impl Progress for ChangeAfterFirstDelete<'_> {
@@ -285,8 +298,7 @@ impl Progress for ChangeAfterFirstDelete<'_> {
     fn advance(&self, _: u64) {
         use std::sync::atomic::Ordering;
         if self.deleting.load(Ordering::SeqCst) && !self.done.swap(true, Ordering::SeqCst) {
-            // Agent 015 re-enrolls under another name.
-            self.standin.put("015", "new-box", "any", &key(15));
+            (self.change)(self.standin);
         }
     }
 }
@@ -304,11 +316,9 @@ async fn a_registry_that_changes_while_applying_stops_the_deletes() {
     let store = Fake::empty("store").and(record("001", "web-01", "any", &key(1)));
     let mut opts = options(true, true, &dir);
     opts.max_delete = Some(10);
-    let progress = ChangeAfterFirstDelete {
-        standin: &standin,
-        deleting: false.into(),
-        done: false.into(),
-    };
+    // Agent 015 re-enrolls under another name.
+    let progress =
+        ChangeAfterFirstDelete::new(&standin, |s| s.put("015", "new-box", "any", &key(15)));
     let report = sync::run(&wazuh, store.list(), &opts, &progress)
         .await
         .unwrap();
@@ -507,4 +517,33 @@ async fn the_planned_api_calls_are_the_calls_applying_makes() {
             "{stages:?}"
         );
     }
+}
+
+/// An agent to delete that somebody else removed after the plan was made
+/// is a registry that changed under the run: the remaining deletes are
+/// skipped and the reason names the agent that left (not an API error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_gone_while_applying_stops_the_deletes_and_is_named() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    for i in 10..=16 {
+        standin.put(&format!("{i:03}"), &format!("old-{i}"), "any", &key(i));
+    }
+    let (wazuh, dir) = client(&standin, PASSWORD);
+    let store = Fake::empty("store").and(record("001", "web-01", "any", &key(1)));
+    let mut opts = options(true, true, &dir);
+    opts.max_delete = Some(10);
+    let progress = ChangeAfterFirstDelete::new(&standin, |s| {
+        s.state().agents.remove("014");
+    });
+    let report = sync::run(&wazuh, store.list(), &opts, &progress)
+        .await
+        .unwrap();
+    assert_eq!(report.deleted, ["010", "011", "012"], "{report:?}");
+    assert!(report.is_failure());
+    let reason = report.deletes_skipped_reason.as_deref().unwrap();
+    assert!(
+        reason.contains("agent 014 left the manager after the plan was made"),
+        "{reason}"
+    );
+    assert!(standin.agents().contains_key("015"));
 }

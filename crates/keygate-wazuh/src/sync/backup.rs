@@ -28,8 +28,21 @@ const PREFIX: &str = "keygate-sync-";
 const SUFFIX: &str = ".keys";
 
 impl Backups {
-    /// Writes `lines` (sorted by the caller) to a new file; its path.
+    /// Writes `lines` (sorted by the caller) to a new file named after the
+    /// time now; its path.
     pub(crate) fn write(&self, lines: &[Zeroizing<String>]) -> Result<PathBuf, String> {
+        let stamp: String = humantime::format_rfc3339_nanos(std::time::SystemTime::now())
+            .to_string()
+            .chars()
+            .filter(|c| !matches!(c, '-' | ':'))
+            .collect();
+        self.write_stamped(lines, &stamp)
+    }
+
+    /// Writes `lines` to a new file named after `stamp`: `.1`, `.2`... up
+    /// to `.100` is added when a file of that name exists (two runs in the
+    /// same nanosecond); never an existing file overwritten.
+    fn write_stamped(&self, lines: &[Zeroizing<String>], stamp: &str) -> Result<PathBuf, String> {
         let failed = |what: &str, path: &Path, e: std::io::Error| {
             format!(
                 "cannot write the backup: {what} {}: {e}; nothing was changed \
@@ -42,11 +55,6 @@ impl Backups {
             .mode(0o700)
             .create(&self.dir)
             .map_err(|e| failed("cannot create", &self.dir, e))?;
-        let stamp: String = humantime::format_rfc3339_nanos(std::time::SystemTime::now())
-            .to_string()
-            .chars()
-            .filter(|c| !matches!(c, '-' | ':'))
-            .collect();
         let mut n = 0;
         let (path, mut file) = loop {
             let name = match n {
@@ -134,6 +142,35 @@ mod tests {
         assert_eq!(mode(&left[1]), 0o600);
         let text = std::fs::read_to_string(&left[1]).unwrap();
         assert_eq!(text, format!("003 web any {}\n", "k".repeat(64)));
+    }
+
+    /// A backup never overwrites one of the same name: the next free
+    /// suffix is taken, and past `.100` it is an error. A name the file
+    /// system refuses is an error at once.
+    #[test]
+    fn a_backup_of_the_same_instant_takes_the_next_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let backups = Backups {
+            dir: dir.path().to_owned(),
+            kept: 1000,
+        };
+        let stamp = "20261205T093000.000000000Z";
+        let line = |n: u32| Zeroizing::new(format!("{n:03} web any {}", "k".repeat(64)));
+        let name = |p: PathBuf| p.file_name().unwrap().to_str().unwrap().to_owned();
+        let first = backups.write_stamped(&[line(1)], stamp).unwrap();
+        assert_eq!(name(first.clone()), format!("{PREFIX}{stamp}{SUFFIX}"));
+        let second = backups.write_stamped(&[line(2)], stamp).unwrap();
+        assert_eq!(name(second), format!("{PREFIX}{stamp}.1{SUFFIX}"));
+        assert!(std::fs::read_to_string(&first).unwrap().starts_with("001 "));
+        for _ in 2..=100 {
+            backups.write_stamped(&[line(3)], stamp).unwrap();
+        }
+        let e = backups.write_stamped(&[line(4)], stamp).unwrap_err();
+        assert!(e.contains("cannot create") && e.contains(".100"), "{e}");
+        let e = backups
+            .write_stamped(&[line(5)], &"x".repeat(300))
+            .unwrap_err();
+        assert!(e.contains("cannot create"), "{e}");
     }
 
     /// A directory that cannot be created is an error naming it.
