@@ -547,3 +547,72 @@ async fn an_agent_gone_while_applying_stops_the_deletes_and_is_named() {
     );
     assert!(standin.agents().contains_key("015"));
 }
+
+/// With the manager's client.keys, keys are compared against its lines and
+/// none of them is read through the API; a line whose name or address no
+/// longer matches the registry (a stale file) is not trusted and that key
+/// is read through the API instead. A name or an address that differs is a
+/// replace whatever the key; the backup holds the file's lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_compared_against_the_managers_client_keys() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    standin.put("001", "web-01", "10.0.0.1", &key(1)); // unchanged
+    standin.put("002", "web-02", "any", &key(99)); // key differs
+    standin.put("003", "db-old", "10.0.0.3", &key(3)); // name differs, same key
+    standin.put("004", "db-02", "10.0.0.4", &key(4)); // unchanged; the file's line is stale
+    standin.put("005", "app-01", "10.0.0.9", &key(5)); // address differs, same key
+    standin.put("009", "gone", "any", &key(9)); // deleted
+    let mut lines: std::collections::HashMap<String, AgentRecord> = standin
+        .agents()
+        .into_iter()
+        .map(|(id, (name, ip, key))| {
+            let r = record(&id, &name, &ip, &key);
+            (id, r)
+        })
+        .collect();
+    lines.insert(
+        "004".into(),
+        record("004", "db-renamed", "10.0.0.4", &key(77)),
+    );
+    let store = Fake::empty("store")
+        .and(record("001", "web-01", "10.0.0.1", &key(1)))
+        .and(record("002", "web-02", "any", &key(2)))
+        .and(record("003", "db-01", "10.0.0.3", &key(3)))
+        .and(record("004", "db-02", "10.0.0.4", &key(4)))
+        .and(record("005", "app-01", "10.0.0.5", &key(5)));
+    let (wazuh, dir) = client(&standin, PASSWORD);
+    let options = Options {
+        max_delete: Some(10),
+        manager_keys: Some(sync::ManagerKeys {
+            path: dir.path().join("client.keys"),
+            lines,
+        }),
+        ..options(true, true, &dir)
+    };
+    let report = sync::run(&wazuh, store.list(), &options, &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(report.unchanged, 2, "{report:?}");
+    assert_eq!(report.replaced, ["002", "003", "005"], "{report:?}");
+    assert_eq!(report.deleted, ["009"], "{report:?}");
+    let key_reads: Vec<String> = standin
+        .state()
+        .log
+        .iter()
+        .filter(|l| l.starts_with("GET /agents/") && l.ends_with("/key"))
+        .cloned()
+        .collect();
+    assert_eq!(key_reads, ["GET /agents/004/key"]);
+    let backup = std::fs::read_to_string(report.backup.unwrap()).unwrap();
+    assert_eq!(
+        backup,
+        format!(
+            "002 web-02 any {}\n003 db-old 10.0.0.3 {}\n005 app-01 10.0.0.9 {}\n009 gone any {}\n",
+            key(99),
+            key(3),
+            key(5),
+            key(9)
+        )
+    );
+    assert_eq!(standin.agents()["002"].2, key(2));
+}

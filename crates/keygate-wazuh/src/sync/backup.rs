@@ -114,7 +114,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     /// Files are 0600 in a 0700 directory, hold the lines given, and only
-    /// the newest `kept` stay.
+    /// the newest `kept` stay; other files in the directory are left alone.
     #[test]
     fn backups_are_private_and_rotated() {
         let dir = tempfile::tempdir().unwrap();
@@ -122,14 +122,25 @@ mod tests {
             dir: dir.path().join("b"),
             kept: 2,
         };
+        // Other files in the directory are never rotated away.
+        let others = ["notes.keys", "keygate-sync-readme.txt"].map(|f| backups.dir.join(f));
         let mut written = Vec::new();
         for n in 0..4 {
             let line = Zeroizing::new(format!("00{n} web any {}", "k".repeat(64)));
             written.push(backups.write(&[line]).unwrap());
+            if n == 0 {
+                for other in &others {
+                    std::fs::write(other, "mine").unwrap();
+                }
+            }
             backups.remove_old();
         }
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&backups.dir), 0o700);
+        for other in &others {
+            assert!(other.exists(), "{} was removed", other.display());
+            std::fs::remove_file(other).unwrap();
+        }
         let left: Vec<PathBuf> = {
             let mut v: Vec<PathBuf> = std::fs::read_dir(&backups.dir)
                 .unwrap()
