@@ -616,3 +616,38 @@ async fn keys_are_compared_against_the_managers_client_keys() {
     );
     assert_eq!(standin.agents()["002"].2, key(2));
 }
+
+/// Without `--max-delete`, one run deletes at most 10 % of the manager's
+/// agents: of 30, 3 deletes are made and 4 are refused, nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_run_deletes_at_most_a_tenth_of_the_agents() {
+    for (kept, allowed) in [(27u32, true), (26, false)] {
+        let standin = StandIn::start("keygate", PASSWORD);
+        let mut store = Fake::empty("store");
+        for i in 1..=30 {
+            let (id, name) = (format!("{i:03}"), format!("host-{i}"));
+            standin.put(&id, &name, "any", &key(i));
+            if i <= kept {
+                store = store.and(record(&id, &name, "any", &key(i)));
+            }
+        }
+        let (wazuh, dir) = client(&standin, PASSWORD);
+        let report = sync::run(&wazuh, store.list(), &options(true, true, &dir), &Quiet)
+            .await
+            .unwrap();
+        assert_eq!(report.max_delete, 3);
+        if allowed {
+            assert_eq!(report.deleted, ["028", "029", "030"], "{report:?}");
+            assert_eq!(standin.agents().len(), 27);
+        } else {
+            let refused = report.refused.as_deref().unwrap();
+            assert!(
+                refused.contains("would delete 4 of the manager's 30 agents")
+                    && refused.contains("(the default: 10 % of the manager's agents)"),
+                "{refused}"
+            );
+            assert!(!report.applied, "{report:?}");
+            assert_eq!(standin.agents().len(), 30);
+        }
+    }
+}
