@@ -651,3 +651,81 @@ async fn by_default_a_run_deletes_at_most_a_tenth_of_the_agents() {
         }
     }
 }
+
+/// The conflicts of `report`, as `id: reason`.
+fn conflicts(report: &sync::Report) -> Vec<String> {
+    report
+        .conflicts
+        .iter()
+        .map(|c| format!("{}: {}", c.id, c.reason))
+        .collect()
+}
+
+/// Two changes that claim one name, or one address, where one of them
+/// keeps it in the manager, both conflict, each naming the other agent of
+/// the store: neither is a "gives it up" that the other may take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_claiming_a_name_or_address_another_change_keeps_conflict() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    standin.put("001", "alpha", "any", &key(1));
+    standin.put("002", "beta", "any", &key(2));
+    standin.put("003", "gamma", "10.0.0.3", &key(3));
+    standin.put("004", "delta", "10.0.0.4", &key(4));
+    let store = Fake::empty("store")
+        // 001 takes the name beta, which 002 keeps (only its key changes).
+        .and(record("001", "beta", "any", &key(1)))
+        .and(record("002", "beta", "any", &key(22)))
+        // 003 takes 10.0.0.4, which 004 keeps (only its name changes).
+        .and(record("003", "gamma", "10.0.0.4", &key(3)))
+        .and(record("004", "epsilon", "10.0.0.4", &key(4)));
+    let (wazuh, dir) = client(&standin, PASSWORD);
+    let report = sync::run(&wazuh, store.list(), &options(true, false, &dir), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(
+        conflicts(&report),
+        [
+            "001: the store gives agent 002 the same name beta",
+            "002: the store gives agent 001 the same name 'beta'",
+            "003: the store gives agent 004 the same address 10.0.0.4",
+            "004: the store gives agent 003 the same address 10.0.0.4",
+        ],
+        "{report:?}"
+    );
+    assert!(
+        report.replaced.is_empty() && report.is_failure(),
+        "{report:?}"
+    );
+    assert_eq!(standin.agents()["001"].0, "alpha");
+}
+
+/// A change that takes one agent's name and another's address, neither in
+/// the store, displaces both (with prune): both are listed as displaced by
+/// it, and deleted before it is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_displacing_two_agents_lists_both() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    standin.put("001", "alpha", "10.0.0.1", &key(1));
+    standin.put("008", "beta", "10.0.0.8", &key(8));
+    standin.put("009", "gamma", "10.0.0.9", &key(9));
+    let store = Fake::empty("store").and(record("001", "beta", "10.0.0.9", &key(1)));
+    let (wazuh, dir) = client(&standin, PASSWORD);
+    let mut opts = options(false, true, &dir);
+    opts.max_delete = Some(2);
+    let report = sync::run(&wazuh, store.list(), &opts, &Quiet)
+        .await
+        .unwrap();
+    assert!(report.has_changes());
+    let displaced: Vec<(String, String)> = report
+        .displaced
+        .iter()
+        .map(|d| (d.id.clone(), d.by.clone()))
+        .collect();
+    assert_eq!(
+        displaced,
+        [("008".into(), "001".into()), ("009".into(), "001".into())],
+        "{report:?}"
+    );
+    assert_eq!(report.deleted, ["008", "009"]);
+    assert_eq!(report.replaced, ["001"]);
+}

@@ -138,3 +138,16 @@ impl Report {
         self.displaced.sort_by(|a, b| a.id.cmp(&b.id));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The actions' names, as the report and the JSON output give them.
+    #[test]
+    fn actions_are_named_as_the_api_calls_them() {
+        assert_eq!(Action::Insert.as_str(), "insert");
+        assert_eq!(Action::Replace.as_str(), "replace");
+        assert_eq!(Action::Delete.as_str(), "delete");
+    }
+}
