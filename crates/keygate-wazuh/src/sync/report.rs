@@ -150,4 +150,28 @@ mod tests {
         assert_eq!(Action::Replace.as_str(), "replace");
         assert_eq!(Action::Delete.as_str(), "delete");
     }
+
+    /// Each way a run can fail makes it a failure on its own (the exit
+    /// code says so); a report with none is not one.
+    #[test]
+    fn each_failure_alone_fails_the_run() {
+        let failure = || Failure {
+            id: "001".into(),
+            action: Action::Insert,
+            reason: "x".into(),
+        };
+        assert!(!Report::default().is_failure());
+        let cases: [fn(&mut Report, Failure); 5] = [
+            |r, f| r.failed.push(f),
+            |r, f| r.conflicts.push(f),
+            |r, _| r.refused = Some("too many deletes".into()),
+            |r, _| r.prune_skipped = Some("invalid entries".into()),
+            |r, _| r.deletes_skipped.push("009".into()),
+        ];
+        for (n, set) in cases.into_iter().enumerate() {
+            let mut report = Report::default();
+            set(&mut report, failure());
+            assert!(report.is_failure(), "case {n}");
+        }
+    }
 }
