@@ -174,4 +174,20 @@ mod tests {
             assert!(report.is_failure(), "case {n}");
         }
     }
+
+    /// An insert, a replace or a delete alone is a change.
+    #[test]
+    fn each_kind_of_change_alone_is_a_change() {
+        assert!(!Report::default().has_changes());
+        let cases: [fn(&mut Report); 3] = [
+            |r| r.inserted.push("001".into()),
+            |r| r.replaced.push("001".into()),
+            |r| r.deleted.push("001".into()),
+        ];
+        for (n, set) in cases.into_iter().enumerate() {
+            let mut report = Report::default();
+            set(&mut report);
+            assert!(report.has_changes(), "case {n}");
+        }
+    }
 }
