@@ -165,7 +165,6 @@ impl Daemon {
 
     fn backends(&self) -> Vec<BackendView> {
         let admin = self.admin.load();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         admin
             .breakers
             .iter()
@@ -179,8 +178,8 @@ impl Daemon {
                     lookups: s.lookups,
                     skipped: s.skipped,
                     consecutive_failures: s.consecutive_failures,
-                    p50_ms: l.p50.map(ms),
-                    p99_ms: l.p99.map(ms),
+                    p50_ms: l.p50.map(millis),
+                    p99_ms: l.p99.map(millis),
                     host: latency.current_host(),
                     last_error: s.last_error,
                 }
@@ -283,8 +282,20 @@ pub fn main(config_path: &Path) -> ExitCode {
 /// pass"). `[server] worker_threads` overrides it (a machine whose
 /// lookups wait on many slow backends at once may want more).
 fn runtime_workers(configured: Option<usize>) -> usize {
-    configured
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))
+    configured.unwrap_or_else(|| {
+        half_the_cores(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+    })
+}
+
+/// The default number of runtime workers for `cores` cores: half, at
+/// least one.
+fn half_the_cores(cores: usize) -> usize {
+    (cores / 2).max(1)
+}
+
+/// A duration in milliseconds, as `keygate backends` shows latencies.
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// Logs and prints why the daemon cannot start; exit code 1.
@@ -449,5 +460,27 @@ async fn reload_on_sighup(daemon: Arc<Daemon>, hup: std::io::Result<tokio::signa
     };
     while hup.recv().await.is_some() {
         let _ = daemon.reload().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Half the cores, at least one: the 2-core machines the tests run on
+    /// cannot tell half from other rules, so the rule is tested here.
+    #[test]
+    fn the_default_workers_are_half_the_cores() {
+        for (cores, workers) in [(1, 1), (2, 1), (3, 1), (4, 2), (8, 4), (64, 32)] {
+            assert_eq!(half_the_cores(cores), workers, "{cores} cores");
+        }
+        assert_eq!(runtime_workers(Some(7)), 7);
+    }
+
+    /// `keygate backends` shows latencies in milliseconds.
+    #[test]
+    fn latencies_are_shown_in_milliseconds() {
+        assert_eq!(millis(Duration::from_micros(1500)), 1.5);
+        assert_eq!(millis(Duration::from_secs(2)), 2000.0);
     }
 }

@@ -129,7 +129,7 @@ fn reload_command_valid_and_invalid() {
     let out = cli(&d, &["reload"]);
     assert!(out.status.success(), "{out:?}");
     assert!(
-        stdout(&out).contains("cache entries kept"),
+        stdout(&out).trim_end().ends_with("cache entries kept"),
         "{}",
         stdout(&out)
     );
@@ -171,7 +171,10 @@ fn reload_drops_the_answers_of_a_backend_whose_config_changed() {
 
     std::fs::write(d.config(), original.replace("\"keys\"", "\"renamed\"")).unwrap();
     let out = cli(&d, &["reload"]);
-    assert!(stdout(&out).contains("cache entries kept"), "{out:?}");
+    assert!(
+        stdout(&out).trim_end().ends_with("cache entries kept"),
+        "{out:?}"
+    );
     assert_eq!(stat(&d, "entries"), 1);
 
     let pointed = original.replace(keys.to_str().unwrap(), rotated.to_str().unwrap());
@@ -181,6 +184,66 @@ fn reload_drops_the_answers_of_a_backend_whose_config_changed() {
     assert!(stdout(&out).contains("cache entries dropped"), "{out:?}");
     assert_eq!(stat(&d, "entries"), 0);
     assert_eq!(d.request("id:001")["data"]["key"], "new-key");
+}
+
+/// With two backends, a reload that changes only the second one's config
+/// keeps the first one's cached answers, and says so by name.
+#[test]
+fn reload_keeps_the_answers_of_the_backends_before_the_one_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (
+        dir.path().join("first.keys"),
+        dir.path().join("second.keys"),
+    );
+    std::fs::write(&first, "001 a 10.0.0.1 k1\n").unwrap();
+    std::fs::write(&second, "002 b 10.0.0.2 k2\n").unwrap();
+    let backends = |interval: &str| {
+        format!(
+            "{}[[backend]]\nname = \"second\"\ntype = \"file\"\npath = \"{}\"\nreload_interval = \"{interval}\"\n",
+            keys_backend(&first),
+            second.display()
+        )
+    };
+    let d = Daemon::start(&backends("1h"));
+    assert_eq!(d.request("id:001")["error"], 0);
+    let original = std::fs::read_to_string(d.config()).unwrap();
+    std::fs::write(
+        d.config(),
+        original.replace(&backends("1h"), &backends("2h")),
+    )
+    .unwrap();
+    let out = cli(&d, &["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout(&out)
+            .trim_end()
+            .ends_with("cache entries kept for keys only (the config of a later backend changed)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(stat(&d, "entries"), 1);
+}
+
+/// The control socket holds at most 16 connections (the Wazuh socket's
+/// own, larger limit does not apply to it): with 16 open, a 17th is closed
+/// at once, long before the read timeout (control connections are never
+/// evicted as idle).
+#[test]
+fn the_control_socket_holds_at_most_16_connections() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("client.keys");
+    std::fs::write(&keys, "001 a 10.0.0.1 k1\n").unwrap();
+    let d = Daemon::start_with("read_timeout = \"50s\"", &keys_backend(&keys));
+    let control = keygate_config::control_socket_for(d.socket());
+    let connect = || std::os::unix::net::UnixStream::connect(&control).unwrap();
+    let _held: Vec<_> = (0..16).map(|_| connect()).collect();
+    let mut extra = connect();
+    extra
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(extra.read(&mut buf).unwrap(), 0, "the 17th was held open");
 }
 
 /// `--json` gives scripts the same facts as the tables: `backends --json`
