@@ -116,6 +116,15 @@ async fn http_429_is_retried() {
     let page = wazuh.agents_page(0, 10).await.unwrap();
     assert_eq!(page.affected_items[0].id, "000");
     assert_eq!(standin.state().served_429, 3);
+    // Each 429 is counted as throttled (here the login's: the first call
+    // logs in), and every call sent as a call, authentication excepted.
+    assert_eq!(wazuh.stats().throttled, 3);
+    assert_eq!(wazuh.stats().calls, 1);
+    standin.fail_next_with_429(2);
+    wazuh.agents_page(0, 10).await.unwrap();
+    assert_eq!(wazuh.stats().throttled, 5);
+    assert_eq!(wazuh.stats().calls, 4, "the retries are calls");
+    assert_eq!(wazuh.stats().calls, standin.api_calls() as u64);
     // More 429s than attempts: a clear error, not a hang.
     standin.fail_next_with_429(10);
     let e = wazuh.agents_page(0, 10).await.unwrap_err().to_string();
@@ -728,4 +737,113 @@ async fn a_change_displacing_two_agents_lists_both() {
     );
     assert_eq!(report.deleted, ["008", "009"]);
     assert_eq!(report.replaced, ["001"]);
+}
+
+/// A redirect is never followed, whatever the call: the answer is an error
+/// that names the status and the host it points to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_an_error_naming_where_it_points() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    standin.redirect("/agents", "https://elsewhere.example:8443/agents");
+    let (wazuh, _dir) = client(&standin, PASSWORD);
+    match wazuh.agents_page(0, 10).await {
+        Err(Error::Redirect {
+            status, location, ..
+        }) => {
+            assert_eq!(status, 308);
+            assert_eq!(location, "elsewhere.example:8443");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The pace is the configured rate's: 100,000 calls a minute is one every
+/// 600 microseconds.
+#[tokio::test]
+async fn the_pace_is_the_configured_rate() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    let (wazuh, _dir) = client(&standin, PASSWORD);
+    assert_eq!(wazuh.pace(), Duration::from_micros(600));
+}
+
+/// A token the API keeps refusing is renewed `attempts` times (4), then
+/// the call fails with the API's 401: five logins, never a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_always_refused_is_renewed_four_times_then_fails() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    standin.expire_tokens_after(0);
+    let (wazuh, _dir) = client(&standin, PASSWORD);
+    match wazuh.agents_page(0, 10).await {
+        Err(Error::Api { status, .. }) => assert_eq!(status, 401),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(standin.state().logins, 5);
+}
+
+/// Forwards every TCP connection on `listener` to `to`, both ways.
+fn forward(listener: std::net::TcpListener, to: std::net::SocketAddr) {
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = std::net::TcpStream::connect(to) else {
+                return;
+            };
+            for (mut from, mut into) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut into);
+                    let _ = into.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+}
+
+/// A refused connection is retried with backoff (a manager restarting):
+/// the API that starts listening 150 ms after the first attempt is
+/// reached. A port that stays closed is a transport error after the
+/// attempts, not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_retried_until_the_api_listens() {
+    let standin = StandIn::start("keygate", PASSWORD);
+    let api_port: u16 = standin.url().rsplit(':').next().unwrap().parse().unwrap();
+    let api = std::net::SocketAddr::from(([127, 0, 0, 1], api_port));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    standin.write_ca(&ca);
+    let wazuh = Wazuh::new(Settings {
+        url: format!("https://localhost:{port}"),
+        user: "keygate".into(),
+        password: Zeroizing::new(PASSWORD.into()),
+        ca_file: Some(ca),
+        insecure: false,
+        concurrency: 1,
+        timeout: Duration::from_secs(10),
+        retry: Retry {
+            attempts: 4,
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            throttled_attempts: 4,
+            throttled_max: Duration::from_secs(1),
+        },
+        max_requests_per_minute: 100_000,
+    })
+    .unwrap();
+    let closed = wazuh.agents_page(0, 1).await.unwrap_err();
+    assert!(matches!(closed, Error::Transport { .. }), "{closed:?}");
+    let opening = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        forward(
+            std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
+            api,
+        );
+    });
+    let page = wazuh.agents_page(0, 1).await.unwrap();
+    assert_eq!(page.affected_items[0].id, "000");
+    opening.join().unwrap();
 }
