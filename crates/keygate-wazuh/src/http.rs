@@ -358,3 +358,55 @@ fn chain(e: &reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redirect(location: Option<&str>) -> reqwest::Response {
+        use reqwest::ResponseBuilderExt;
+        // The answer of a call to the API's /agents/insert.
+        let api = Url::parse("https://manager.example:55000/agents/insert").unwrap();
+        let mut answer = http::Response::builder().status(308).url(api);
+        if let Some(location) = location {
+            answer = answer.header(header::LOCATION, location);
+        }
+        reqwest::Response::from(answer.body("").unwrap())
+    }
+
+    /// A redirect is shown by the host and port it points to (the scheme's
+    /// own port when it has one), never its path or query.
+    #[test]
+    fn a_redirect_shows_only_where_it_points() {
+        let shown = |location| location_host(&redirect(location));
+        assert_eq!(
+            shown(Some("https://evil.example/x?token=1")),
+            "evil.example:443"
+        );
+        assert_eq!(
+            shown(Some("https://evil.example:8443/x")),
+            "evil.example:8443"
+        );
+        assert_eq!(shown(Some("/elsewhere")), "manager.example:55000");
+        assert_eq!(shown(Some("gopher2://evil.example/x")), "evil.example");
+        assert_eq!(shown(Some("data:text/plain,x")), "(no host)");
+        assert_eq!(shown(None), "(none)");
+    }
+
+    /// The API's error title and detail, as error messages append them.
+    #[test]
+    fn an_api_error_is_shown_by_its_title_and_detail() {
+        let body = |title: &str, detail: &str| ApiError {
+            title: title.into(),
+            detail: detail.into(),
+            error: None,
+        };
+        assert_eq!(detail_of(&body("", "")), "");
+        assert_eq!(detail_of(&body("Forbidden", "")), ": Forbidden");
+        assert_eq!(detail_of(&body("", "no such agent")), ": no such agent");
+        assert_eq!(
+            detail_of(&body("Bad Request", "bad key")),
+            ": Bad Request: bad key"
+        );
+    }
+}
