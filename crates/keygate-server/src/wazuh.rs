@@ -284,6 +284,19 @@ mod tests {
         serde_json::from_slice(&buf[..n]).unwrap()
     }
 
+    /// Waits until `n` connections are open, failing after 10 s (a peer
+    /// refused at accept never opens one).
+    async fn open_at_least(r: &Running, n: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while r.counters.open() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} connections never opened"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     async fn ask(path: &Path, req: &[u8]) -> serde_json::Value {
         let raw = crate::client::ask(path, req, Duration::from_secs(5))
             .await
@@ -361,9 +374,7 @@ mod tests {
         .await;
         let p = r.path.clone();
         let _holding = tokio::spawn(async move { ask(&p, b"id:001").await });
-        while r.counters.open() < 1 {
-            tokio::task::yield_now().await;
-        }
+        open_at_least(&r, 1).await;
         let long = format!("id:{}", "1".repeat(126));
         assert_eq!(long.len(), 129);
         let v = ask(&r.path, long.as_bytes()).await;
@@ -405,9 +416,7 @@ mod tests {
         for _ in 0..3 {
             idle.push(UnixStream::connect(&r.path).await.unwrap());
         }
-        while r.counters.open() < 3 {
-            tokio::task::yield_now().await;
-        }
+        open_at_least(&r, 3).await;
         let v = tokio::time::timeout(Duration::from_secs(10), ask(&r.path, b"id:001"))
             .await
             .expect("the request waited for the idle connections");
