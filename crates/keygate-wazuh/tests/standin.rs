@@ -469,8 +469,9 @@ async fn the_planned_api_calls_are_the_calls_applying_makes() {
         standin.put("001", "web-01", "10.0.0.1", &key(1)); // unchanged
         standin.put("002", "web-02", "any", &key(99)); // key differs
         standin.put("003", "db-old", "10.0.0.3", &key(3)); // name differs
-        for id in ["009", "010", "011", "012"] {
-            standin.put(id, &format!("gone-{id}"), "any", &key(9)); // deleted: 2 batches of 3
+        for i in 9..=15 {
+            let id = format!("{i:03}");
+            standin.put(&id, &format!("gone-{id}"), "any", &key(9)); // deleted: 3 batches of 3
         }
         let dir = tempfile::tempdir().unwrap();
         let keys_file = dir.path().join("client.keys");
@@ -493,14 +494,14 @@ async fn the_planned_api_calls_are_the_calls_applying_makes() {
         let dry = sync::run(&planner, fake_store().list(), &options(false), &Quiet)
             .await
             .unwrap();
-        assert_eq!(dry.deleted.len(), 4, "{dry:?}");
-        // 2 batches of deletes (a look and a delete each), 3 replaces and
+        assert_eq!(dry.deleted.len(), 7, "{dry:?}");
+        // 3 batches of deletes (a look and a delete each), 3 replaces and
         // inserts, and without client.keys the backup key reads.
         let expected = dry.apply_calls;
         if with_client_keys {
-            assert_eq!(expected, 2 * 2 + 3);
+            assert_eq!(expected, 2 * 3 + 3);
         } else {
-            assert!(expected > 2 * 2 + 3, "{expected}");
+            assert!(expected > 2 * 3 + 3, "{expected}");
         }
         assert_eq!(
             dry.client_keys.as_deref(),
