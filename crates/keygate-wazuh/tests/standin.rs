@@ -774,7 +774,8 @@ async fn a_token_always_refused_is_renewed_four_times_then_fails() {
     let standin = StandIn::start("keygate", PASSWORD);
     standin.expire_tokens_after(0);
     let (wazuh, _dir) = client(&standin, PASSWORD);
-    match wazuh.agents_page(0, 10).await {
+    let answer = tokio::time::timeout(Duration::from_secs(20), wazuh.agents_page(0, 10));
+    match answer.await.expect("the client logs in again and again") {
         Err(Error::Api { status, .. }) => assert_eq!(status, 401),
         other => panic!("{other:?}"),
     }
@@ -835,7 +836,10 @@ async fn a_refused_connection_is_retried_until_the_api_listens() {
         max_requests_per_minute: 100_000,
     })
     .unwrap();
-    let closed = wazuh.agents_page(0, 1).await.unwrap_err();
+    let closed = tokio::time::timeout(Duration::from_secs(20), wazuh.agents_page(0, 1))
+        .await
+        .expect("a closed port is retried forever")
+        .unwrap_err();
     assert!(matches!(closed, Error::Transport { .. }), "{closed:?}");
     let opening = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(150));
