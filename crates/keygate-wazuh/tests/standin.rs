@@ -312,11 +312,12 @@ impl Progress for ChangeAfterFirstDelete<'_> {
     }
 }
 
-/// Deletes come from the plan's snapshot: when the registry changes while
-/// applying (an agent to delete re-enrolled under another name), the rest
-/// of the deletes is skipped and reported, and the run fails.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registry_that_changes_while_applying_stops_the_deletes() {
+/// Applies a store of agent 001 alone, with prune, to a manager holding
+/// 010 to 016, making `change` to the registry once the first batch of
+/// deletes is done. The directory holds the backup.
+async fn apply_while_the_registry_changes(
+    change: fn(&StandIn),
+) -> (StandIn, sync::Report, tempfile::TempDir) {
     let standin = StandIn::start("keygate", PASSWORD);
     for i in 10..=16 {
         standin.put(&format!("{i:03}"), &format!("old-{i}"), "any", &key(i));
@@ -325,12 +326,21 @@ async fn a_registry_that_changes_while_applying_stops_the_deletes() {
     let store = Fake::empty("store").and(record("001", "web-01", "any", &key(1)));
     let mut opts = options(true, true, &dir);
     opts.max_delete = Some(10);
-    // Agent 015 re-enrolls under another name.
-    let progress =
-        ChangeAfterFirstDelete::new(&standin, |s| s.put("015", "new-box", "any", &key(15)));
+    let progress = ChangeAfterFirstDelete::new(&standin, change);
     let report = sync::run(&wazuh, store.list(), &opts, &progress)
         .await
         .unwrap();
+    (standin, report, dir)
+}
+
+/// Deletes come from the plan's snapshot: when the registry changes while
+/// applying (an agent to delete re-enrolled under another name), the rest
+/// of the deletes is skipped and reported, and the run fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_changes_while_applying_stops_the_deletes() {
+    // Agent 015 re-enrolls under another name.
+    let (standin, report, _dir) =
+        apply_while_the_registry_changes(|s| s.put("015", "new-box", "any", &key(15))).await;
     assert_eq!(report.deleted, ["010", "011", "012"]);
     assert_eq!(report.deletes_skipped.len(), 4, "{report:?}");
     assert!(report.is_failure());
@@ -534,20 +544,10 @@ async fn the_planned_api_calls_are_the_calls_applying_makes() {
 /// skipped and the reason names the agent that left (not an API error).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_gone_while_applying_stops_the_deletes_and_is_named() {
-    let standin = StandIn::start("keygate", PASSWORD);
-    for i in 10..=16 {
-        standin.put(&format!("{i:03}"), &format!("old-{i}"), "any", &key(i));
-    }
-    let (wazuh, dir) = client(&standin, PASSWORD);
-    let store = Fake::empty("store").and(record("001", "web-01", "any", &key(1)));
-    let mut opts = options(true, true, &dir);
-    opts.max_delete = Some(10);
-    let progress = ChangeAfterFirstDelete::new(&standin, |s| {
+    let (standin, report, _dir) = apply_while_the_registry_changes(|s| {
         s.state().agents.remove("014");
-    });
-    let report = sync::run(&wazuh, store.list(), &opts, &progress)
-        .await
-        .unwrap();
+    })
+    .await;
     assert_eq!(report.deleted, ["010", "011", "012"], "{report:?}");
     assert!(report.is_failure());
     let reason = report.deletes_skipped_reason.as_deref().unwrap();
