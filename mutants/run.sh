@@ -38,6 +38,7 @@ files() {
     core) # record validation, the gateway's final record-matches-request
       # check, the Wazuh version guard (IPv6 before 4.4, the 127-byte cap)
       echo crates/keygate-core/src/record/mod.rs crates/keygate-core/src/record/address.rs \
+        crates/keygate-core/src/wazuh/mod.rs \
         crates/keygate-core/src/gateway.rs crates/keygate-core/src/wazuh/guard.rs ;;
     server) # peer checks at accept, allowed_uids/gids, the control socket's uid check
       echo crates/keygate-server/src/wazuh.rs crates/keygate-server/src/control.rs \

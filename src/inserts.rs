@@ -23,7 +23,7 @@
 //! waking the task for every answer could wake a parked thread): a few hash
 //! lookups, a short lock and no system call per answer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -34,6 +34,7 @@ use async_trait::async_trait;
 use keygate_backends::file::client_keys::{file_version, ClientKeysFile, FileVersion};
 use keygate_core::backend::ListStream;
 use keygate_core::record::AddressKind;
+use keygate_core::wazuh::OncePerAgent;
 use keygate_core::{AgentRecord, BackendError, KeyBackend, Query};
 use tokio::time::Instant;
 
@@ -150,7 +151,7 @@ pub struct InsertWatch {
     hostname: Option<String>,
     /// Agents warned about since the index was last read (a warning per
     /// agent per version of the file, not per retry of Wazuh's).
-    warned: Mutex<HashSet<String>>,
+    warned: OncePerAgent,
     /// What the task found.
     pub counts: Counts,
 }
@@ -189,7 +190,7 @@ impl InsertWatch {
             index: ArcSwap::from_pointee(index),
             served: Mutex::new(Vec::new()),
             hostname,
-            warned: Mutex::new(HashSet::new()),
+            warned: OncePerAgent::new(MAX_PENDING),
             counts: Counts::default(),
         });
         tracing::info!(
@@ -215,13 +216,7 @@ impl InsertWatch {
         let index = self.index.load();
         if let Some(conflict) = index.conflict(record, self.hostname.as_deref()) {
             keygate_core::audit::conflict(&conflict);
-            let first = self.warned.lock().map_or(true, |mut warned| {
-                if warned.len() >= MAX_PENDING {
-                    warned.clear();
-                }
-                warned.insert(record.id.as_str().to_owned())
-            });
-            if first {
+            if self.warned.first(record.id.as_str()) {
                 tracing::warn!(
                     agent_id = record.id.as_str(),
                     agent_name = record.name.as_str(),
@@ -254,9 +249,7 @@ impl InsertWatch {
         match read(&self.path).await {
             Ok(index) => {
                 self.index.store(Arc::new(index));
-                if let Ok(mut warned) = self.warned.lock() {
-                    warned.clear();
-                }
+                self.warned.forget();
             }
             Err(error) => tracing::debug!(%error, "client.keys could not be re-read."),
         }

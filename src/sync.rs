@@ -7,8 +7,9 @@
 //! Exit codes (docs/codes.md): 0 done, or nothing to do; 1 a change failed
 //! or conflicts, the plan was refused (`--max-delete`), prune was skipped,
 //! or the store or the API failed; 2 dry run with changes pending;
-//! 64 usage (an unknown `--backend`); 78 configuration (an invalid config,
-//! no `[wazuh] url`, a backend that cannot be built).
+//! 64 usage (an unknown `--backend`); 69 the API cannot be reached; 77 the
+//! API refuses the user; 78 configuration (an invalid config, no `[wazuh]
+//! url`, a backend that cannot be built).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

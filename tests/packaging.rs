@@ -20,6 +20,7 @@ fn repo() -> PathBuf {
 }
 
 use keygate_testkit::cli::{read_text as read, run_tool as run};
+use keygate_testkit::systemd;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -174,27 +175,6 @@ fn bundled_c_code_is_compiled_with_fortify_and_stack_protector() {
 
 const UNIT: &str = "config/systemd/keygate.service";
 
-/// A root directory for `systemd-analyze --root`: the host's units (targets
-/// the unit names), /bin/kill (ExecReload), the unit under test and the
-/// keygate binary at /usr/bin/keygate (ExecStart).
-fn unit_root(unit: &Path) -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    let units = root.path().join("usr/lib/systemd/system");
-    std::fs::create_dir_all(&units).unwrap();
-    for entry in std::fs::read_dir("/usr/lib/systemd/system").unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), units.join(entry.file_name())).unwrap();
-        }
-    }
-    std::fs::copy(unit, units.join("keygate.service")).unwrap();
-    std::fs::create_dir_all(root.path().join("usr/bin")).unwrap();
-    std::fs::copy(bin(), root.path().join("usr/bin/keygate")).unwrap();
-    std::fs::create_dir_all(root.path().join("bin")).unwrap();
-    std::fs::copy("/bin/kill", root.path().join("bin/kill")).unwrap();
-    root
-}
-
 /// `systemd-analyze verify` accepts the shipped unit without a single
 /// warning. It runs here without a running systemd: `--root` makes it resolve
 /// the unit's commands and dependencies inside a prepared tree (the host has
@@ -203,12 +183,8 @@ fn unit_root(unit: &Path) -> tempfile::TempDir {
 /// warning, so any output fails the test.
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify() {
-    let root = unit_root(&repo().join(UNIT));
-    let out = run(Command::new("systemd-analyze")
-        .arg("verify")
-        .arg("--man=no")
-        .arg(format!("--root={}", root.path().display()))
-        .arg("keygate.service"));
+    let root = systemd::unit_root(&bin(), &[(&repo().join(UNIT), "keygate.service")]);
+    let out = systemd::verify(root.path(), &["keygate.service"]);
     assert!(
         out.status.success() && out.stderr.is_empty() && out.stdout.is_empty(),
         "systemd-analyze verify: {}\n{}{}",
@@ -228,12 +204,8 @@ fn systemd_analyze_verify_reports_an_unknown_key() {
         read(repo().join(UNIT)).replace("[Service]\n", "[Service]\nProtectEverything=yes\n"),
     )
     .unwrap();
-    let root = unit_root(&broken);
-    let out = run(Command::new("systemd-analyze")
-        .arg("verify")
-        .arg("--man=no")
-        .arg(format!("--root={}", root.path().display()))
-        .arg("keygate.service"));
+    let root = systemd::unit_root(&bin(), &[(&broken, "keygate.service")]);
+    let out = systemd::verify(root.path(), &["keygate.service"]);
     assert!(
         text(&out.stderr).contains("Unknown key 'ProtectEverything'"),
         "{out:?}"
@@ -267,29 +239,10 @@ fn unit_groups_can_read_the_config_the_postinst_protects() {
     );
 }
 
-/// The overall exposure `systemd-analyze security` reports, offline (the
-/// unit file itself, no running systemd needed).
-fn exposure(unit: &Path) -> f64 {
-    let out = run(Command::new("systemd-analyze")
-        .arg("security")
-        .arg("--offline=yes")
-        .arg("--no-pager")
-        .arg(unit));
-    let stdout = text(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("Overall exposure level for keygate.service:"))
-        .unwrap_or_else(|| panic!("no overall exposure in:\n{stdout}{}", text(&out.stderr)));
-    let value = line.split(':').nth(1).unwrap().split_whitespace().next();
-    value
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("cannot read the exposure in {line:?}"))
-}
-
 /// The hardening holds: an overall exposure of 2.0 or less.
 #[test]
 fn systemd_unit_exposure_is_at_most_2() {
-    let level = exposure(&repo().join(UNIT));
+    let level = systemd::exposure(&repo().join(UNIT));
     assert!(level <= 2.0, "overall exposure {level} > 2.0");
 }
 
@@ -307,7 +260,7 @@ fn unhardened_unit_rates_worse() {
         format!("{}{}", &unit_text[..start], &unit_text[end..]),
     )
     .unwrap();
-    let level = exposure(&unit);
+    let level = systemd::exposure(&unit);
     assert!(level > 5.0, "unhardened unit rated {level}");
 }
 

@@ -28,6 +28,7 @@ fn repo() -> PathBuf {
 }
 
 use keygate_testkit::cli::{read_text as read, run_tool as run};
+use keygate_testkit::systemd;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -41,36 +42,18 @@ fn values(unit: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// A root directory for `systemd-analyze --root`: the host's units, the
-/// units under test and the keygate binary at /usr/bin/keygate.
-fn unit_root() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    let units = root.path().join("usr/lib/systemd/system");
-    std::fs::create_dir_all(&units).unwrap();
-    for entry in std::fs::read_dir("/usr/lib/systemd/system").unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), units.join(entry.file_name())).unwrap();
-        }
-    }
-    std::fs::copy(repo().join(UNIT), units.join("keygate-sync.service")).unwrap();
-    std::fs::copy(repo().join(TIMER), units.join("keygate-sync.timer")).unwrap();
-    std::fs::create_dir_all(root.path().join("usr/bin")).unwrap();
-    std::fs::copy(bin(), root.path().join("usr/bin/keygate")).unwrap();
-    root
-}
-
 /// `systemd-analyze verify` accepts the sync unit and its timer without a
 /// single warning (it exits 0 on unknown keys, so any output fails).
 #[test]
 fn sync_unit_and_timer_pass_systemd_analyze_verify() {
-    let root = unit_root();
-    let out = run(Command::new("systemd-analyze")
-        .arg("verify")
-        .arg("--man=no")
-        .arg(format!("--root={}", root.path().display()))
-        .arg("keygate-sync.service")
-        .arg("keygate-sync.timer"));
+    let root = systemd::unit_root(
+        &bin(),
+        &[
+            (&repo().join(UNIT), "keygate-sync.service"),
+            (&repo().join(TIMER), "keygate-sync.timer"),
+        ],
+    );
+    let out = systemd::verify(root.path(), &["keygate-sync.service", "keygate-sync.timer"]);
     assert!(
         out.status.success() && out.stderr.is_empty() && out.stdout.is_empty(),
         "systemd-analyze verify: {}\n{}{}",
@@ -84,22 +67,7 @@ fn sync_unit_and_timer_pass_systemd_analyze_verify() {
 /// exposure of 2.0 or less, offline.
 #[test]
 fn sync_unit_exposure_is_at_most_2() {
-    let out = run(Command::new("systemd-analyze")
-        .arg("security")
-        .arg("--offline=yes")
-        .arg("--no-pager")
-        .arg(repo().join(UNIT)));
-    let stdout = text(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("Overall exposure level for keygate-sync.service:"))
-        .unwrap_or_else(|| panic!("no overall exposure in:\n{stdout}{}", text(&out.stderr)));
-    let level: f64 = line
-        .split(':')
-        .nth(1)
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("cannot read the exposure in {line:?}"));
+    let level = systemd::exposure(&repo().join(UNIT));
     assert!(level <= 2.0, "overall exposure {level} > 2.0");
     let unit = read(repo().join(UNIT));
     assert_eq!(values(&unit, "StateDirectory"), ["keygate"]);

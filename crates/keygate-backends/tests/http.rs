@@ -5,7 +5,7 @@
 //! credentials, redirects, failover, TLS verification and listing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -314,23 +314,19 @@ async fn the_bearer_token_is_sent_and_never_shown() {
             cmdb(AGENTS)(seen)
         }
     }));
-    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || Sink(writer.clone()))
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
     let config = s.config(json!({}));
-    let b = config.build("cmdb").await.unwrap();
-    assert_eq!(code(&*b, "id:001").await, ErrorCode::Found);
-    let e = error(&*b, "id:002").await;
-    b.health().await.unwrap();
+    let ((b, e), logs) = keygate_testkit::logs_of(async {
+        let b = config.build("cmdb").await.unwrap();
+        assert_eq!(code(&*b, "id:001").await, ErrorCode::Found);
+        let e = error(&*b, "id:002").await;
+        b.health().await.unwrap();
+        (b, e)
+    })
+    .await;
     let seen = s.inventory.seen();
     assert!(seen
         .iter()
         .all(|r| r.authorization.as_deref() == Some(&*format!("Bearer {TOKEN}"))));
-    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     for text in [
         e.to_string(),
         format!("{config:?}"),
@@ -338,18 +334,6 @@ async fn the_bearer_token_is_sent_and_never_shown() {
         logs,
     ] {
         assert!(!text.contains(TOKEN), "{text}");
-    }
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

@@ -1,6 +1,6 @@
 //! A scriptable in-memory backend for tests of layers (this crate's and
 //! downstream ones): fixed records, injected latency and injected outages;
-//! and the two helpers every layer test needs ([`q`], [`settle`]).
+//! and the helpers layer tests need ([`q`], [`settle`], [`logs_of`]).
 //!
 //! Downstream crates reach this through keygate-testkit, which enables the
 //! `testing` feature; it is not part of a release build.
@@ -214,4 +214,41 @@ impl KeyBackend for Fake {
             Ok(())
         }
     }
+}
+
+/// Runs `f` with every log line it writes on this thread captured (every
+/// level, no colours): its output and the lines.
+#[allow(clippy::unwrap_used)]
+pub async fn logs_of<T>(f: impl std::future::Future<Output = T>) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let output = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        f.await
+    };
+    let bytes = lines
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    (output, String::from_utf8(bytes).unwrap())
 }

@@ -1,8 +1,8 @@
 //! Test support shared by every keygate crate's tests (a dev-dependency
 //! only; `publish = false`).
 //!
-//! - [`Fake`], [`q`] and [`settle`]: the scriptable in-memory backend and the
-//!   small helpers layer tests need (defined in `keygate_core::testing`,
+//! - [`Fake`], [`q`], [`settle`] and [`logs_of`]: the scriptable in-memory
+//!   backend and the small helpers layer tests need (defined in `keygate_core::testing`,
 //!   compiled only through this crate's `testing` feature).
 //! - [`redis::RedisServer`], [`slapd::Slapd`], [`sql::PrivateMariadb`],
 //!   [`sql::PrivatePostgres`] and [`sql::TestDb`]: servers (or databases)
@@ -14,6 +14,8 @@
 //! - [`repo_root`], [`fixture`], [`free_port`]: where fixtures are, and a
 //!   loopback port for a private server.
 //! - [`tmpfs::Tmpfs`]: a small file system of a test's own, to fill.
+//! - [`systemd`]: `systemd-analyze verify` and the offline exposure of a
+//!   shipped unit.
 //!
 //! A missing server or binary fails the test loudly, naming what to install
 //! (`bash tests/setup.sh`); nothing is ever skipped.
@@ -27,6 +29,7 @@ pub mod redis;
 pub mod scrape;
 pub mod slapd;
 pub mod sql;
+pub mod systemd;
 pub mod tmpfs;
 
 use std::net::{TcpListener, TcpStream};
@@ -34,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-pub use keygate_core::testing::{q, settle, Fake};
+pub use keygate_core::testing::{logs_of, q, settle, Fake};
 
 /// The repository's root: the directory holding `docker/` and `config/`.
 pub fn repo_root() -> PathBuf {

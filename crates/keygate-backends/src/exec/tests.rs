@@ -364,34 +364,6 @@ async fn the_reply_is_the_first_line_that_is_not_blank() {
     assert!(e.to_string().contains("exited with status 3"), "{e}");
 }
 
-/// Captures the log lines written while `f` runs, every level.
-async fn logs_of<F: std::future::Future<Output = ()>>(f: F) -> String {
-    use std::sync::Mutex;
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || Sink(writer.clone()))
-        .finish();
-    {
-        let _guard = tracing::subscriber::set_default(subscriber);
-        f.await;
-    }
-    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
-    text
-}
-
 /// A failing script's stderr (a traceback may quote a row, key included)
 /// is logged at debug level only, cut to 1 KiB, never as a warning.
 /// Before, a failed lookup logged it at warn.
@@ -401,7 +373,7 @@ async fn stderr_is_logged_at_debug_only_and_truncated() {
         "echo 'Traceback: row {KEY}' >&2\nhead -c 5000 /dev/zero | tr '\\0' x >&2\nexit 1"
     ));
     let b = s.backend(Duration::from_secs(20)).await;
-    let logs = logs_of(async {
+    let ((), logs) = keygate_testkit::logs_of(async {
         let e = b.lookup(&q("id:001")).await.unwrap_err();
         assert!(e.to_string().contains("exited with status 1"), "{e}");
     })

@@ -3,12 +3,11 @@
 //! backend, the cache, a stale entry). It is only built for a version that
 //! refuses something (before 4.4), so newer versions pay nothing for it.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::WazuhVersion;
+use super::{OncePerAgent, WazuhVersion};
 use crate::backend::ListStream;
 use crate::{AgentRecord, BackendError, KeyBackend, Query};
 
@@ -22,7 +21,7 @@ const LOGGED_AGENTS: usize = 100_000;
 pub struct VersionGuard {
     inner: Arc<dyn KeyBackend>,
     version: WazuhVersion,
-    logged: Mutex<HashSet<String>>,
+    logged: OncePerAgent,
 }
 
 impl VersionGuard {
@@ -35,21 +34,12 @@ impl VersionGuard {
         Arc::new(Self {
             inner,
             version,
-            logged: Mutex::new(HashSet::new()),
+            logged: OncePerAgent::new(LOGGED_AGENTS),
         })
     }
 
     fn log_once(&self, record: &AgentRecord) {
-        let first = match self.logged.lock() {
-            Ok(mut logged) => {
-                if logged.len() >= LOGGED_AGENTS {
-                    logged.clear();
-                }
-                logged.insert(record.id.as_str().to_owned())
-            }
-            Err(_) => true,
-        };
-        if first {
+        if self.logged.first(record.id.as_str()) {
             tracing::warn!(
                 agent_id = record.id.as_str(),
                 agent_name = record.name.as_str(),
@@ -160,34 +150,16 @@ mod tests {
     /// 5; another agent gets its own line.
     #[tokio::test]
     async fn each_refused_agent_is_logged_once() {
-        use std::io::Write;
-        #[derive(Clone, Default)]
-        struct Lines(Arc<Mutex<Vec<u8>>>);
-        impl Write for Lines {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let _log = tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .finish(),
-        );
         let guard = VersionGuard::wrap(store(), "4.3".parse().unwrap());
-        for request in ["id:006", "id:006", "ip:2001:db8::6", "id:007", "id:007"] {
-            assert!(
-                matches!(answer(guard.as_ref(), request).await, Reply::Error { .. }),
-                "{request}"
-            );
-        }
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let ((), text) = crate::testing::logs_of(async {
+            for request in ["id:006", "id:006", "ip:2001:db8::6", "id:007", "id:007"] {
+                assert!(
+                    matches!(answer(guard.as_ref(), request).await, Reply::Error { .. }),
+                    "{request}"
+                );
+            }
+        })
+        .await;
         let logged = |id: &str| {
             text.lines()
                 .filter(|l| l.contains("cannot take an IPv6 address"))

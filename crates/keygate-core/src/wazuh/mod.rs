@@ -10,8 +10,10 @@
 
 mod guard;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 pub use guard::VersionGuard;
 
@@ -26,6 +28,42 @@ pub const IPV6_EXITS: &str = "cannot take an IPv6 address; its authd would exit"
 /// canonical form, and refuses all of them.
 pub fn is_ipv6(address: &AgentAddress) -> bool {
     address.as_str().contains(':')
+}
+
+/// Which agents a warning was logged for, so that each is logged once
+/// however often Wazuh asks again. Past `cap` agents it forgets them all
+/// (each is then logged once more): memory stays bounded.
+pub struct OncePerAgent {
+    seen: Mutex<HashSet<String>>,
+    cap: usize,
+}
+
+impl OncePerAgent {
+    /// Remembers up to `cap` agents.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            seen: Mutex::new(HashSet::new()),
+            cap,
+        }
+    }
+
+    /// Whether this is the first time for agent `id` (true when the memory
+    /// cannot be read: a line too many, never one lost).
+    pub fn first(&self, id: &str) -> bool {
+        self.seen.lock().map_or(true, |mut seen| {
+            if seen.len() >= self.cap {
+                seen.clear();
+            }
+            seen.insert(id.to_owned())
+        })
+    }
+
+    /// Forgets every agent: the next time, each is logged again.
+    pub fn forget(&self) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.clear();
+        }
+    }
 }
 
 /// A Wazuh release, `major.minor[.patch]`.
@@ -99,9 +137,11 @@ impl FromStr for WazuhVersion {
         let s = s.trim();
         let s = s.strip_prefix(['v', 'V']).unwrap_or(s);
         let mut parts = s.split('.');
-        let mut number = |required: bool| -> Result<Option<u16>, VersionError> {
+        // The next part: `None` when there is none, an error when it is not
+        // 1 to 4 digits (no sign, no space).
+        let mut number = || -> Result<Option<u16>, VersionError> {
             match parts.next() {
-                None if !required => Ok(None),
+                None => Ok(None),
                 Some(p)
                     if !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()) =>
                 {
@@ -110,9 +150,9 @@ impl FromStr for WazuhVersion {
                 _ => Err(VersionError),
             }
         };
-        let major = number(true)?.ok_or(VersionError)?;
-        let minor = number(true)?.ok_or(VersionError)?;
-        let patch = number(false)?;
+        let major = number()?.ok_or(VersionError)?;
+        let minor = number()?.ok_or(VersionError)?;
+        let patch = number()?;
         if parts.next().is_some() || (major, minor) < (3, 8) {
             return Err(VersionError);
         }
@@ -136,11 +176,31 @@ mod tests {
         assert_eq!(v.to_string(), "4.14.7");
         assert_eq!("4.3".parse::<WazuhVersion>().unwrap().to_string(), "4.3");
         assert!("4.10".parse::<WazuhVersion>().unwrap() > "4.9".parse().unwrap());
+        assert_eq!("3.8".parse::<WazuhVersion>().unwrap().to_string(), "3.8");
         for bad in [
-            "", "4", "4.", "4.x", "4.14.7.1", "3.7", "latest", "-4.1", "99999.1",
+            "", "4", "4.", "4.x", "4.14.7.1", "3.7", "latest", "-4.1", "99999.1", "+4.1", "4.+1",
+            "4.10000", "4. 1",
         ] {
             assert_eq!(bad.parse::<WazuhVersion>(), Err(VersionError), "{bad}");
         }
+    }
+
+    /// Each agent once; forgotten, each once more; past the cap, all are
+    /// forgotten.
+    #[test]
+    fn once_per_agent_until_forgotten() {
+        let once = OncePerAgent::new(3);
+        assert!(once.first("001"));
+        assert!(!once.first("001"));
+        assert!(once.first("002"));
+        once.forget();
+        assert!(once.first("001"));
+        assert!(once.first("002"));
+        assert!(!once.first("002"));
+        assert!(once.first("003"));
+        // 3 remembered: the cap clears the memory.
+        assert!(once.first("001"));
+        assert!(!once.first("001"));
     }
 
     /// Before 4.4 every ip written with a `:` is refused, IPv4-mapped
